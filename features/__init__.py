@@ -1,0 +1,1 @@
+"""Point-in-time feature pipelines (built in a later issue)."""

@@ -1,0 +1,3 @@
+"""nextbest: proactive next best actions from unified customer profiles."""
+
+__version__ = "0.1.0"

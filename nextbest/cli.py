@@ -1,0 +1,235 @@
+"""The ``nextbest`` command line. Errors are one line on stderr and a non-zero exit code.
+
+Exit codes: 0 success, 1 failure, 2 bad input (a broken contract, a wrong argument).
+Set ``NEXTBEST_DEBUG=1`` to see the traceback of an unexpected failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import click
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nextbest.errors import BadInputError, NextbestError
+
+app = typer.Typer(
+    name="nextbest",
+    help="Proactive, explained next best actions for chatbots, from unified customer profiles.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+import_app = typer.Typer(
+    help="Turn an outside dataset into a contract folder.", no_args_is_help=True
+)
+app.add_typer(import_app, name="import")
+
+out_console = Console()
+err_console = Console(stderr=True)
+
+Format = Annotated[str, typer.Option("--format", help="Table file format: parquet or csv.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out folder.")]
+
+
+def _as_of(value: str) -> pd.Timestamp:
+    try:
+        return pd.Timestamp(datetime.fromisoformat(value))
+    except ValueError:
+        raise BadInputError(
+            f"--as-of: {value!r} is not an ISO-8601 date (e.g. 2025-06-30)"
+        ) from None
+
+
+def _check_format(fmt: str) -> str:
+    if fmt not in ("parquet", "csv"):
+        raise BadInputError(f"--format: expected parquet or csv, got {fmt!r}")
+    return fmt
+
+
+def _write_world(world, out: Path, fmt: str, overwrite: bool) -> None:
+    from nextbest.io import atomic_folder, write_tables
+
+    with atomic_folder(out, overwrite=overwrite) as tmp:
+        write_tables(world.tables, tmp, fmt)  # type: ignore[arg-type]
+        write_tables(world.truth, tmp / "truth", "parquet")
+        config = world.config
+        meta = {
+            "generator": "nextbest.world",
+            "customers": config.customers,
+            "seed": config.seed,
+            "as_of": config.as_of.isoformat(),
+            "history_days": config.history_days,
+            "future_days": config.future_days,
+            "horizon_days": config.horizon_days,
+            "window_days": config.window_days,
+        }
+        (tmp / "truth" / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _generate(
+    customers: int,
+    seed: int,
+    as_of: str,
+    out: Path,
+    fmt: str,
+    overwrite: bool,
+    horizon_days: int = 90,
+    window_days: int = 14,
+):
+    from nextbest.world.generate import WorldConfig, generate_world
+
+    config = WorldConfig(
+        customers=customers,
+        seed=seed,
+        as_of=_as_of(as_of),
+        horizon_days=horizon_days,
+        window_days=window_days,
+    )
+    fmt = _check_format(fmt)
+    with err_console.status(f"simulating {customers:,} customers…"):
+        world = generate_world(config)
+    with err_console.status(f"writing {out}…"):
+        _write_world(world, out, fmt, overwrite)
+    return world
+
+
+@app.command()
+def generate(
+    customers: Annotated[int, typer.Option(help="Number of customers to simulate.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same world.")] = 0,
+    as_of: Annotated[
+        str, typer.Option(help="The moment that splits history from truth (UTC).")
+    ] = "2025-06-30",
+    out: Annotated[
+        Path, typer.Option(help="Folder to write the contract tables and truth/ to.")
+    ] = Path("data/world"),
+    horizon_days: Annotated[int, typer.Option(help="Churn horizon H for the truth, days.")] = 90,
+    window_days: Annotated[int, typer.Option(help="Repurchase window W for the truth, days.")] = 14,
+    fmt: Format = "parquet",
+    overwrite: Overwrite = False,
+) -> None:
+    """Simulate a CDP world: contract tables before and after --as-of, and truth/ after it."""
+    world = _generate(customers, seed, as_of, out, fmt, overwrite, horizon_days, window_days)
+    rows = ", ".join(f"{len(f):,} {n}" for n, f in world.tables.items())
+    out_console.print(f"wrote {out}: {rows}; truth in {out / 'truth'}")
+
+
+@import_app.command("cdnow")
+def import_cdnow(
+    out: Annotated[Path, typer.Option(help="Folder to write the contract tables to.")] = Path(
+        "data/cdnow"
+    ),
+    source: Annotated[
+        Path | None, typer.Option(help="CDNOW_master.txt (default: the copy inside lifetimes).")
+    ] = None,
+    fmt: Format = "parquet",
+    overwrite: Overwrite = False,
+) -> None:
+    """Import the CDNOW master dataset (1997-1998, 23,570 customers) as a contract folder."""
+    from nextbest.cdnow import cdnow_tables
+    from nextbest.io import atomic_folder, write_tables
+
+    fmt = _check_format(fmt)
+    tables = cdnow_tables(source)
+    with atomic_folder(out, overwrite=overwrite) as tmp:
+        write_tables(tables, tmp, fmt)  # type: ignore[arg-type]
+    rows = ", ".join(f"{len(f):,} {n}" for n, f in tables.items())
+    out_console.print(f"wrote {out}: {rows}")
+
+
+@app.command()
+def validate(
+    folder: Annotated[Path, typer.Argument(help="A contract folder (one file per table).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check a contract folder; list every violation and exit 2, or print a summary and exit 0."""
+    from nextbest.validation import validate_folder
+
+    with err_console.status(f"validating {folder}…"):
+        _, report = validate_folder(folder)
+    if as_json:
+        out_console.print_json(
+            json.dumps(
+                {
+                    "folder": report.folder,
+                    "valid": report.ok,
+                    "rows": report.rows,
+                    "violations": [v.__dict__ for v in report.violations],
+                }
+            )
+        )
+    elif report.ok:
+        out_console.print(report.summary_line(), highlight=False, soft_wrap=True)
+    else:
+        for violation in report.violations:
+            err_console.print(f"- {violation}", highlight=False, markup=False, soft_wrap=True)
+    if not report.ok:
+        n = len(report.violations)
+        err_console.print(
+            f"{folder}: {n} contract violation{'s' if n != 1 else ''}", highlight=False
+        )
+        raise typer.Exit(2)
+
+
+@app.command()
+def demo(
+    customers: Annotated[int, typer.Option(help="Number of customers to simulate.")] = 5_000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    as_of: Annotated[
+        str, typer.Option(help="The moment that splits history from truth.")
+    ] = "2025-06-30",
+    out: Annotated[Path, typer.Option(help="Folder for the demo world.")] = Path("data/demo"),
+) -> None:
+    """Run the main job on embedded defaults: generate a world, validate it, summarise it."""
+    from nextbest.summary import world_summary
+    from nextbest.validation import load_contract
+
+    _generate(customers, seed, as_of, out, "parquet", overwrite=True)
+    out_console.print(f"[bold]1.[/] generated a world of {customers:,} customers in {out}")
+    tables = load_contract(out)
+    out_console.print(f"[bold]2.[/] validated {out}: the contract holds")
+    summary = world_summary(tables, _as_of(as_of), truth_folder=out / "truth")
+    table = Table(title=f"3. the world as of {as_of}", show_header=False)
+    for key, value in summary.items():
+        table.add_row(key, value)
+    out_console.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the app, turning errors into one line and an exit code."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.exceptions.Abort:
+        err_console.print("nextbest: aborted")
+        return 130
+    except click.ClickException as usage:
+        usage.show(file=sys.stderr)
+        return usage.exit_code
+    except NextbestError as error:
+        print(f"nextbest: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except Exception as error:
+        if os.environ.get("NEXTBEST_DEBUG"):
+            raise
+        print(
+            f"nextbest: unexpected {type(error).__name__}: {error} "
+            "(set NEXTBEST_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""Reading and writing contract folders: one Parquet or CSV file per table.
+
+Reading never coerces silently: a value that does not parse as its contract type is
+reported as a :class:`~nextbest.errors.Violation`, never turned into a null. Writing is
+atomic: files go to a temporary folder that is renamed into place once complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from nextbest.contract import TABLES, ColumnSpec, dtype_of, empty_table
+from nextbest.errors import BadInputError, Violation
+
+Format = Literal["parquet", "csv"]
+
+_TRUE = {"true", "1", "t", "yes"}
+_FALSE = {"false", "0", "f", "no"}
+_EXAMPLES = 5
+
+
+def _examples(values: pd.Series) -> tuple[str, ...]:
+    return tuple(repr(v) for v in pd.unique(values.to_numpy())[:_EXAMPLES])
+
+
+def _read_raw(path: Path) -> pd.DataFrame:
+    if path.suffix == ".csv":
+        # Every column as text: ids keep their leading zeros, types are checked below.
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
+    return pd.read_parquet(path)
+
+
+def _is_text(series: pd.Series) -> bool:
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return pd.api.types.infer_dtype(series.cat.categories, skipna=True) in ("string", "empty")
+    if pd.api.types.is_string_dtype(series.dtype) and series.dtype != object:
+        return True
+    return series.dtype == object and pd.api.types.infer_dtype(series, skipna=True) in (
+        "string",
+        "empty",
+    )
+
+
+def _parse_failure(
+    table: str, spec: ColumnSpec, raw: pd.Series, parsed: pd.Series, what: str
+) -> Violation | None:
+    bad = raw.notna() & parsed.isna()
+    if not bad.any():
+        return None
+    return Violation(table, spec.name, f"not {what}", int(bad.sum()), _examples(raw[bad]))
+
+
+def _type_column(
+    table: str, spec: ColumnSpec, raw: pd.Series
+) -> tuple[pd.Series | None, Violation | None]:
+    """Convert ``raw`` to the contract type of ``spec``; ``None`` and a violation if it can't."""
+    wrong_type = Violation(
+        table, spec.name, f"expected {spec.kind}, found dtype {raw.dtype}", int(raw.notna().sum())
+    )
+    text = _is_text(raw)
+    if spec.kind == "string":
+        return (raw.astype("str"), None) if text or raw.isna().all() else (None, wrong_type)
+
+    if spec.kind == "timestamp":
+        if pd.api.types.is_datetime64_any_dtype(raw.dtype):
+            ts = raw.dt.tz_localize("UTC") if raw.dt.tz is None else raw.dt.tz_convert("UTC")
+            return ts.dt.as_unit("us"), None
+        if not text and not raw.isna().all():
+            return None, wrong_type
+        ts = pd.to_datetime(raw, format="ISO8601", utc=True, errors="coerce").dt.as_unit("us")
+        return ts, _parse_failure(table, spec, raw, ts, "an ISO-8601 timestamp")
+
+    if spec.kind == "bool":
+        if pd.api.types.is_bool_dtype(raw.dtype):
+            return raw.astype(dtype_of(spec) if raw.isna().any() else "bool"), None
+        if not text and not raw.isna().all():
+            return None, wrong_type
+        lowered = raw.astype("str").str.strip().str.lower()
+        parsed = pd.Series(pd.NA, index=raw.index, dtype="boolean")
+        parsed[lowered.isin(_TRUE)] = True
+        parsed[lowered.isin(_FALSE)] = False
+        return parsed, _parse_failure(table, spec, raw, parsed, "a boolean (true/false)")
+
+    # Numbers.
+    if pd.api.types.is_bool_dtype(raw.dtype):
+        return None, wrong_type
+    if text or raw.isna().all():
+        parsed = pd.to_numeric(raw, errors="coerce").astype("float64")
+    elif pd.api.types.is_numeric_dtype(raw.dtype):
+        if spec.kind == "int" and not pd.api.types.is_integer_dtype(raw.dtype):
+            return None, wrong_type
+        parsed = raw.astype("float64")
+    else:
+        return None, wrong_type
+    parsed = parsed.where(np.isfinite(parsed))
+    if spec.kind == "float":
+        return parsed, _parse_failure(table, spec, raw, parsed, "a finite number")
+    integral = parsed.where(parsed == np.round(parsed))
+    return integral.astype("Int64"), _parse_failure(table, spec, raw, integral, "an integer")
+
+
+def _finish_dtypes(frame: pd.DataFrame, table: str, broken: set[str]) -> pd.DataFrame:
+    """Fill documented defaults and move masked dtypes to plain ones where no nulls remain."""
+    out = {}
+    for spec in TABLES[table].columns:
+        if spec.name in broken:
+            continue
+        col = frame[spec.name]
+        if spec.default is not None:
+            col = col.fillna(spec.default)
+        target = dtype_of(spec)
+        if not col.isna().any() or target in ("str", "float64", "datetime64[us, UTC]"):
+            col = col.astype(target)
+        out[spec.name] = col
+    return frame.assign(**out)
+
+
+def locate_tables(folder: Path) -> tuple[dict[str, Path], list[Violation]]:
+    """Find each contract table's file in ``folder``; report missing or ambiguous ones."""
+    found: dict[str, Path] = {}
+    violations: list[Violation] = []
+    for name, spec in TABLES.items():
+        candidates = [folder / f"{name}.{ext}" for ext in ("parquet", "csv")]
+        present = [p for p in candidates if p.is_file()]
+        if len(present) > 1:
+            violations.append(
+                Violation(name, None, "both a .parquet and a .csv file; keep exactly one")
+            )
+        elif present:
+            found[name] = present[0]
+        elif spec.required:
+            violations.append(
+                Violation(
+                    name, None, f"required table missing: expected {name}.parquet or {name}.csv"
+                )
+            )
+    return found, violations
+
+
+def read_tables(
+    folder: str | os.PathLike,
+) -> tuple[dict[str, pd.DataFrame], list[Violation], dict[str, set[str]]]:
+    """Read and type every table of a contract folder.
+
+    Returns the typed frames (absent optional tables as empty frames), the violations
+    found while reading and typing, and per table the columns that could not be typed
+    (the validator skips their value checks).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BadInputError(f"{folder}: not a folder (expected a contract folder of table files)")
+    files, violations = locate_tables(folder)
+    frames: dict[str, pd.DataFrame] = {}
+    broken: dict[str, set[str]] = {}
+    for name, spec in TABLES.items():
+        broken[name] = set()
+        if name not in files:
+            frames[name] = empty_table(name)
+            continue
+        try:
+            raw = _read_raw(files[name])
+        except Exception as exc:
+            violations.append(Violation(name, None, f"cannot read {files[name].name}: {exc}"))
+            frames[name] = empty_table(name)
+            continue
+        if raw.columns.duplicated().any():
+            dupes = sorted(set(raw.columns[raw.columns.duplicated()]))
+            violations.append(Violation(name, None, f"duplicate column names {dupes}"))
+            raw = raw.loc[:, ~raw.columns.duplicated()]
+        typed = {}
+        for col in spec.columns:
+            if col.name not in raw.columns:
+                if col.required:
+                    violations.append(Violation(name, col.name, "required column missing"))
+                    broken[name].add(col.name)
+                else:
+                    typed[col.name] = pd.Series(col.default, index=raw.index, dtype=dtype_of(col))
+                continue
+            series, problem = _type_column(name, col, raw[col.name])
+            if problem is not None:
+                violations.append(problem)
+                broken[name].add(col.name)
+            if series is not None:
+                typed[col.name] = series
+        extra = [c for c in raw.columns if c not in spec.column_names]
+        frame = pd.DataFrame(typed, index=raw.index).join(raw[extra])
+        frames[name] = _finish_dtypes(frame, name, broken[name])
+    return frames, violations, broken
+
+
+@contextlib.contextmanager
+def atomic_folder(out: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder that replaces ``out`` only if the block completes.
+
+    On any error the temporary folder is removed and ``out`` is left as it was.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f"{out}: exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise BadInputError(f"{out}: folder is not empty (pass --overwrite to replace it)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    """Write one table as Parquet or CSV (chosen by the suffix), via a temporary file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    if path.suffix == ".csv":
+        frame.to_csv(tmp, index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ")
+    else:
+        frame.to_parquet(tmp, index=False)
+    tmp.replace(path)
+
+
+def write_tables(tables: dict[str, pd.DataFrame], folder: Path, fmt: Format = "parquet") -> None:
+    """Write each frame of ``tables`` as ``folder/NAME.<fmt>``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, frame in tables.items():
+        write_table(frame, folder / f"{name}.{fmt}")

@@ -1,0 +1,1 @@
+"""A simulated CDP world with known truth (``nextbest generate``)."""

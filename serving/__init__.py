@@ -1,0 +1,1 @@
+"""The BentoML service for chatbots (built in a later issue)."""

@@ -1,0 +1,99 @@
+"""Shared fixtures: a tiny hand-built contract dataset and a small simulated world."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from nextbest.io import write_tables
+from nextbest.world.generate import WorldConfig, generate_world
+
+AS_OF = pd.Timestamp("2025-06-30", tz="UTC")
+
+
+def tiny_tables() -> dict[str, pd.DataFrame]:
+    """A valid dataset small enough to read at a glance (plain Python values, as a CDP sends)."""
+    ts = pd.Timestamp
+    return {
+        "customers": pd.DataFrame(
+            {
+                "customer_id": ["00001", "00002", "00003"],
+                "created_at": [ts("2024-01-05T10:00:00Z"), ts("2024-02-01T00:00:00Z"),
+                               ts("2024-03-01T12:30:00Z")],
+                "country": ["TW", "CN", "US"],
+                "locale": ["zh-TW", "zh-CN", "en"],
+            }
+        ),
+        "identities": pd.DataFrame(
+            {
+                "customer_id": ["00001", "00001", "00002"],
+                "id_type": ["cookie", "messenger", "line"],
+                "id_value": ["ck-1", "psid-1", "U-2"],
+            }
+        ),
+        "consents": pd.DataFrame(
+            {
+                "customer_id": ["00001", "00001", "00002"],
+                "purpose": ["marketing", "marketing", "personalization"],
+                "granted": [True, False, True],
+                "recorded_at": [ts("2024-01-05T10:00:00Z"), ts("2024-06-01T00:00:00Z"),
+                                ts("2024-02-01T00:00:00Z")],
+                "source": ["signup", "preference_center", "signup"],
+            }
+        ),
+        "products": pd.DataFrame(
+            {
+                "product_id": ["P-INK", "P-PRINTER"],
+                "name": ["Black Ink", "Printer"],
+                "category": ["printing", "printing"],
+                "consumable": [True, False],
+                "price": [25.0, 149.0],
+            }
+        ),
+        "orders": pd.DataFrame(
+            {
+                "order_id": ["O1", "O1", "O2", "O3"],
+                "customer_id": ["00001", "00001", "00001", "00002"],
+                "ordered_at": [ts("2024-01-06T09:00:00Z")] * 2
+                + [ts("2024-02-20T09:00:00Z"), ts("2024-03-01T00:00:00Z")],
+                "product_id": ["P-PRINTER", "P-INK", "P-INK", "P-INK"],
+                "quantity": [1, 1, 2, -1],
+                "amount": [149.0, 25.0, 50.0, -25.0],
+            }
+        ),
+        "events": pd.DataFrame(
+            {
+                "event_id": ["E1", "E2", "E3"],
+                "customer_id": [None, "00001", "00003"],
+                "anonymous_id": ["ck-1", None, None],
+                "occurred_at": [ts("2024-01-01T00:00:00Z"), ts("2024-02-19T00:00:00Z"),
+                                ts("2024-03-02T00:00:00Z")],
+                "source": ["web", "web", "chatbot"],
+                "event_type": ["page_view", "product_view", "chat_message"],
+                "product_id": [None, "P-INK", None],
+                "sentiment": [None, None, -0.4],
+            }
+        ),
+    }
+
+
+def write_folder(tables: dict[str, pd.DataFrame], folder: Path, fmt: str = "parquet") -> Path:
+    write_tables(tables, folder, fmt)  # type: ignore[arg-type]
+    return folder
+
+
+@pytest.fixture(scope="session")
+def small_world():
+    """A simulated world of 3,000 customers (seed 11), in memory."""
+    return generate_world(WorldConfig(customers=3_000, seed=11, as_of=AS_OF))
+
+
+@pytest.fixture(scope="session")
+def small_world_dir(small_world, tmp_path_factory) -> Path:
+    """The small world written as a Parquet contract folder."""
+    folder = tmp_path_factory.mktemp("world") / "world"
+    write_folder(small_world.tables, folder)
+    write_folder(small_world.truth, folder / "truth")
+    return folder

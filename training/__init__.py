@@ -1,0 +1,1 @@
+"""Model training and registration (built in a later issue)."""
