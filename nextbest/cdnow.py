@@ -14,6 +14,7 @@ customer id, a date, a number of CDs and a dollar value. Mapping:
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -25,10 +26,11 @@ PRODUCT_ID = "cdnow-cd"
 
 
 def cdnow_master_path() -> Path:
-    """Where lifetimes keeps ``CDNOW_master.txt``."""
-    import lifetimes
-
-    return Path(lifetimes.__file__).parent / "datasets" / "CDNOW_master.txt"
+    """Where lifetimes keeps ``CDNOW_master.txt`` (found without importing lifetimes)."""
+    spec = importlib.util.find_spec("lifetimes")
+    if spec is None or spec.origin is None:
+        raise BadInputError("lifetimes is not installed: it ships the CDNOW dataset")
+    return Path(spec.origin).parent / "datasets" / "CDNOW_master.txt"
 
 
 def cdnow_tables(path: str | os.PathLike | None = None) -> dict[str, pd.DataFrame]:

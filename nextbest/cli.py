@@ -13,7 +13,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
-import click
 import pandas as pd
 import typer
 from rich.console import Console
@@ -27,6 +26,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain usage errors: "Error: ..." on one line
 )
 import_app = typer.Typer(
     help="Turn an outside dataset into a contract folder.", no_args_is_help=True
@@ -168,15 +168,13 @@ def validate(
             )
         )
     elif report.ok:
-        out_console.print(report.summary_line(), highlight=False, soft_wrap=True)
+        print(report.summary_line())
     else:
         for violation in report.violations:
             err_console.print(f"- {violation}", highlight=False, markup=False, soft_wrap=True)
     if not report.ok:
         n = len(report.violations)
-        err_console.print(
-            f"{folder}: {n} contract violation{'s' if n != 1 else ''}", highlight=False
-        )
+        print(f"{folder}: {n} contract violation{'s' if n != 1 else ''}", file=sys.stderr)
         raise typer.Exit(2)
 
 
@@ -205,21 +203,19 @@ def demo(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: run the app, turning errors into one line and an exit code."""
+    """Console entry point: run the app, turning errors into one line and an exit code.
+
+    Usage errors are handled by typer (its message, exit 2); our own errors and anything
+    unexpected become one line on stderr.
+    """
     try:
-        app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as done:
-        return done.exit_code
-    except click.exceptions.Abort:
-        err_console.print("nextbest: aborted")
-        return 130
-    except click.ClickException as usage:
-        usage.show(file=sys.stderr)
-        return usage.exit_code
+        app(args=argv, prog_name="nextbest")
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     except NextbestError as error:
         print(f"nextbest: error: {error}", file=sys.stderr)
         return error.exit_code
-    except Exception as error:
+    except Exception as error:  # the CLI never shows a traceback by default
         if os.environ.get("NEXTBEST_DEBUG"):
             raise
         print(

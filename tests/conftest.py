@@ -20,8 +20,11 @@ def tiny_tables() -> dict[str, pd.DataFrame]:
         "customers": pd.DataFrame(
             {
                 "customer_id": ["00001", "00002", "00003"],
-                "created_at": [ts("2024-01-05T10:00:00Z"), ts("2024-02-01T00:00:00Z"),
-                               ts("2024-03-01T12:30:00Z")],
+                "created_at": [
+                    ts("2024-01-05T10:00:00Z"),
+                    ts("2024-02-01T00:00:00Z"),
+                    ts("2024-03-01T12:30:00Z"),
+                ],
                 "country": ["TW", "CN", "US"],
                 "locale": ["zh-TW", "zh-CN", "en"],
             }
@@ -38,8 +41,11 @@ def tiny_tables() -> dict[str, pd.DataFrame]:
                 "customer_id": ["00001", "00001", "00002"],
                 "purpose": ["marketing", "marketing", "personalization"],
                 "granted": [True, False, True],
-                "recorded_at": [ts("2024-01-05T10:00:00Z"), ts("2024-06-01T00:00:00Z"),
-                                ts("2024-02-01T00:00:00Z")],
+                "recorded_at": [
+                    ts("2024-01-05T10:00:00Z"),
+                    ts("2024-06-01T00:00:00Z"),
+                    ts("2024-02-01T00:00:00Z"),
+                ],
                 "source": ["signup", "preference_center", "signup"],
             }
         ),
@@ -68,8 +74,11 @@ def tiny_tables() -> dict[str, pd.DataFrame]:
                 "event_id": ["E1", "E2", "E3"],
                 "customer_id": [None, "00001", "00003"],
                 "anonymous_id": ["ck-1", None, None],
-                "occurred_at": [ts("2024-01-01T00:00:00Z"), ts("2024-02-19T00:00:00Z"),
-                                ts("2024-03-02T00:00:00Z")],
+                "occurred_at": [
+                    ts("2024-01-01T00:00:00Z"),
+                    ts("2024-02-19T00:00:00Z"),
+                    ts("2024-03-02T00:00:00Z"),
+                ],
                 "source": ["web", "web", "chatbot"],
                 "event_type": ["page_view", "product_view", "chat_message"],
                 "product_id": [None, "P-INK", None],

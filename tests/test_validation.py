@@ -15,6 +15,7 @@ def _set(table: str, column: str, row: int, value):
         frame = tables[table].astype({column: object})
         frame.loc[row, column] = value
         tables[table] = frame
+
     return mutate
 
 
@@ -22,18 +23,21 @@ def _both(*mutations):
     def mutate(tables):
         for m in mutations:
             m(tables)
+
     return mutate
 
 
 def _drop_table(table: str):
     def mutate(tables):
         del tables[table]
+
     return mutate
 
 
 def _drop_column(table: str, column: str):
     def mutate(tables):
         tables[table] = tables[table].drop(columns=column)
+
     return mutate
 
 
@@ -41,57 +45,174 @@ def _drop_column(table: str, column: str):
 CASES = {
     "missing required table": (_drop_table("orders"), "parquet", "orders", None, "required table"),
     "missing required column": (
-        _drop_column("customers", "created_at"), "csv", "customers", "created_at", "missing"),
-    "text in an integer column": (_set("orders", "quantity", 0, "two"), "csv", "orders",
-                                  "quantity", "not an integer"),
-    "fraction in an integer column": (_set("orders", "quantity", 0, "1.5"), "csv", "orders",
-                                      "quantity", "not an integer"),
-    "number where a string is due": (_drop_column("products", "name"), "parquet", "products",
-                                     "name", "missing"),
-    "unparseable timestamp": (_set("orders", "ordered_at", 1, "yesterday"), "csv", "orders",
-                              "ordered_at", "ISO-8601"),
-    "unparseable boolean": (_set("consents", "granted", 0, "maybe"), "csv", "consents",
-                            "granted", "boolean"),
-    "duplicate customer_id": (_set("customers", "customer_id", 2, "00001"), "parquet",
-                              "customers", "customer_id", "duplicate"),
-    "duplicate event_id": (_set("events", "event_id", 2, "E1"), "csv", "events", "event_id",
-                           "duplicate"),
-    "duplicate product_id": (_set("products", "product_id", 1, "P-INK"), "csv", "products",
-                             "product_id", "duplicate"),
-    "order of an unknown customer": (_set("orders", "customer_id", 3, "99999"), "parquet",
-                                     "orders", "customer_id", "not found in customers"),
-    "order of an unknown product": (_set("orders", "product_id", 3, "P-NOPE"), "csv", "orders",
-                                    "product_id", "not found in products"),
-    "identity of an unknown customer": (_set("identities", "customer_id", 2, "99999"), "csv",
-                                        "identities", "customer_id", "not found in customers"),
-    "consent of an unknown customer": (_set("consents", "customer_id", 0, "99999"), "parquet",
-                                       "consents", "customer_id", "not found in customers"),
-    "event of an unknown product": (_set("events", "product_id", 1, "P-NOPE"), "csv", "events",
-                                    "product_id", "not found in products"),
-    "negative price": (_set("products", "price", 0, -1.0), "parquet", "products", "price",
-                       "negative price"),
-    "zero quantity": (_set("orders", "quantity", 2, 0), "parquet", "orders", "quantity",
-                      "quantity is 0"),
-    "sentiment above 1": (_set("events", "sentiment", 2, 1.5), "parquet", "events", "sentiment",
-                          "outside [-1, 1]"),
-    "event with no one": (_set("events", "anonymous_id", 0, None), "csv", "events",
-                          "customer_id/anonymous_id", "neither customer_id nor anonymous_id"),
-    "identity of two customers": (_both(_set("identities", "id_type", 2, "cookie"),
-                                        _set("identities", "id_value", 2, "ck-1")), "parquet",
-                                  "identities", "id_type/id_value", "one identity"),
-    "missing required value": (_set("orders", "amount", 0, None), "csv", "orders", "amount",
-                               "missing values"),
-    "missing order_id": (_set("orders", "order_id", 0, None), "parquet", "orders", "order_id",
-                         "missing values"),
-    "bad locale": (_set("customers", "locale", 0, "zh_TW!"), "csv", "customers", "locale",
-                   "BCP 47"),
-    "upper-case id_type": (_set("identities", "id_type", 1, "Messenger"), "csv", "identities",
-                           "id_type", "lowercase"),
+        _drop_column("customers", "created_at"),
+        "csv",
+        "customers",
+        "created_at",
+        "missing",
+    ),
+    "text in an integer column": (
+        _set("orders", "quantity", 0, "two"),
+        "csv",
+        "orders",
+        "quantity",
+        "not an integer",
+    ),
+    "fraction in an integer column": (
+        _set("orders", "quantity", 0, "1.5"),
+        "csv",
+        "orders",
+        "quantity",
+        "not an integer",
+    ),
+    "number where a string is due": (
+        _drop_column("products", "name"),
+        "parquet",
+        "products",
+        "name",
+        "missing",
+    ),
+    "unparseable timestamp": (
+        _set("orders", "ordered_at", 1, "yesterday"),
+        "csv",
+        "orders",
+        "ordered_at",
+        "ISO-8601",
+    ),
+    "unparseable boolean": (
+        _set("consents", "granted", 0, "maybe"),
+        "csv",
+        "consents",
+        "granted",
+        "boolean",
+    ),
+    "duplicate customer_id": (
+        _set("customers", "customer_id", 2, "00001"),
+        "parquet",
+        "customers",
+        "customer_id",
+        "duplicate",
+    ),
+    "duplicate event_id": (
+        _set("events", "event_id", 2, "E1"),
+        "csv",
+        "events",
+        "event_id",
+        "duplicate",
+    ),
+    "duplicate product_id": (
+        _set("products", "product_id", 1, "P-INK"),
+        "csv",
+        "products",
+        "product_id",
+        "duplicate",
+    ),
+    "order of an unknown customer": (
+        _set("orders", "customer_id", 3, "99999"),
+        "parquet",
+        "orders",
+        "customer_id",
+        "not found in customers",
+    ),
+    "order of an unknown product": (
+        _set("orders", "product_id", 3, "P-NOPE"),
+        "csv",
+        "orders",
+        "product_id",
+        "not found in products",
+    ),
+    "identity of an unknown customer": (
+        _set("identities", "customer_id", 2, "99999"),
+        "csv",
+        "identities",
+        "customer_id",
+        "not found in customers",
+    ),
+    "consent of an unknown customer": (
+        _set("consents", "customer_id", 0, "99999"),
+        "parquet",
+        "consents",
+        "customer_id",
+        "not found in customers",
+    ),
+    "event of an unknown product": (
+        _set("events", "product_id", 1, "P-NOPE"),
+        "csv",
+        "events",
+        "product_id",
+        "not found in products",
+    ),
+    "negative price": (
+        _set("products", "price", 0, -1.0),
+        "parquet",
+        "products",
+        "price",
+        "negative price",
+    ),
+    "zero quantity": (
+        _set("orders", "quantity", 2, 0),
+        "parquet",
+        "orders",
+        "quantity",
+        "quantity is 0",
+    ),
+    "sentiment above 1": (
+        _set("events", "sentiment", 2, 1.5),
+        "parquet",
+        "events",
+        "sentiment",
+        "outside [-1, 1]",
+    ),
+    "event with no one": (
+        _set("events", "anonymous_id", 0, None),
+        "csv",
+        "events",
+        "customer_id/anonymous_id",
+        "neither customer_id nor anonymous_id",
+    ),
+    "identity of two customers": (
+        _both(
+            _set("identities", "id_type", 2, "cookie"), _set("identities", "id_value", 2, "ck-1")
+        ),
+        "parquet",
+        "identities",
+        "id_type/id_value",
+        "one identity",
+    ),
+    "missing required value": (
+        _set("orders", "amount", 0, None),
+        "csv",
+        "orders",
+        "amount",
+        "missing values",
+    ),
+    "missing order_id": (
+        _set("orders", "order_id", 0, None),
+        "parquet",
+        "orders",
+        "order_id",
+        "missing values",
+    ),
+    "bad locale": (
+        _set("customers", "locale", 0, "zh_TW!"),
+        "csv",
+        "customers",
+        "locale",
+        "BCP 47",
+    ),
+    "upper-case id_type": (
+        _set("identities", "id_type", 1, "Messenger"),
+        "csv",
+        "identities",
+        "id_type",
+        "lowercase",
+    ),
 }
 
 
-@pytest.mark.parametrize(("mutate", "fmt", "table", "column", "words"), CASES.values(),
-                         ids=CASES.keys())
+@pytest.mark.parametrize(
+    ("mutate", "fmt", "table", "column", "words"), CASES.values(), ids=CASES.keys()
+)
 def test_each_violation_is_reported(tmp_path, mutate, fmt, table, column, words):
     tables = tiny_tables()
     mutate(tables)
@@ -114,15 +235,23 @@ def test_tiny_dataset_is_valid_in_both_formats(tmp_path):
 
 def test_every_violation_is_reported_at_once_with_counts_and_examples(tmp_path):
     tables = tiny_tables()
-    for mutate, *_ in (CASES["negative price"], CASES["zero quantity"],
-                       CASES["order of an unknown customer"], CASES["sentiment above 1"]):
+    for mutate, *_ in (
+        CASES["negative price"],
+        CASES["zero quantity"],
+        CASES["order of an unknown customer"],
+        CASES["sentiment above 1"],
+    ):
         mutate(tables)
     tables["orders"].loc[1, "customer_id"] = "88888"
     _, report = validate_folder(write_folder(tables, tmp_path / "data"))
 
     by_where = {(v.table, v.column): v for v in report.violations}
-    assert {("products", "price"), ("orders", "quantity"), ("orders", "customer_id"),
-            ("events", "sentiment")} <= set(by_where)
+    assert {
+        ("products", "price"),
+        ("orders", "quantity"),
+        ("orders", "customer_id"),
+        ("events", "sentiment"),
+    } <= set(by_where)
     unknown = by_where[("orders", "customer_id")]
     assert unknown.rows == 2
     assert set(unknown.examples) == {"'99999'", "'88888'"}

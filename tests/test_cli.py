@@ -1,0 +1,116 @@
+"""The command line, run as a user runs it: a real subprocess, exit codes and stderr."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import tiny_tables, write_folder
+
+
+def nextbest(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    exe = shutil.which("nextbest") or "nextbest"
+    return subprocess.run([exe, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_help_on_every_subcommand():
+    for args in ([], ["generate"], ["import"], ["import", "cdnow"], ["validate"], ["demo"]):
+        result = nextbest(*args, "--help")
+        assert result.returncode == 0, result.stderr
+        assert "Usage" in result.stdout
+
+
+def test_validate_reports_every_violation_and_exits_2(tmp_path):
+    tables = tiny_tables()
+    tables["products"].loc[0, "price"] = -3.0
+    tables["orders"].loc[3, "customer_id"] = "99999"
+    folder = write_folder(tables, tmp_path / "bad", "csv")
+
+    result = nextbest("validate", str(folder))
+
+    assert result.returncode == 2
+    assert "products.price: negative price" in result.stderr
+    assert "orders.customer_id: not found in customers.customer_id (1 row); e.g. '99999'" in (
+        result.stderr
+    )
+    assert "2 contract violations" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_validate_valid_folder_prints_one_line(tmp_path):
+    folder = write_folder(tiny_tables(), tmp_path / "ok")
+    result = nextbest("validate", str(folder))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1 and "valid" in lines[0] and "4 orders" in lines[0]
+
+
+def test_validate_json(tmp_path):
+    tables = tiny_tables()
+    tables["orders"].loc[0, "quantity"] = 0
+    result = nextbest("validate", "--json", str(write_folder(tables, tmp_path / "bad")))
+    report = json.loads(result.stdout)
+    assert result.returncode == 2
+    assert report["valid"] is False
+    assert report["violations"][0]["table"] == "orders"
+    assert report["violations"][0]["column"] == "quantity"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["validate", "/no/such/folder"], "not a folder"),
+        (["generate", "--customers", "0", "--out", "{tmp}/w"], "--customers must be at least 1"),
+        (["generate", "--as-of", "last tuesday", "--out", "{tmp}/w"], "--as-of"),
+        (["generate", "--customers", "10", "--format", "xlsx", "--out", "{tmp}/w"], "--format"),
+        (["generate", "--customers", "ten"], "valid integer"),
+    ],
+    ids=["missing folder", "no customers", "bad date", "bad format", "not a number"],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    result = nextbest(*[a.format(tmp=tmp_path) for a in args])
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "w").exists()
+
+
+def test_generate_writes_a_valid_world_and_refuses_to_clobber(tmp_path):
+    out = tmp_path / "world"
+    first = nextbest(
+        "generate", "--customers", "300", "--seed", "2", "--out", str(out), "--format", "csv"
+    )
+    assert first.returncode == 0, first.stderr
+    assert (out / "orders.csv").is_file() and (out / "truth" / "customers.parquet").is_file()
+    assert json.loads((out / "truth" / "meta.json").read_text())["seed"] == 2
+    assert nextbest("validate", str(out)).returncode == 0
+
+    before = (out / "orders.csv").read_bytes()
+    again = nextbest("generate", "--customers", "300", "--seed", "3", "--out", str(out))
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert (out / "orders.csv").read_bytes() == before
+
+
+def test_import_cdnow(tmp_path):
+    result = nextbest("import", "cdnow", "--out", str(tmp_path / "cdnow"))
+    assert result.returncode == 0, result.stderr
+    assert "69,659 orders" in result.stdout
+    assert nextbest("validate", str(tmp_path / "cdnow")).returncode == 0
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    result = nextbest("demo", "--customers", "500", "--out", str(tmp_path / "demo"))
+    assert result.returncode == 0, result.stderr
+    assert "validated" in result.stdout
+    assert "truth: customers who buy in the next 90 days" in result.stdout
+
+
+def test_module_entry_point():
+    result = subprocess.run(
+        [sys.executable, "-m", "nextbest.cli", "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "generate" in result.stdout

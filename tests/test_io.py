@@ -1,0 +1,52 @@
+"""Reading and writing contract folders: formats agree, writes are atomic."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from conftest import tiny_tables, write_folder
+from nextbest.errors import BadInputError
+from nextbest.io import atomic_folder
+from nextbest.validation import load_contract
+
+
+def test_csv_and_parquet_load_to_identical_frames(small_world, tmp_path):
+    parquet = load_contract(write_folder(small_world.tables, tmp_path / "p", "parquet"))
+    csv = load_contract(write_folder(small_world.tables, tmp_path / "c", "csv"))
+    for name, frame in parquet.items():
+        pd.testing.assert_frame_equal(frame, getattr(csv, name), check_exact=True, obj=name)
+
+
+def test_mixed_formats_in_one_folder(tmp_path):
+    tables = tiny_tables()
+    folder = write_folder({k: v for k, v in tables.items() if k != "orders"}, tmp_path / "d")
+    write_folder({"orders": tables["orders"]}, folder, "csv")
+    assert len(load_contract(folder).orders) == 4
+
+
+def test_atomic_folder_leaves_nothing_when_the_block_fails(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError), atomic_folder(out) as tmp:
+        (tmp / "customers.parquet").write_text("half")
+        raise RuntimeError("crash while writing")
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_folder_refuses_a_non_empty_folder_and_keeps_it(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(BadInputError, match="not empty"), atomic_folder(out):
+        pass
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_atomic_folder_replaces_with_overwrite(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with atomic_folder(out, overwrite=True) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert [p.name for p in out.iterdir()] == ["new.txt"]
