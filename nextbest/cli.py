@@ -38,6 +38,9 @@ err_console = Console(stderr=True)
 
 Format = Annotated[str, typer.Option("--format", help="Table file format: parquet or csv.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out folder.")]
+Customers = Annotated[int, typer.Option(help="Number of customers to simulate.")]
+Seed = Annotated[int, typer.Option(help="Random seed; the same seed gives the same world.")]
+AsOf = Annotated[str, typer.Option(help="The moment that splits history from truth (UTC).")]
 
 
 def _as_of(value: str) -> pd.Timestamp:
@@ -104,11 +107,9 @@ def _generate(
 
 @app.command()
 def generate(
-    customers: Annotated[int, typer.Option(help="Number of customers to simulate.")] = 10_000,
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same world.")] = 0,
-    as_of: Annotated[
-        str, typer.Option(help="The moment that splits history from truth (UTC).")
-    ] = "2025-06-30",
+    customers: Customers = 10_000,
+    seed: Seed = 0,
+    as_of: AsOf = "2025-06-30",
     out: Annotated[
         Path, typer.Option(help="Folder to write the contract tables and truth/ to.")
     ] = Path("data/world"),
@@ -180,11 +181,9 @@ def validate(
 
 @app.command()
 def demo(
-    customers: Annotated[int, typer.Option(help="Number of customers to simulate.")] = 5_000,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
-    as_of: Annotated[
-        str, typer.Option(help="The moment that splits history from truth.")
-    ] = "2025-06-30",
+    customers: Customers = 5_000,
+    seed: Seed = 7,
+    as_of: AsOf = "2025-06-30",
     out: Annotated[Path, typer.Option(help="Folder for the demo world.")] = Path("data/demo"),
 ) -> None:
     """Run the main job on embedded defaults: generate a world, validate it, summarise it."""

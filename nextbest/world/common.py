@@ -53,3 +53,14 @@ def choose(
     """``n`` draws from ``options`` with probabilities proportional to ``weights``."""
     p = np.asarray(weights, dtype="float64")
     return options[rng.choice(options.size, size=n, p=p / p.sum())]
+
+
+def take_text(vocabulary, codes: np.ndarray) -> pd.Series:
+    """Strings ``vocabulary[codes]`` as a pandas ``str`` Series; a negative code gives null.
+
+    Built in Arrow, so no Python string objects are created per row.
+    """
+    table = pa.array(np.asarray(vocabulary), type=pa.string())
+    codes = np.asarray(codes, dtype="int64")
+    taken = table.take(pa.array(np.maximum(codes, 0), mask=codes < 0))
+    return pd.Series(pd.array(taken, dtype="str"))

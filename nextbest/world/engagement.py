@@ -11,23 +11,40 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from nextbest.world.common import ids, random_hex, timestamps, uniform_in_segments
+from nextbest.world.common import ids, random_hex, take_text, timestamps, uniform_in_segments
 from nextbest.world.population import Population
 from nextbest.world.purchases import Lines
 
 FADE_DAYS = 60.0
+SOURCES = np.array(["web", "app", "email", "support", "chatbot"])
+TYPES = np.array(
+    [
+        "page_view",
+        "product_view",
+        "add_to_cart",
+        "email_open",
+        "email_click",
+        "ticket_opened",
+        "ticket_resolved",
+        "chat_message",
+    ]
+)
+WEB, APP, EMAIL, SUPPORT, CHATBOT = range(5)
+PAGE, PRODUCT, CART, OPEN, CLICK, TICKET, RESOLVED, CHAT = range(8)
 
 
 def _part(owner, t, source, event_type, product=None, sentiment=None, anonymous=None) -> dict:
+    """Events as integer codes: sources and types index SOURCES and TYPES, products the
+    catalog, anonymous ids the anonymous vocabulary (see :func:`events_table`); -1 is null."""
     n = owner.size
     return {
         "owner": owner,
         "t": t,
-        "source": np.broadcast_to(np.asarray(source, dtype=object), (n,)),
-        "event_type": np.broadcast_to(np.asarray(event_type, dtype=object), (n,)),
-        "product_id": np.full(n, None, dtype=object) if product is None else product,
+        "source": np.broadcast_to(np.asarray(source, dtype="int8"), (n,)),
+        "event_type": np.broadcast_to(np.asarray(event_type, dtype="int8"), (n,)),
+        "product": np.full(n, -1, dtype="int64") if product is None else product,
         "sentiment": np.full(n, np.nan) if sentiment is None else sentiment,
-        "anonymous_id": np.full(n, None, dtype=object) if anonymous is None else anonymous,
+        "anonymous": np.full(n, -1, dtype="int64") if anonymous is None else anonymous,
     }
 
 
@@ -43,47 +60,52 @@ def _mood(rng, pop: Population, owner, t, shift: float = 0.0) -> np.ndarray:
     return np.round(np.clip(rng.normal(mean, 0.3), -1, 1), 3)
 
 
-def sessions(rng, pop: Population, cookie: np.ndarray, device: np.ndarray, products: np.ndarray):
-    """Web and app activity; 30% of web and 20% of app events happen logged out."""
+def sessions(rng, pop: Population, has_cookie, has_device, n_products: int):
+    """Web and app activity; 30% of web and 20% of app events happen logged out.
+
+    A logged-out event carries the cookie (anonymous code = customer number) or the device
+    (code = customers + customer number) instead of the customer id.
+    """
     owner, t = _active_poisson(rng, pop, pop.browse_rate)
     keep = rng.random(owner.size) < 0.15 + 0.85 * pop.fade(owner, t, FADE_DAYS)
     owner, t = owner[keep], t[keep]
-    app = (device[owner] != "") & (rng.random(owner.size) < 0.5)
-    kind = rng.choice(
-        np.array(["page_view", "product_view", "add_to_cart"], dtype=object),
-        size=owner.size,
-        p=[0.6, 0.3, 0.1],
-    )
-    product = np.where(kind == "page_view", None, rng.choice(products, owner.size))
+    app = has_device[owner] & (rng.random(owner.size) < 0.5)
+    kind = rng.choice(np.array([PAGE, PRODUCT, CART]), size=owner.size, p=[0.6, 0.3, 0.1])
+    product = np.where(kind == PAGE, -1, rng.integers(0, n_products, owner.size))
     logged_out = np.where(
-        app, (rng.random(owner.size) < 0.2), (cookie[owner] != "") & (rng.random(owner.size) < 0.3)
+        app,
+        rng.random(owner.size) < 0.2,
+        has_cookie[owner] & (rng.random(owner.size) < 0.3),
     )
-    anonymous = np.where(logged_out, np.where(app, device[owner], cookie[owner]), None)
-    return _part(owner, t, np.where(app, "app", "web"), kind, product, anonymous=anonymous)
+    anonymous = np.where(logged_out, np.where(app, pop.size + owner, owner), -1)
+    return _part(owner, t, np.where(app, APP, WEB), kind, product, anonymous=anonymous)
 
 
-def before_signup(rng, pop: Population, cookie: np.ndarray):
+def before_signup(rng, pop: Population, has_cookie):
     """Anonymous page views in the 30 days before sign-up, under the customer's cookie."""
-    who = np.flatnonzero(cookie != "")
+    who = np.flatnonzero(has_cookie)
     owner = np.repeat(who, rng.poisson(3.0, who.size))
     t = np.maximum(pop.created[owner] - rng.uniform(0, 30, owner.size), 0.0)
-    return _part(owner, t, "web", "page_view", anonymous=cookie[owner])
+    return _part(owner, t, WEB, PAGE, anonymous=owner)
 
 
-def visitors(rng, pop: Population):
+def visitors(rng, pop: Population) -> tuple[dict, np.ndarray]:
     """Visitors who never sign up: a few page views under a cookie nobody can stitch."""
     n = int(0.3 * pop.size)
     visitor = np.repeat(np.arange(n), 1 + rng.poisson(1.0, n))
-    cookies = random_hex(rng, n, 8)
     t = rng.uniform(0, pop.span, visitor.size)
-    return _part(np.full(visitor.size, -1), t, "web", "page_view", anonymous=cookies[visitor])
+    anonymous = 2 * pop.size + visitor
+    return _part(np.full(visitor.size, -1), t, WEB, PAGE, anonymous=anonymous), random_hex(
+        rng, n, 8
+    )
 
 
-def views_before_purchases(rng, lines: Lines):
+def views_before_purchases(rng, lines: Lines, products: pd.Index):
     """35% of purchases are preceded (0-2 days) by a view of the product."""
     pick = np.flatnonzero((lines.quantity > 0) & (rng.random(lines.owner.size) < 0.35))
     t = np.maximum(lines.t[pick] - rng.uniform(0, 2, pick.size), 0)
-    return _part(lines.owner[pick], t, "web", "product_view", lines.product_id[pick].astype(object))
+    product = products.get_indexer(lines.product_id[pick])
+    return _part(lines.owner[pick], t, WEB, PRODUCT, product)
 
 
 def email(rng, pop: Population):
@@ -98,8 +120,8 @@ def email(rng, pop: Population):
     owner, t = owner[keep], t[keep]
     click = rng.random(owner.size) < 0.25
     return [
-        _part(owner, t, "email", "email_open"),
-        _part(owner[click], t[click] + rng.uniform(0, 0.01, click.sum()), "email", "email_click"),
+        _part(owner, t, EMAIL, OPEN),
+        _part(owner[click], t[click] + rng.uniform(0, 0.01, click.sum()), EMAIL, CLICK),
     ]
 
 
@@ -115,11 +137,9 @@ def support_and_chat(rng, pop: Population):
     keep = rng.random(c_owner.size) < 0.3 + 0.7 * pop.fade(c_owner, c_t, FADE_DAYS)
     c_owner, c_t = c_owner[keep], c_t[keep]
     return [
-        _part(owner, t, "support", "ticket_opened", sentiment=_mood(rng, pop, owner, t, -0.3)),
-        _part(
-            r_owner, r_t, "support", "ticket_resolved", sentiment=_mood(rng, pop, r_owner, r_t, 0.1)
-        ),
-        _part(c_owner, c_t, "chatbot", "chat_message", sentiment=_mood(rng, pop, c_owner, c_t)),
+        _part(owner, t, SUPPORT, TICKET, sentiment=_mood(rng, pop, owner, t, -0.3)),
+        _part(r_owner, r_t, SUPPORT, RESOLVED, sentiment=_mood(rng, pop, r_owner, r_t, 0.1)),
+        _part(c_owner, c_t, CHATBOT, CHAT, sentiment=_mood(rng, pop, c_owner, c_t)),
     ]
 
 
@@ -133,31 +153,32 @@ def events_table(
     start: pd.Timestamp,
 ) -> pd.DataFrame:
     """The contract ``events`` table, sorted by time, ids ``E`` + 10 digits."""
+    has_cookie, has_device = cookie != "", device != ""
+    strangers, stranger_cookies = visitors(rng, pop)
     parts = [
-        sessions(rng, pop, cookie, device, products),
-        before_signup(rng, pop, cookie),
-        visitors(rng, pop),
-        views_before_purchases(rng, lines),
+        sessions(rng, pop, has_cookie, has_device, products.size),
+        before_signup(rng, pop, has_cookie),
+        strangers,
+        views_before_purchases(rng, lines, pd.Index(products)),
         *email(rng, pop),
         *support_and_chat(rng, pop),
     ]
     cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    keep = cols["t"] < pop.span
-    cols = {k: v[keep] for k, v in cols.items()}
-    order = np.argsort(cols["t"], kind="stable")
+    keep = np.flatnonzero(cols["t"] < pop.span)
+    order = keep[np.argsort(cols["t"][keep], kind="stable")]
     cols = {k: v[order] for k, v in cols.items()}
-    owner = cols["owner"]
-    signed_in = (owner >= 0) & pd.isna(cols["anonymous_id"])
-    customer = np.where(signed_in, pop.customer_id.to_numpy()[np.maximum(owner, 0)], None)
+    owner, anonymous = cols["owner"], cols["anonymous"]
+    signed_in = np.where((owner >= 0) & (anonymous < 0), owner, -1)
+    anonymous_ids = np.concatenate([cookie, device, stranger_cookies])
     return pd.DataFrame(
         {
             "event_id": ids("E", np.arange(1, owner.size + 1), 10),
-            "customer_id": pd.array(customer, dtype="str"),
-            "anonymous_id": pd.array(cols["anonymous_id"], dtype="str"),
+            "customer_id": take_text(pop.customer_id, signed_in),
+            "anonymous_id": take_text(anonymous_ids, anonymous),
             "occurred_at": timestamps(start, cols["t"]),
-            "source": pd.array(cols["source"], dtype="str"),
-            "event_type": pd.array(cols["event_type"], dtype="str"),
-            "product_id": pd.array(cols["product_id"], dtype="str"),
+            "source": take_text(SOURCES, cols["source"]),
+            "event_type": take_text(TYPES, cols["event_type"]),
+            "product_id": take_text(products, cols["product"]),
             "sentiment": cols["sentiment"],
         }
     )

@@ -13,7 +13,7 @@ import pandas as pd
 from nextbest.errors import BadInputError
 from nextbest.world import engagement, population, purchases
 from nextbest.world.catalog import catalog
-from nextbest.world.common import ids, timestamps
+from nextbest.world.common import ids, take_text, timestamps
 
 
 @dataclass(frozen=True)
@@ -71,9 +71,9 @@ def _orders(
     return pd.DataFrame(
         {
             "order_id": ids("O", number, 9),
-            "customer_id": pd.array(pop.customer_id.to_numpy()[lines.owner[order]], dtype="str"),
+            "customer_id": take_text(pop.customer_id, lines.owner[order]),
             "ordered_at": timestamps(start, t),
-            "product_id": pd.array(lines.product_id[order].astype(str), dtype="str"),
+            "product_id": take_text(lines.product_id[order], np.arange(order.size)),
             "quantity": lines.quantity[order].astype("int64"),
             "amount": amount[order],
         }
