@@ -121,7 +121,7 @@ def generate(
     """Simulate a CDP world: contract tables before and after --as-of, and truth/ after it."""
     world = _generate(customers, seed, as_of, out, fmt, overwrite, horizon_days, window_days)
     rows = ", ".join(f"{len(f):,} {n}" for n, f in world.tables.items())
-    out_console.print(f"wrote {out}: {rows}; truth in {out / 'truth'}")
+    out_console.print(f"wrote {out}: {rows}; truth in {out / 'truth'}", soft_wrap=True)
 
 
 @import_app.command("cdnow")
@@ -144,7 +144,7 @@ def import_cdnow(
     with atomic_folder(out, overwrite=overwrite) as tmp:
         write_tables(tables, tmp, fmt)  # type: ignore[arg-type]
     rows = ", ".join(f"{len(f):,} {n}" for n, f in tables.items())
-    out_console.print(f"wrote {out}: {rows}")
+    out_console.print(f"wrote {out}: {rows}", soft_wrap=True)
 
 
 @app.command()
