@@ -147,9 +147,9 @@ def locate_tables(folder: Path) -> tuple[dict[str, Path], list[Violation]]:
 
 
 def read_tables(
-    folder: str | os.PathLike,
+    folder: str | os.PathLike, only: tuple[str, ...] | None = None
 ) -> tuple[dict[str, pd.DataFrame], list[Violation], dict[str, set[str]]]:
-    """Read and type every table of a contract folder.
+    """Read and type every table of a contract folder (or ``only`` those named).
 
     Returns the typed frames (absent optional tables as empty frames), the violations
     found while reading and typing, and per table the columns that could not be typed
@@ -163,7 +163,7 @@ def read_tables(
     broken: dict[str, set[str]] = {}
     for name, spec in TABLES.items():
         broken[name] = set()
-        if name not in files:
+        if name not in files or (only is not None and name not in only):
             frames[name] = empty_table(name)
             continue
         try:

@@ -106,3 +106,25 @@ def small_world_dir(small_world, tmp_path_factory) -> Path:
     write_folder(small_world.tables, folder)
     write_folder(small_world.truth, folder / "truth")
     return folder
+
+
+def contract(**tables: pd.DataFrame):
+    """ContractTables from plain frames, typed by the real loader (via a Parquet folder)."""
+    import tempfile
+
+    from nextbest.validation import load_contract
+
+    frames = {"customers": tables.pop("customers", None)}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "data"
+        base = tiny_tables()
+        merged = {name: tables.get(name, base[name]) for name in base}
+        if frames["customers"] is not None:
+            merged["customers"] = frames["customers"]
+        write_folder(merged, folder)
+        return load_contract(folder)
+
+
+def at(day: float, base: str = "2025-01-01") -> pd.Timestamp:
+    """A UTC timestamp ``day`` days after ``base`` (fractions give a time of day)."""
+    return pd.Timestamp(base, tz="UTC") + pd.Timedelta(days=day)

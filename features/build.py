@@ -1,0 +1,147 @@
+"""``build_features``: the customer table and the customer x consumable table at ``as_of``.
+
+Pure and deterministic: the same tables, ``as_of``, config and population parameters give
+the same frames, whatever the order of the input rows. Only rows at or before ``as_of``
+are read (orders by ``ordered_at``, events by ``occurred_at``, customers by
+``created_at``, consents by ``recorded_at``).
+
+Scale-out: everything is computed per customer except the population parameters (RFM
+quintile edges and the lifetimes fits). :func:`fit_population` computes those on all
+customers; passing them to :func:`build_features` for disjoint partitions of customers
+(each with its own orders, events and identities) and concatenating gives the same tables
+as one build, which is what lets this code run under Spark ``applyInPandas`` later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import pandas as pd
+import polars as pl
+
+from features.clv import LifetimesParams, fit_lifetimes, lifetimes_features
+from features.config import FeatureConfig
+from features.engagement import engagement_features
+from features.inputs import as_inputs
+from features.intervals import purchase_interval_stats
+from features.replenishment import pair_features
+from features.rfm import (
+    NO_PURCHASE,
+    daily_purchases,
+    purchase_summary,
+    returned_amounts,
+    rfm_edges,
+    rfm_scores,
+)
+from features.time import as_utc, days_between
+
+
+@dataclass(frozen=True)
+class PopulationParams:
+    """Parameters fitted on the whole population at ``as_of``."""
+
+    as_of: datetime
+    rfm_edges: dict[str, list[float]]
+    lifetimes: LifetimesParams
+
+
+@dataclass(frozen=True)
+class FeatureTables:
+    """The output of a build: one row per customer, one per customer x consumable."""
+
+    as_of: datetime
+    customers: pd.DataFrame
+    pairs: pd.DataFrame
+    population: PopulationParams
+
+
+def fit_population(tables, *, as_of, config: FeatureConfig | None = None) -> PopulationParams:
+    """RFM edges and lifetimes fits on every customer's purchases at or before ``as_of``."""
+    config = config or FeatureConfig()
+    inputs, as_of = as_inputs(tables), as_utc(as_of)
+    summary = purchase_summary(daily_purchases(inputs.orders, as_of=as_of), as_of=as_of).collect()
+    return PopulationParams(
+        as_of=as_of,
+        rfm_edges=rfm_edges(summary),
+        lifetimes=fit_lifetimes(summary, config.penalizer),
+    )
+
+
+def build_features(
+    tables,
+    *,
+    as_of,
+    config: FeatureConfig | None = None,
+    population: PopulationParams | None = None,
+) -> FeatureTables:
+    """Build the customer and pair feature tables from a contract dataset at ``as_of``.
+
+    ``tables``: a :class:`~nextbest.contract.ContractTables`, a contract folder, or
+    :class:`~features.inputs.FeatureInputs`. ``population``: parameters from
+    :func:`fit_population` (fitted here on ``tables`` when not given). The columns and
+    their meaning are listed by :func:`features.manifest.describe`.
+    """
+    config = config or FeatureConfig()
+    inputs, as_of = as_inputs(tables), as_utc(as_of)
+    if population is None:
+        population = fit_population(inputs, as_of=as_of, config=config)
+    elif population.as_of != as_of:
+        raise ValueError(f"population parameters are for {population.as_of}, not {as_of}")
+
+    daily = daily_purchases(inputs.orders, as_of=as_of)
+    summary = purchase_summary(daily, as_of=as_of)
+    scored = rfm_scores(summary, population.rfm_edges)
+    intervals = purchase_interval_stats(
+        daily, as_of=as_of, recent_gaps=config.recent_gaps, trend_days=config.spend_trend_days
+    )
+    engagement = engagement_features(
+        inputs.events,
+        inputs.identities,
+        as_of=as_of,
+        windows=config.engagement_windows,
+        negative_sentiment=config.negative_sentiment,
+    )
+    customers = inputs.customers.filter(pl.col("created_at") <= as_of).select(
+        "customer_id", "locale", "country", tenure_days=days_between(as_of, pl.col("created_at"))
+    )
+    plan = (
+        customers.join(scored, on="customer_id", how="left")
+        .join(intervals, on="customer_id", how="left")
+        .join(returned_amounts(inputs.orders, as_of=as_of), on="customer_id", how="left")
+        .join(engagement, on="customer_id", how="left")
+    )
+    pairs_plan = pair_features(inputs.orders, inputs.products, as_of=as_of).sort(
+        "customer_id", "product_id"
+    )
+    frame, pairs = pl.collect_all([plan, pairs_plan])
+
+    lifetimes = lifetimes_features(
+        frame.filter(pl.col("purchase_days").is_not_null()).select(
+            "customer_id", "frequency", "recency", "T", "monetary_value"
+        ),
+        population.lifetimes,
+        horizon_days=config.horizon_days,
+        clv_months=config.clv_months,
+        monthly_discount_rate=config.monthly_discount_rate,
+    )
+    counts = [c for c, t in engagement.collect_schema().items() if t == pl.Int32]
+    frame = (
+        frame.join(lifetimes, on="customer_id", how="left")
+        .with_columns(
+            pl.col("purchase_days", "orders").fill_null(0),
+            pl.col("monetary_total", "returned_amount").fill_null(0.0),
+            pl.col(counts).fill_null(0),
+            pl.col("segment").fill_null(NO_PURCHASE),
+        )
+        .with_columns(
+            returns_share=pl.when(pl.col("monetary_total") > 0).then(
+                pl.col("returned_amount") / pl.col("monetary_total")
+            ),
+            overdue_ratio=pl.col("recency_days") / pl.col("gap_median_days"),
+        )
+        .sort("customer_id")
+    )
+    return FeatureTables(
+        as_of=as_of, customers=frame.to_pandas(), pairs=pairs.to_pandas(), population=population
+    )

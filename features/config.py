@@ -1,0 +1,52 @@
+"""Settings of a feature build, validated in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """What the features look at; every duration is in days.
+
+    ``horizon_days`` is the churn horizon H (BG/NBD expected purchases are over it);
+    ``window_days`` the repurchase window W; ``engagement_windows`` the look-back windows of
+    the engagement counts; an event's sentiment below ``negative_sentiment`` counts as
+    negative. ``penalizer`` is the L2 penalty of the lifetimes fits (raised tenfold, up to
+    three times, when a fit does not converge). CLV is over ``clv_months`` months of 30 days,
+    discounted by ``monthly_discount_rate``.
+    """
+
+    horizon_days: int = 90
+    window_days: int = 14
+    engagement_windows: tuple[int, ...] = (7, 30, 90)
+    negative_sentiment: float = -0.3
+    spend_trend_days: int = 90
+    recent_gaps: int = 3
+    penalizer: float = 0.001
+    clv_months: int = 12
+    monthly_discount_rate: float = 0.01
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in (
+            "horizon_days",
+            "window_days",
+            "spend_trend_days",
+            "recent_gaps",
+            "clv_months",
+        ):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.engagement_windows or min(self.engagement_windows) < 1:
+            problems.append(f"engagement_windows must be positive, got {self.engagement_windows}")
+        if not -1 <= self.negative_sentiment <= 1:
+            problems.append(f"negative_sentiment must be in [-1, 1], got {self.negative_sentiment}")
+        if self.penalizer < 0 or self.monthly_discount_rate < 0:
+            problems.append("penalizer and monthly_discount_rate must be >= 0")
+        if problems:
+            raise ValueError("FeatureConfig: " + "; ".join(problems))
+
+    @property
+    def longest_window(self) -> int:
+        return max(self.engagement_windows)

@@ -1,0 +1,83 @@
+"""The contract tables as Polars lazy frames: the only form the feature code reads.
+
+:func:`as_inputs` takes a loaded :class:`~nextbest.contract.ContractTables` (pandas) or a
+contract folder. From a folder of Parquet files the tables are scanned lazily, so a build
+reads only the columns it uses; CSV tables go through the contract loader.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+
+from nextbest.contract import TABLES, ContractTables, dtype_of, empty_table
+from nextbest.io import locate_tables, read_tables
+
+TIME = pl.Datetime("us", "UTC")
+
+
+@dataclass(frozen=True)
+class FeatureInputs:
+    """One lazy frame per contract table, typed as the contract says."""
+
+    customers: pl.LazyFrame
+    products: pl.LazyFrame
+    orders: pl.LazyFrame
+    identities: pl.LazyFrame
+    consents: pl.LazyFrame
+    events: pl.LazyFrame
+
+
+def _lazy(frame: pd.DataFrame, name: str) -> pl.LazyFrame:
+    """A table as a lazy frame, with absent optional contract columns added (default or null)."""
+    missing = {
+        c.name: pd.Series(c.default, index=frame.index, dtype=dtype_of(c))
+        for c in TABLES[name].columns
+        if c.name not in frame.columns
+    }
+    frame = frame.assign(**missing) if missing else frame
+    return pl.from_arrow(pa.Table.from_pandas(frame, preserve_index=False)).lazy()
+
+
+def _scan(path: Path) -> pl.LazyFrame:
+    """Scan a Parquet table; timestamps to UTC microseconds (naive ones are UTC)."""
+    frame = pl.scan_parquet(path)
+    fixes = []
+    for name, dtype in frame.collect_schema().items():
+        if isinstance(dtype, pl.Datetime):
+            col = pl.col(name)
+            col = col.dt.replace_time_zone("UTC") if dtype.time_zone is None else col
+            fixes.append(col.dt.convert_time_zone("UTC").cast(TIME))
+    return frame.with_columns(fixes)
+
+
+def as_inputs(tables: ContractTables | FeatureInputs | str | os.PathLike) -> FeatureInputs:
+    """Feature inputs from loaded tables, or from a contract folder (not validated here)."""
+    if isinstance(tables, FeatureInputs):
+        return tables
+    if isinstance(tables, ContractTables):
+        return FeatureInputs(**{name: _lazy(frame, name) for name, frame in tables.items()})
+    folder = Path(tables)
+    files, _ = locate_tables(folder)
+    if all(p.suffix == ".parquet" for p in files.values()):
+        frames = {
+            name: _scan(files[name]) if name in files else _lazy(empty_table(name), name)
+            for name in TABLES
+        }
+        # Optional columns with defaults (locale, pack_size) come from the loader's rules.
+        for small in ("products", "customers"):
+            frames[small] = _lazy(read_tables_for(small, folder), small)
+        return FeatureInputs(**frames)
+    typed, _, _ = read_tables(folder)
+    return FeatureInputs(**{name: _lazy(frame, name) for name, frame in typed.items()})
+
+
+def read_tables_for(name: str, folder: Path) -> pd.DataFrame:
+    """One small table through the contract loader (types, defaults)."""
+    typed, _, _ = read_tables(folder, only=(name,))
+    return typed[name]

@@ -1,0 +1,94 @@
+"""Labels: what happened after ``as_of``, from rows after it only.
+
+- churn: a customer who existed at ``as_of`` made no purchase in ``(as_of, as_of + H]``;
+- repurchase: a customer x product pair was bought again in ``(as_of, as_of + W]``;
+- ``next_purchase_at``: the first purchase after ``as_of``, whenever it came (for timing
+  error), null if none is in the data.
+
+A label needs its whole window in the data: if the data end (the latest order or event)
+comes before ``as_of + H`` (or ``+ W``), :class:`IncompleteWindowError` says so.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pandas as pd
+import polars as pl
+
+from features.inputs import FeatureInputs, as_inputs
+from features.time import as_utc
+from nextbest.errors import BadInputError
+
+
+class IncompleteWindowError(BadInputError):
+    """The data ends before the label window does."""
+
+
+def data_end(inputs: FeatureInputs) -> datetime | None:
+    """The latest order or event timestamp: how far the data reaches."""
+    ends = (
+        pl.concat(
+            [
+                inputs.orders.select(pl.col("ordered_at").max().alias("t")),
+                inputs.events.select(pl.col("occurred_at").max().alias("t")),
+            ]
+        )
+        .select(pl.col("t").max())
+        .collect()
+    )
+    return ends.item()
+
+
+def _check_window(inputs: FeatureInputs, end: datetime, what: str) -> None:
+    last = data_end(inputs)
+    if last is None or last < end:
+        raise IncompleteWindowError(
+            f"{what}: the data ends at {last}, before the window ends at {end}; "
+            "choose an earlier as_of or a shorter window"
+        )
+
+
+def _next_purchases(inputs: FeatureInputs, as_of: datetime, keys: list[str]) -> pl.LazyFrame:
+    return (
+        inputs.orders.filter((pl.col("ordered_at") > as_of) & (pl.col("quantity") > 0))
+        .group_by(keys)
+        .agg(next_purchase_at=pl.col("ordered_at").min())
+    )
+
+
+def churn_labels(tables, *, as_of, horizon_days: int = 90) -> pd.DataFrame:
+    """Per customer created by ``as_of``: ``churned`` and ``next_purchase_at``."""
+    inputs, as_of = as_inputs(tables), as_utc(as_of)
+    end = as_of + timedelta(days=horizon_days)
+    _check_window(inputs, end, f"churn labels with horizon {horizon_days} days")
+    frame = (
+        inputs.customers.filter(pl.col("created_at") <= as_of)
+        .select("customer_id")
+        .join(_next_purchases(inputs, as_of, ["customer_id"]), on="customer_id", how="left")
+        .with_columns(
+            churned=pl.col("next_purchase_at").is_null() | (pl.col("next_purchase_at") > end)
+        )
+        .sort("customer_id")
+        .collect()
+    )
+    return frame.to_pandas()
+
+
+def repurchase_labels(tables, pairs: pd.DataFrame, *, as_of, window_days: int = 14) -> pd.DataFrame:
+    """Per (customer_id, product_id) of ``pairs``: ``repurchased`` and ``next_purchase_at``."""
+    inputs, as_of = as_inputs(tables), as_utc(as_of)
+    end = as_of + timedelta(days=window_days)
+    _check_window(inputs, end, f"repurchase labels with window {window_days} days")
+    keys = ["customer_id", "product_id"]
+    frame = (
+        pl.from_pandas(pairs[keys])
+        .lazy()
+        .join(_next_purchases(inputs, as_of, keys), on=keys, how="left")
+        .with_columns(
+            repurchased=pl.col("next_purchase_at").is_not_null()
+            & (pl.col("next_purchase_at") <= end)
+        )
+        .collect()
+    )
+    return frame.to_pandas()

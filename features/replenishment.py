@@ -1,0 +1,96 @@
+"""Customer x consumable features: personal cycles, where the customer is in the cycle now.
+
+Only consumables (``products.consumable``) bought on at least two distinct UTC days by
+``as_of`` get a row. A purchase covers ``quantity x pack_size`` units; the gap after a
+purchase day is divided by the units bought that day, so it measures the days one unit
+lasts (a 2-pack or two units cover about two cycles).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import polars as pl
+
+from features.time import days_between
+
+MIN_PURCHASE_DAYS = 2
+
+
+def pair_features(orders: pl.LazyFrame, products: pl.LazyFrame, *, as_of: datetime) -> pl.LazyFrame:
+    """Per customer x consumable bought on 2+ days by ``as_of``:
+
+    ``purchase_days``, ``units_total``; ``cycle_mean_days`` / ``cycle_median_days`` /
+    ``cycle_std_days``: days per unit between consecutive purchase days;
+    ``last_purchase_at``, ``last_units``, ``days_since_last``; ``expected_cycle_days`` =
+    median cycle x units of the last purchase; ``cycle_position`` = days since last /
+    expected cycle (1 = due now); ``expected_next_purchase_at``; ``category_share``: the
+    pair's share of the customer's spend in the product's category;
+    ``owns_related_durable``: the customer bought the durable the consumable serves
+    (``products.related_product_id``) by ``as_of``.
+    """
+    catalog = products.select(
+        "product_id", "category", "consumable", "pack_size", "related_product_id"
+    )
+    bought = orders.filter((pl.col("ordered_at") <= as_of) & (pl.col("quantity") > 0)).select(
+        "customer_id", "product_id", "ordered_at", "quantity", "amount"
+    )
+    lines = bought.join(catalog, on="product_id", how="inner")
+    daily = (
+        lines.filter(pl.col("consumable"))
+        .group_by("customer_id", "product_id", pl.col("ordered_at").dt.truncate("1d").alias("day"))
+        .agg(
+            units=(pl.col("quantity") * pl.col("pack_size")).sum(),
+            last_at=pl.col("ordered_at").max(),
+        )
+        .sort("customer_id", "product_id", "day")
+        .with_columns(
+            per_unit=(
+                days_between(pl.col("day"), pl.col("day").shift(1)) / pl.col("units").shift(1)
+            ).over("customer_id", "product_id"),
+        )
+    )
+    pairs = (
+        daily.group_by("customer_id", "product_id")
+        .agg(
+            purchase_days=pl.len().cast(pl.Int32),
+            units_total=pl.col("units").sum(),
+            cycle_mean_days=pl.col("per_unit").mean(),
+            cycle_median_days=pl.col("per_unit").median(),
+            cycle_std_days=pl.col("per_unit").std(),
+            last_purchase_at=pl.col("last_at").max(),
+            last_units=pl.col("units").sort_by("day").last(),
+        )
+        .filter(pl.col("purchase_days") >= MIN_PURCHASE_DAYS)
+        .with_columns(
+            days_since_last=days_between(as_of, pl.col("last_purchase_at")),
+            expected_cycle_days=pl.col("cycle_median_days") * pl.col("last_units"),
+        )
+        .with_columns(
+            cycle_position=pl.col("days_since_last") / pl.col("expected_cycle_days"),
+            expected_next_purchase_at=pl.col("last_purchase_at")
+            + pl.duration(
+                microseconds=(pl.col("expected_cycle_days") * 86_400e6).round(0).cast(pl.Int64)
+            ),
+        )
+    )
+    spend = lines.group_by("customer_id", "product_id", "category").agg(
+        spend=pl.col("amount").sum()
+    )
+    share = spend.with_columns(
+        category_share=pl.col("spend") / pl.col("spend").sum().over("customer_id", "category")
+    ).select("customer_id", "product_id", "category_share")
+    durables = lines.select(
+        "customer_id", pl.col("product_id").alias("related_product_id")
+    ).unique()
+    owned = (
+        pairs.join(catalog.select("product_id", "related_product_id"), on="product_id", how="left")
+        .join(
+            durables.with_columns(owns_related_durable=pl.lit(True)),
+            on=["customer_id", "related_product_id"],
+            how="left",
+        )
+        .with_columns(pl.col("owns_related_durable").fill_null(False))
+        .drop("related_product_id")
+    )
+    return owned.join(share, on=["customer_id", "product_id"], how="left")

@@ -1,0 +1,58 @@
+"""Purchase intervals and spend trend on hand-built purchase days."""
+
+from __future__ import annotations
+
+import statistics
+
+import pandas as pd
+import pytest
+
+from conftest import at, contract
+from features.build import build_features
+from features.config import FeatureConfig
+
+
+def test_gaps_trend_and_overdue_ratio():
+    days = [0, 10, 30, 35, 40, 45]  # gaps 10, 20, 5, 5, 5
+    values = [10.0, 10.0, 10.0, 20.0, 30.0, 40.0]
+    orders = pd.DataFrame(
+        {
+            "order_id": [f"O{i}" for i in range(len(days))],
+            "customer_id": "00001",
+            "ordered_at": [at(d + 0.5) for d in days],
+            "product_id": "P-INK",
+            "quantity": 1,
+            "amount": values,
+        }
+    )
+    as_of = at(55)
+    config = FeatureConfig(spend_trend_days=20)
+    row = build_features(contract(orders=orders), as_of=as_of, config=config).customers
+    row = row.set_index("customer_id").loc["00001"]
+    gaps = [10, 20, 5, 5, 5]
+    assert row["gap_mean_days"] == pytest.approx(9.0)
+    assert row["gap_median_days"] == pytest.approx(5.0)
+    assert row["gap_std_days"] == pytest.approx(statistics.stdev(gaps))
+    assert row["gap_trend"] == pytest.approx(5.0 / 15.0)  # last 3 gaps vs earlier ones
+    assert row["overdue_ratio"] == pytest.approx((55 - 45.5) / 5.0)
+    # as_of's day is 55: the last 20 days are days 36..55, the 20 before are 16..35
+    assert row["spend_last"] == pytest.approx(30.0 + 40.0)
+    assert row["spend_before"] == pytest.approx(10.0 + 20.0)
+    assert row["spend_trend"] == pytest.approx((70 - 30) / 100)
+
+
+def test_one_purchase_day_has_no_gaps():
+    orders = pd.DataFrame(
+        {
+            "order_id": ["O1", "O2"],
+            "customer_id": "00001",
+            "ordered_at": [at(1.1), at(1.9)],
+            "product_id": "P-INK",
+            "quantity": 1,
+            "amount": 5.0,
+        }
+    )
+    row = build_features(contract(orders=orders), as_of=at(10)).customers
+    row = row.set_index("customer_id").loc["00001"]
+    assert row["purchase_days"] == 1 and row["orders"] == 2
+    assert pd.isna(row["gap_median_days"]) and pd.isna(row["overdue_ratio"])
