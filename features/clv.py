@@ -70,7 +70,8 @@ def fit_lifetimes(summary: pl.DataFrame, penalizer: float) -> LifetimesParams:
     if summary.height == 0:
         return LifetimesParams(None, None)
     repeaters = summary.filter(pl.col("frequency") > 0)["monetary_value"]
-    mean_repeat_value = float(repeaters.mean()) if repeaters.len() else 0.0
+    # sorted first: a float mean depends on the order it adds in
+    mean_repeat_value = float(repeaters.sort().mean()) if repeaters.len() else 0.0
     frt = (
         summary.group_by("frequency", "recency", "T")
         .agg(w=pl.len())

@@ -12,6 +12,7 @@ from datetime import datetime
 
 import polars as pl
 
+from features.exact import exact_mean
 from features.time import days_between, within
 from nextbest.contract import STITCHABLE_ID_TYPES
 
@@ -77,7 +78,7 @@ def engagement_features(
         aggs += [(cond & in_window).sum().alias(f"{name}_{w}d") for name, cond in COUNTED.items()]
         with_sentiment = pl.col("sentiment").filter(in_window)
         aggs += [
-            with_sentiment.mean().alias(f"sentiment_mean_{w}d"),
+            exact_mean(with_sentiment).alias(f"sentiment_mean_{w}d"),
             with_sentiment.min().alias(f"sentiment_min_{w}d"),
         ]
     aggs += [

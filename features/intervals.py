@@ -9,6 +9,7 @@ from datetime import datetime
 
 import polars as pl
 
+from features.exact import exact_mean, exact_std, exact_sum
 from features.time import day_of, days_between
 
 
@@ -37,13 +38,15 @@ def purchase_interval_stats(
     return (
         gaps.group_by("customer_id")
         .agg(
-            gap_mean_days=pl.col("gap").mean(),
+            gap_mean_days=exact_mean(pl.col("gap"), 1e3),
             gap_median_days=pl.col("gap").median(),
-            gap_std_days=pl.col("gap").std(),
-            recent_gap_mean=pl.col("gap").filter(recent).mean(),
-            earlier_gap_mean=pl.col("gap").filter(~recent).mean(),
-            spend_last=pl.col("value").filter(age < trend_days).sum(),
-            spend_before=pl.col("value").filter((age >= trend_days) & (age < 2 * trend_days)).sum(),
+            gap_std_days=exact_std(pl.col("gap")),
+            recent_gap_mean=exact_mean(pl.col("gap").filter(recent), 1e3),
+            earlier_gap_mean=exact_mean(pl.col("gap").filter(~recent), 1e3),
+            spend_last=exact_sum(pl.col("value").filter(age < trend_days)),
+            spend_before=exact_sum(
+                pl.col("value").filter((age >= trend_days) & (age < 2 * trend_days))
+            ),
         )
         .with_columns(
             gap_trend=pl.col("recent_gap_mean") / pl.col("earlier_gap_mean"),

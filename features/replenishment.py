@@ -12,6 +12,7 @@ from datetime import datetime
 
 import polars as pl
 
+from features.exact import exact_mean, exact_std, exact_sum
 from features.time import days_between
 
 MIN_PURCHASE_DAYS = 2
@@ -55,9 +56,9 @@ def pair_features(orders: pl.LazyFrame, products: pl.LazyFrame, *, as_of: dateti
         .agg(
             purchase_days=pl.len().cast(pl.Int32),
             units_total=pl.col("units").sum(),
-            cycle_mean_days=pl.col("per_unit").mean(),
+            cycle_mean_days=exact_mean(pl.col("per_unit"), 1e3),
             cycle_median_days=pl.col("per_unit").median(),
-            cycle_std_days=pl.col("per_unit").std(),
+            cycle_std_days=exact_std(pl.col("per_unit")),
             last_purchase_at=pl.col("last_at").max(),
             last_units=pl.col("units").sort_by("day").last(),
         )
@@ -75,10 +76,10 @@ def pair_features(orders: pl.LazyFrame, products: pl.LazyFrame, *, as_of: dateti
         )
     )
     spend = lines.group_by("customer_id", "product_id", "category").agg(
-        spend=pl.col("amount").sum()
+        spend=exact_sum(pl.col("amount"))
     )
     share = spend.with_columns(
-        category_share=pl.col("spend") / pl.col("spend").sum().over("customer_id", "category")
+        category_share=pl.col("spend") / exact_sum(pl.col("spend")).over("customer_id", "category")
     ).select("customer_id", "product_id", "category_share")
     durables = lines.select(
         "customer_id", pl.col("product_id").alias("related_product_id")

@@ -34,6 +34,7 @@ from datetime import datetime
 import numpy as np
 import polars as pl
 
+from features.exact import exact_sum
 from features.time import day_of, days_between
 
 SCORED = ("recency_days", "purchase_days", "monetary_total")
@@ -55,7 +56,7 @@ def daily_purchases(orders: pl.LazyFrame, *, as_of: datetime) -> pl.LazyFrame:
         orders.filter((pl.col("ordered_at") <= as_of) & (pl.col("quantity") > 0))
         .group_by("customer_id", pl.col("ordered_at").dt.truncate("1d").alias("day"))
         .agg(
-            value=pl.col("amount").sum(),
+            value=exact_sum(pl.col("amount")),
             orders=pl.col("order_id").n_unique(),
             last_at=pl.col("ordered_at").max(),
         )
@@ -67,7 +68,7 @@ def returned_amounts(orders: pl.LazyFrame, *, as_of: datetime) -> pl.LazyFrame:
     return (
         orders.filter((pl.col("ordered_at") <= as_of) & (pl.col("quantity") < 0))
         .group_by("customer_id")
-        .agg(returned_amount=-pl.col("amount").sum())
+        .agg(returned_amount=-exact_sum(pl.col("amount")))
     )
 
 
@@ -91,7 +92,7 @@ def purchase_summary(daily: pl.LazyFrame, *, as_of: datetime) -> pl.LazyFrame:
             last_purchase_at=pl.col("last_at").max(),
             purchase_days=pl.len().cast(pl.Int64),
             orders=pl.col("orders").sum().cast(pl.Int64),
-            monetary_total=pl.col("value").sum(),
+            monetary_total=exact_sum(pl.col("value")),
             first_day_value=pl.col("value").sort_by("day").first(),
         )
         .with_columns(

@@ -180,6 +180,37 @@ def validate(
 
 
 @app.command()
+def features(
+    data: Annotated[Path, typer.Option(help="The contract folder to read.")],
+    as_of: Annotated[str, typer.Option(help="Compute features as of this moment (UTC).")],
+    out: Annotated[
+        Path, typer.Option(help="Folder for customers.parquet, pairs.parquet and manifest.json.")
+    ],
+    overwrite: Overwrite = False,
+) -> None:
+    """Build point-in-time customer and customer x consumable features from a contract folder."""
+    from features.build import build_features
+    from features.config import FeatureConfig
+    from features.io import write_snapshot
+    from nextbest.validation import load_contract
+
+    config = FeatureConfig()
+    moment = _as_of(as_of)
+    with err_console.status(f"validating {data}…"):
+        tables = load_contract(data)
+    with err_console.status(f"building features as of {moment}…"):
+        built = build_features(tables, as_of=moment, config=config)
+    with err_console.status(f"writing {out}…"):
+        meta = write_snapshot(built, config, data, out, overwrite=overwrite)
+    rows = meta["rows"]
+    out_console.print(
+        f"wrote {out}: {rows['customers']:,} customers, {rows['pairs']:,} customer x consumable"
+        f" pairs as of {meta['as_of']}",
+        soft_wrap=True,
+    )
+
+
+@app.command()
 def demo(
     customers: Customers = 5_000,
     seed: Seed = 7,

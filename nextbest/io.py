@@ -197,11 +197,25 @@ def read_tables(
     return frames, violations, broken
 
 
+def _remove_stale_temporaries(out: Path) -> None:
+    """Remove temporary folders left next to ``out`` by writers that were killed."""
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):
+        try:
+            pid = int(stale.name.rsplit(".tmp-", 1)[1].split("-", 1)[0])
+            os.kill(pid, 0)  # still running: not stale
+        except (ValueError, ProcessLookupError):
+            shutil.rmtree(stale, ignore_errors=True)
+        except PermissionError:
+            pass
+
+
 @contextlib.contextmanager
 def atomic_folder(out: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder that replaces ``out`` only if the block completes.
 
-    On any error the temporary folder is removed and ``out`` is left as it was.
+    On an error the temporary folder is removed and ``out`` is left as it was; a writer
+    killed outright leaves only its temporary folder (``.NAME.tmp-PID-*``), which the next
+    writer of ``out`` removes.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -209,7 +223,8 @@ def atomic_folder(out: str | os.PathLike, *, overwrite: bool = False) -> Iterato
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise BadInputError(f"{out}: folder is not empty (pass --overwrite to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    _remove_stale_temporaries(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         yield tmp
     except BaseException:

@@ -50,3 +50,32 @@ def test_atomic_folder_replaces_with_overwrite(tmp_path):
     with atomic_folder(out, overwrite=True) as tmp:
         (tmp / "new.txt").write_text("new")
     assert [p.name for p in out.iterdir()] == ["new.txt"]
+
+
+def test_a_killed_writer_leaves_no_output_and_the_next_run_cleans_up(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "snapshot"
+    script = (
+        "import time, sys\n"
+        "from nextbest.io import atomic_folder\n"
+        f"with atomic_folder({str(out)!r}) as tmp:\n"
+        "    (tmp / 'customers.parquet').write_text('half')\n"
+        "    print('writing', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "writing"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=10)
+    time.sleep(0.1)
+    assert not out.exists()
+    assert len(list(tmp_path.glob(".snapshot.tmp-*"))) == 1  # the killed writer's leftovers
+
+    with atomic_folder(out) as tmp:
+        (tmp / "customers.parquet").write_text("whole")
+    assert (out / "customers.parquet").read_text() == "whole"
+    assert list(tmp_path.glob(".snapshot.tmp-*")) == []

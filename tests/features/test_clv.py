@@ -1,0 +1,88 @@
+"""lifetimes fits: weighted unique rows equal a plain fit; failures fall back with a warning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pytest
+from lifetimes import BetaGeoFitter, GammaGammaFitter
+
+from features.clv import LifetimesFitWarning, fit_lifetimes, lifetimes_features
+from features.rfm import daily_purchases, purchase_summary
+from features.time import as_utc
+from nextbest.cdnow import cdnow_tables
+
+AS_OF = as_utc("1997-09-30")
+
+
+@pytest.fixture(scope="module")
+def summary() -> pl.DataFrame:
+    orders = pl.from_pandas(cdnow_tables()["orders"]).lazy()
+    return purchase_summary(daily_purchases(orders, as_of=AS_OF), as_of=AS_OF).collect()
+
+
+def test_weighted_fit_equals_plain_lifetimes_fit(summary):
+    params = fit_lifetimes(summary, penalizer=0.001)
+    plain = BetaGeoFitter(penalizer_coef=0.001).fit(
+        summary["frequency"].to_numpy(), summary["recency"].to_numpy(), summary["T"].to_numpy()
+    )
+    for name, value in plain.params_.items():
+        assert params.bgnbd[name] == pytest.approx(value, rel=1e-3)
+    repeat = summary.filter((pl.col("frequency") > 0) & (pl.col("monetary_value") > 0))
+    gg = GammaGammaFitter(penalizer_coef=0.001).fit(
+        repeat["frequency"].to_numpy(), repeat["monetary_value"].to_numpy()
+    )
+    for name, value in gg.params_.items():
+        assert params.gamma_gamma[name] == pytest.approx(value, rel=1e-3)
+
+
+def test_features_match_lifetimes_predictions(summary):
+    params = fit_lifetimes(summary, penalizer=0.001)
+    out = lifetimes_features(
+        summary, params, horizon_days=90, clv_months=12, monthly_discount_rate=0.01
+    )
+    bgf = BetaGeoFitter()
+    bgf.params_ = pd.Series(params.bgnbd)
+    f, r, t = (summary[c].to_numpy() for c in ("frequency", "recency", "T"))
+    np.testing.assert_allclose(
+        out["p_alive"].to_numpy(), bgf.conditional_probability_alive(f, r, t), rtol=1e-9
+    )
+    np.testing.assert_allclose(
+        out["expected_purchases_90d"].to_numpy(),
+        bgf.conditional_expected_number_of_purchases_up_to_time(90, f, r, t),
+        rtol=1e-9,
+    )
+    gg = GammaGammaFitter()
+    gg.params_ = pd.Series(params.gamma_gamma)
+    m = summary["monetary_value"].to_numpy()
+    value = gg.conditional_expected_average_profit(f, m)
+    np.testing.assert_allclose(out["expected_order_value"].to_numpy(), value, rtol=1e-9)
+    bgf.predict = bgf.conditional_expected_number_of_purchases_up_to_time  # set by fit()
+    clv = gg.customer_lifetime_value(
+        bgf,
+        pd.Series(f),
+        pd.Series(r),
+        pd.Series(t),
+        pd.Series(m),
+        time=12,
+        freq="D",
+        discount_rate=0.01,
+    )
+    np.testing.assert_allclose(out["clv_12m"].to_numpy(), clv.to_numpy(), rtol=1e-6)
+
+
+def test_failed_fit_falls_back_with_a_warning(summary, monkeypatch):
+    def broken(self, *args, **kwargs):
+        raise ValueError("did not converge")
+
+    monkeypatch.setattr(BetaGeoFitter, "fit", broken)
+    with pytest.warns(LifetimesFitWarning, match="BG/NBD fit did not converge"):
+        params = fit_lifetimes(summary, penalizer=0.001)
+    assert params.bgnbd is None and params.gamma_gamma is not None
+    out = lifetimes_features(
+        summary, params, horizon_days=90, clv_months=12, monthly_discount_rate=0.01
+    )
+    assert out["p_alive"].is_nan().all() or out["p_alive"].is_null().all()
+    rate = summary["frequency"].to_numpy() / np.maximum(summary["T"].to_numpy(), 1)
+    np.testing.assert_allclose(out["expected_purchases_90d"].to_numpy(), rate * 90)
