@@ -1,23 +1,26 @@
-"""``make bench``: run every benchmark and print its figures.
+"""``make bench``: run every benchmark, each in its own process, and print its figures.
 
-Sizes: ``BENCH_CUSTOMERS`` (comma-separated, default ``10000,100000``); add 1000000 for the
-README's 1M figure (about two minutes and 6 GB of memory).
+``BENCH_CUSTOMERS`` (comma-separated, default ``10000,100000``) sizes the world benchmark;
+``BENCH_FEATURE_CUSTOMERS`` (default ``1000000``) the feature benchmark, whose world is
+generated once into data/bench/ (about two minutes).
 """
 
 from __future__ import annotations
 
 import os
 import platform
-
-from benchmarks import bench_world
+import subprocess
+import sys
 
 
 def main() -> None:
-    sizes = [int(s) for s in os.environ.get("BENCH_CUSTOMERS", "10000,100000").split(",")]
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        flush=True,
     )
-    bench_world.run(sizes)
+    for module in ("benchmarks.world", "benchmarks.features"):
+        subprocess.run([sys.executable, "-m", module], check=True)
 
 
 if __name__ == "__main__":

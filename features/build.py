@@ -114,7 +114,11 @@ def build_features(
     pairs_plan = pair_features(inputs.orders, inputs.products, as_of=as_of).sort(
         "customer_id", "product_id"
     )
-    frame, pairs = pl.collect_all([plan, pairs_plan])
+    frame, pairs = pl.collect_all(
+        [plan, pairs_plan],
+        engine="streaming",
+        optimizations=pl.QueryOptFlags(comm_subplan_elim=False),
+    )
 
     lifetimes = lifetimes_features(
         frame.filter(pl.col("purchase_days").is_not_null()).select(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+from scipy.special import expit, hyp2f1
 
 _RETRIES = 3
 
@@ -102,13 +103,42 @@ def fit_lifetimes(summary: pl.DataFrame, penalizer: float) -> LifetimesParams:
     return LifetimesParams(bgnbd, gamma_gamma, bg_coef, gg_coef, mean_repeat_value)
 
 
-def _bgnbd(params: dict[str, float]):
-    import pandas as pd
-    from lifetimes import BetaGeoFitter
+def bgnbd_p_alive(params: dict[str, float], frequency, recency, T) -> np.ndarray:
+    """P(alive | x, t_x, T) under BG/NBD (Hardie, "P(alive) for the BG/NBD model").
 
-    model = BetaGeoFitter()
-    model.params_ = pd.Series(params)
-    return model
+    1 for customers without a repeat purchase (BG/NBD's drop-out happens only after one).
+    """
+    r, alpha, a, b = (params[k] for k in ("r", "alpha", "a", "b"))
+    x = np.asarray(frequency, dtype=float)
+    log_odds = (r + x) * np.log((alpha + T) / (alpha + recency)) + np.log(
+        a / (b + np.maximum(x, 1) - 1)
+    )
+    return np.where(x == 0, 1.0, expit(-log_odds))
+
+
+def bgnbd_expected_purchases(
+    params: dict[str, float], t: float, frequency, recency, T
+) -> np.ndarray:
+    """E[purchases in (T, T + t] | x, t_x, T] under BG/NBD (Fader, Hardie and Lee 2005, eq. 10).
+
+    The Gauss hypergeometric term is evaluated through Euler's transformation where the
+    direct series overflows, as lifetimes does.
+    """
+    r, alpha, a, b = (params[k] for k in ("r", "alpha", "a", "b"))
+    x = np.asarray(frequency, dtype=float)
+    c = a + b + x - 1
+    z = t / (alpha + T + t)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ln_hyp = np.log(hyp2f1(r + x, b + x, c, z))
+        euler = np.log(hyp2f1(c - r - x, c - b - x, c, z)) + (c - r - 2 * x - b) * np.log(1 - z)
+        ln_hyp = np.where(np.isinf(ln_hyp), euler, ln_hyp)
+        numerator = (
+            (a + b + x - 1)
+            / (a - 1)
+            * (1 - np.exp(ln_hyp + (r + x) * np.log((alpha + T) / (alpha + t + T))))
+        )
+        denominator = 1 + (x > 0) * (a / (b + x - 1)) * ((alpha + T) / (alpha + recency)) ** (r + x)
+    return numerator / denominator
 
 
 def _expected_value(params: dict[str, float] | None, frequency, monetary, fallback: float):
@@ -143,23 +173,14 @@ def lifetimes_features(
     f, r, t = (frt[c].to_numpy() for c in ("frequency", "recency", "T"))
     months = 30.0 * np.arange(clv_months + 1)
     if params.bgnbd is not None:
-        model = _bgnbd(params.bgnbd)
-        with np.errstate(all="ignore"):
-            p_alive = np.asarray(model.conditional_probability_alive(f, r, t), dtype=float)
-            cumulative = np.stack(
-                [
-                    np.asarray(
-                        model.conditional_expected_number_of_purchases_up_to_time(m, f, r, t),
-                        dtype=float,
-                    )
-                    if m > 0
-                    else np.zeros_like(f)
-                    for m in months
-                ]
-            )
-            in_horizon = np.asarray(
-                model.conditional_expected_number_of_purchases_up_to_time(h, f, r, t), dtype=float
-            )
+        p_alive = bgnbd_p_alive(params.bgnbd, f, r, t)
+        cumulative = np.stack(
+            [
+                bgnbd_expected_purchases(params.bgnbd, m, f, r, t) if m > 0 else np.zeros_like(f)
+                for m in months
+            ]
+        )
+        in_horizon = bgnbd_expected_purchases(params.bgnbd, h, f, r, t)
     else:
         rate = f / np.maximum(t, 1.0)
         p_alive = np.full(f.shape, np.nan)

@@ -30,24 +30,22 @@ COUNTED = {
 
 
 def stitched_events(events: pl.LazyFrame, identities: pl.LazyFrame) -> pl.LazyFrame:
-    """Events with ``customer_id`` filled in from cookie/device identities where it is null.
-
-    Adds ``stitched``: true for an event attributed through an identity.
-    """
-    links = (
-        identities.filter(pl.col("id_type").is_in(STITCHABLE_ID_TYPES))
-        .select(pl.col("id_value").alias("anonymous_id"), pl.col("customer_id").alias("owner"))
-        .unique("anonymous_id", keep="any")  # the contract makes (id_type, id_value) unique
+    """Events of known customers: their own, and anonymous ones whose ``anonymous_id`` is a
+    cookie or device identity (``stitched`` true), attributed to that identity's customer.
+    Anonymous events nobody can claim are left out."""
+    links = identities.filter(pl.col("id_type").is_in(STITCHABLE_ID_TYPES)).select(
+        pl.col("id_value").alias("anonymous_id"), pl.col("customer_id").alias("owner")
     )
-    return (
-        events.join(links, on="anonymous_id", how="left")
-        .with_columns(
-            stitched=pl.col("customer_id").is_null() & pl.col("owner").is_not_null(),
-            customer_id=pl.coalesce("customer_id", "owner"),
-        )
-        .drop("owner")
-        .filter(pl.col("customer_id").is_not_null())
+    columns = ["occurred_at", "source", "event_type", "sentiment"]
+    known = events.filter(pl.col("customer_id").is_not_null()).select(
+        "customer_id", *columns, stitched=pl.lit(False)
     )
+    anonymous = (
+        events.filter(pl.col("customer_id").is_null())
+        .join(links, on="anonymous_id", how="inner")  # (id_type, id_value) is unique
+        .select(pl.col("owner").alias("customer_id"), *columns, stitched=pl.lit(True))
+    )
+    return pl.concat([known, anonymous])
 
 
 def engagement_features(
@@ -64,10 +62,10 @@ def engagement_features(
     ``views_{w}d`` (web/app page and product views), ``product_views_{w}d``,
     ``email_opens_{w}d``, ``email_clicks_{w}d``, ``support_tickets_{w}d`` (opened),
     ``chat_messages_{w}d``, and ``sentiment_mean_{w}d`` / ``sentiment_min_{w}d`` over
-    events with a sentiment. Over all history: ``days_since_negative_sentiment`` (days since
-    the last event with sentiment below ``negative_sentiment``; null if none),
-    ``days_since_last_event``, and ``stitched_events_{max w}d`` (events attributed through
-    a cookie or device).
+    events with a sentiment; ``stitched_events_{max w}d`` (events attributed through a
+    cookie or device). Over all history: ``days_since_last_event`` and
+    ``days_since_negative_sentiment`` (days since the last event with sentiment below
+    ``negative_sentiment``; null if none).
     """
     longest = max(windows)
     seen = stitched_events(events.filter(within("occurred_at", as_of)), identities)
@@ -81,12 +79,20 @@ def engagement_features(
             exact_mean(with_sentiment).alias(f"sentiment_mean_{w}d"),
             with_sentiment.min().alias(f"sentiment_min_{w}d"),
         ]
-    aggs += [
-        (pl.col("stitched") & (age < longest)).sum().alias(f"stitched_events_{longest}d"),
-        days_between(as_of, pl.col("occurred_at").max()).alias("days_since_last_event"),
-        days_between(
-            as_of, pl.col("occurred_at").filter(pl.col("sentiment") < negative_sentiment).max()
-        ).alias("days_since_negative_sentiment"),
-    ]
+    aggs.append(pl.col("stitched").sum().alias(f"stitched_events_{longest}d"))
     counts = [f"{name}_{w}d" for w in windows for name in COUNTED] + [f"stitched_events_{longest}d"]
-    return seen.group_by("customer_id").agg(aggs).with_columns(pl.col(counts).cast(pl.Int32))
+    # Windowed counts read only the recent events; the history needs two maxima of all.
+    windowed = (
+        seen.filter(within("occurred_at", as_of, longest))
+        .group_by("customer_id")
+        .agg(aggs)
+        .with_columns(pl.col(counts).cast(pl.Int32))
+    )
+    negative = pl.col("occurred_at").filter(pl.col("sentiment") < negative_sentiment)
+    history = seen.group_by("customer_id").agg(
+        days_since_last_event=days_between(as_of, pl.col("occurred_at").max()),
+        days_since_negative_sentiment=days_between(as_of, negative.max()),
+    )
+    return history.join(windowed, on="customer_id", how="left").with_columns(
+        pl.col(counts).fill_null(0)
+    )

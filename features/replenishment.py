@@ -32,27 +32,37 @@ def pair_features(orders: pl.LazyFrame, products: pl.LazyFrame, *, as_of: dateti
     """
     catalog = products.select(
         "product_id", "category", "consumable", "pack_size", "related_product_id"
-    )
-    bought = orders.filter((pl.col("ordered_at") <= as_of) & (pl.col("quantity") > 0)).select(
-        "customer_id", "product_id", "ordered_at", "quantity", "amount"
-    )
-    lines = bought.join(catalog, on="product_id", how="inner")
+    ).collect()
+    consumables = catalog.filter(pl.col("consumable"))
+    pack = dict(zip(consumables["product_id"], consumables["pack_size"], strict=True))
+    category = dict(zip(catalog["product_id"], catalog["category"], strict=True))
+    related = consumables.select("product_id", "related_product_id").lazy()
+    durables = consumables["related_product_id"].drop_nulls().unique().to_list()
+    shared = consumables["category"].unique().to_list()
+
+    bought = orders.filter((pl.col("ordered_at") <= as_of) & (pl.col("quantity") > 0))
+    # The catalog is small: map columns through dicts rather than joining every order line.
     daily = (
-        lines.filter(pl.col("consumable"))
+        bought.filter(pl.col("product_id").is_in(list(pack)))
         .group_by("customer_id", "product_id", pl.col("ordered_at").dt.truncate("1d").alias("day"))
         .agg(
-            units=(pl.col("quantity") * pl.col("pack_size")).sum(),
+            units=(pl.col("quantity") * pl.col("product_id").replace_strict(pack)).sum(),
             last_at=pl.col("ordered_at").max(),
-        )
-        .sort("customer_id", "product_id", "day")
-        .with_columns(
-            per_unit=(
-                days_between(pl.col("day"), pl.col("day").shift(1)) / pl.col("units").shift(1)
-            ).over("customer_id", "product_id"),
+            spend=exact_sum(pl.col("amount")),
         )
     )
+    # Sorted by pair and day: a row's gap is to the row before it if that row is the same
+    # pair's, divided by the units bought then (cheaper than window functions).
+    same_pair = (pl.col("customer_id") == pl.col("customer_id").shift(1)) & (
+        pl.col("product_id") == pl.col("product_id").shift(1)
+    )
+    per_unit = pl.when(same_pair).then(
+        days_between(pl.col("day"), pl.col("day").shift(1)) / pl.col("units").shift(1)
+    )
     pairs = (
-        daily.group_by("customer_id", "product_id")
+        daily.sort("customer_id", "product_id", "day")
+        .with_columns(per_unit=per_unit)
+        .group_by("customer_id", "product_id")
         .agg(
             purchase_days=pl.len().cast(pl.Int32),
             units_total=pl.col("units").sum(),
@@ -61,11 +71,13 @@ def pair_features(orders: pl.LazyFrame, products: pl.LazyFrame, *, as_of: dateti
             cycle_std_days=exact_std(pl.col("per_unit")),
             last_purchase_at=pl.col("last_at").max(),
             last_units=pl.col("units").sort_by("day").last(),
+            spend=exact_sum(pl.col("spend")),
         )
         .filter(pl.col("purchase_days") >= MIN_PURCHASE_DAYS)
         .with_columns(
             days_since_last=days_between(as_of, pl.col("last_purchase_at")),
             expected_cycle_days=pl.col("cycle_median_days") * pl.col("last_units"),
+            category=pl.col("product_id").replace_strict(category),
         )
         .with_columns(
             cycle_position=pl.col("days_since_last") / pl.col("expected_cycle_days"),
@@ -75,23 +87,25 @@ def pair_features(orders: pl.LazyFrame, products: pl.LazyFrame, *, as_of: dateti
             ),
         )
     )
-    spend = lines.group_by("customer_id", "product_id", "category").agg(
-        spend=exact_sum(pl.col("amount"))
+    category_spend = (
+        bought.with_columns(category=pl.col("product_id").replace_strict(category, default=None))
+        .filter(pl.col("category").is_in(shared))
+        .group_by("customer_id", "category")
+        .agg(category_spend=exact_sum(pl.col("amount")))
     )
-    share = spend.with_columns(
-        category_share=pl.col("spend") / exact_sum(pl.col("spend")).over("customer_id", "category")
-    ).select("customer_id", "product_id", "category_share")
-    durables = lines.select(
-        "customer_id", pl.col("product_id").alias("related_product_id")
-    ).unique()
     owned = (
-        pairs.join(catalog.select("product_id", "related_product_id"), on="product_id", how="left")
-        .join(
-            durables.with_columns(owns_related_durable=pl.lit(True)),
-            on=["customer_id", "related_product_id"],
-            how="left",
-        )
-        .with_columns(pl.col("owns_related_durable").fill_null(False))
-        .drop("related_product_id")
+        bought.filter(pl.col("product_id").is_in(durables))
+        .select("customer_id", pl.col("product_id").alias("related_product_id"))
+        .unique()
+        .with_columns(owns_related_durable=pl.lit(True))
     )
-    return owned.join(share, on=["customer_id", "product_id"], how="left")
+    return (
+        pairs.join(category_spend, on=["customer_id", "category"], how="left")
+        .join(related, on="product_id", how="left")
+        .join(owned, on=["customer_id", "related_product_id"], how="left")
+        .with_columns(
+            owns_related_durable=pl.col("owns_related_durable").fill_null(False),
+            category_share=pl.col("spend") / pl.col("category_spend"),
+        )
+        .drop("spend", "category", "category_spend", "related_product_id")
+    )

@@ -54,3 +54,9 @@ def run(sizes: list[int]) -> None:
             f"{gen:>11.1f} {write:>8.1f} {read:>7.1f} {check:>11.1f} {check / read:>14.1f} "
             f"{per_customer:>12.1f} {per_customer / base:>12.2f}"
         )
+
+
+if __name__ == "__main__":
+    import os
+
+    run([int(s) for s in os.environ.get("BENCH_CUSTOMERS", "10000,100000").split(",")])

@@ -1,0 +1,225 @@
+"""Feature build at shop scale (default: 1M customers, about 13M order lines, 32M events).
+
+Each stage runs in its own process, so its peak memory (max RSS) is its own. Stages:
+
+- floor: read the order and event columns the build uses, and one group-by over
+  customer_id for each table (Polars) — no feature can be cheaper than this;
+- build: the full customer + pair build from the Parquet folder, with population
+  parameters given (no lifetimes fits);
+- fits: BG/NBD + Gamma-Gamma on weighted unique rows (features.clv.fit_lifetimes);
+- plain fits: the same two models fitted by lifetimes on one row per customer;
+- lifetimes summary: ``lifetimes.utils.summary_data_from_transaction_data`` on the same
+  orders (pandas), the usual way to get frequency / recency / T / monetary value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+AS_OF = "2025-06-30"
+WORLD_SEED = 1
+
+
+def _world(customers: int) -> Path:
+    """A generated world in data/bench/ (kept between runs: generating 1M takes ~2 min)."""
+    folder = Path("data/bench") / f"world-{customers}"
+    meta = folder / "truth" / "meta.json"
+    if not (meta.is_file() and json.loads(meta.read_text())["seed"] == WORLD_SEED):
+        from nextbest.cli import main
+
+        print(f"generating a {customers:,}-customer world in {folder} (once)…", flush=True)
+        code = main(
+            [
+                "generate",
+                "--customers",
+                str(customers),
+                "--seed",
+                str(WORLD_SEED),
+                "--as-of",
+                AS_OF,
+                "--out",
+                str(folder),
+                "--overwrite",
+            ]
+        )
+        if code:
+            raise SystemExit(code)
+    return folder
+
+
+def _stage_floor(folder: Path) -> str:
+    import polars as pl
+
+    orders = pl.scan_parquet(folder / "orders.parquet").select(
+        "customer_id", "order_id", "ordered_at", "product_id", "quantity", "amount"
+    )
+    events = pl.scan_parquet(folder / "events.parquet").select(
+        "customer_id", "anonymous_id", "occurred_at", "source", "event_type", "sentiment"
+    )
+    a, b = pl.collect_all(
+        [
+            orders.group_by("customer_id").agg(pl.len(), pl.col("amount").sum()),
+            events.group_by("customer_id").agg(pl.len(), pl.col("sentiment").mean()),
+        ]
+    )
+    return f"{a.height:,} + {b.height:,} groups"
+
+
+def _population(folder: Path):
+    """Population parameters for the build, fitted once and kept next to the world."""
+    from features.build import fit_population
+
+    cache = folder.parent / f"{folder.name}.population.pkl"
+    if cache.is_file():
+        return pickle.loads(cache.read_bytes())
+    population = fit_population(folder, as_of=AS_OF)
+    cache.write_bytes(pickle.dumps(population))
+    return population
+
+
+def _stage_population(folder: Path) -> str:
+    population = _population(folder)
+    return f"as of {population.as_of:%Y-%m-%d}"
+
+
+def _stage_build(folder: Path) -> str:
+    from features.build import build_features
+
+    population = _population(folder)
+    start = time.perf_counter()
+    built = build_features(folder, as_of=AS_OF, population=population)
+    _stage_build.seconds = time.perf_counter() - start
+    return f"{len(built.customers):,} customers, {len(built.pairs):,} pairs"
+
+
+def _summary(folder: Path):
+    from features.inputs import as_inputs
+    from features.rfm import daily_purchases, purchase_summary
+    from features.time import as_utc
+
+    as_of = as_utc(AS_OF)
+    return purchase_summary(
+        daily_purchases(as_inputs(folder).orders, as_of=as_of), as_of=as_of
+    ).collect()
+
+
+def _stage_fits(folder: Path) -> str:
+    import lifetimes  # noqa: F401 - imported before the clock starts, as for the plain fits
+
+    from features.clv import fit_lifetimes
+
+    summary = _summary(folder)
+    start = time.perf_counter()
+    params = fit_lifetimes(summary, penalizer=0.001)
+    _stage_fits.seconds = time.perf_counter() - start
+    return f"r={params.bgnbd['r']:.3f} p={params.gamma_gamma['p']:.3f}"
+
+
+def _stage_plain_fits(folder: Path) -> str:
+    import polars as pl
+    from lifetimes import BetaGeoFitter, GammaGammaFitter
+
+    summary = _summary(folder)
+    repeat = summary.filter((pl.col("frequency") > 0) & (pl.col("monetary_value") > 0))
+    start = time.perf_counter()
+    bg = BetaGeoFitter(penalizer_coef=0.001).fit(
+        summary["frequency"].to_numpy(), summary["recency"].to_numpy(), summary["T"].to_numpy()
+    )
+    gg = GammaGammaFitter(penalizer_coef=0.001).fit(
+        repeat["frequency"].to_numpy(), repeat["monetary_value"].to_numpy()
+    )
+    _stage_plain_fits.seconds = time.perf_counter() - start
+    return f"r={bg.params_['r']:.3f} p={gg.params_['p']:.3f}"
+
+
+def _stage_lifetimes_summary(folder: Path) -> str:
+    import pandas as pd
+    from lifetimes.utils import summary_data_from_transaction_data
+
+    orders = pd.read_parquet(
+        folder / "orders.parquet", columns=["customer_id", "ordered_at", "quantity", "amount"]
+    )
+    start = time.perf_counter()
+    bought = orders[orders["quantity"] > 0].assign(
+        ordered_at=lambda f: f["ordered_at"].dt.tz_localize(None)
+    )
+    summary = summary_data_from_transaction_data(
+        bought,
+        "customer_id",
+        "ordered_at",
+        monetary_value_col="amount",
+        observation_period_end=AS_OF,
+        freq="D",
+    )
+    _stage_lifetimes_summary.seconds = time.perf_counter() - start
+    return f"{len(summary):,} customers"
+
+
+STAGES = {
+    "population": _stage_population,
+    "floor": _stage_floor,
+    "build": _stage_build,
+    "fits": _stage_fits,
+    "plain fits": _stage_plain_fits,
+    "lifetimes summary": _stage_lifetimes_summary,
+}
+
+
+def _child(stage: str, folder: str) -> None:
+    """Entry point of a stage process: print its time and note as JSON."""
+    fn = STAGES[stage]
+    start = time.perf_counter()
+    note = fn(Path(folder))
+    seconds = getattr(fn, "seconds", time.perf_counter() - start)
+    print(json.dumps({"seconds": seconds, "note": note}))
+
+
+def _measure(stage: str, folder: Path) -> dict:
+    """Run ``stage`` in a fresh interpreter: its time and its own peak memory (max RSS).
+
+    A fresh process, not a fork: Polars' thread pool does not survive ``fork``.
+    """
+    child = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.features", stage, str(folder)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    _, status, usage = os.wait4(child.pid, 0)
+    out = child.stdout.read()
+    if status != 0:
+        raise SystemExit(f"benchmark stage {stage!r} failed")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["peak_mb"] = usage.ru_maxrss / 1024
+    return result
+
+
+def run(customers: int) -> None:
+    folder = _world(customers)
+    _measure("population", folder)  # fitted once, outside the timed build
+    print(f"\nfeatures at {customers:,} customers ({folder}), as of {AS_OF}")
+    print(f"{'stage':>18} {'seconds':>8} {'peak MB':>8}  note")
+    results = {}
+    for stage in list(STAGES)[1:]:
+        results[stage] = r = _measure(stage, folder)
+        print(f"{stage:>18} {r['seconds']:>8.2f} {r['peak_mb']:>8.0f}  {r['note']}", flush=True)
+    build = results["build"]["seconds"]
+    print(
+        f"build / floor: {build / results['floor']['seconds']:.1f}x (goal <= 6x); "
+        f"lifetimes summary / build: {results['lifetimes summary']['seconds'] / build:.1f}x "
+        f"(goal >= 4x); fits / plain fits: "
+        f"{results['fits']['seconds'] / results['plain fits']['seconds']:.2f}x (goal <= 1x); "
+        f"build peak {results['build']['peak_mb']:.0f} MB (goal <= 1536 MB)"
+    )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3:
+        _child(sys.argv[1], sys.argv[2])
+    else:
+        run(int(os.environ.get("BENCH_FEATURE_CUSTOMERS", "1000000")))
