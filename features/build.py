@@ -146,6 +146,11 @@ def build_features(
         )
         .sort("customer_id")
     )
+    # Scores are small integers, null for customers without a purchase: keep them integers.
+    scores = {"r_score": "Int8", "f_score": "Int8", "m_score": "Int8", "rfm_score": "Int16"}
     return FeatureTables(
-        as_of=as_of, customers=frame.to_pandas(), pairs=pairs.to_pandas(), population=population
+        as_of=as_of,
+        customers=frame.to_pandas().astype(scores),
+        pairs=pairs.to_pandas(),
+        population=population,
     )
