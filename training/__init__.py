@@ -1,1 +1,1 @@
-"""Model training and registration (built in a later issue)."""
+"""Training: time-based training sets and models (churn so far; see the training issue)."""

@@ -1,0 +1,63 @@
+"""Time-based training sets: features at earlier cutoffs, labels from each cutoff's own window.
+
+To score at ``as_of`` with horizon H, the latest cutoff whose window is complete is
+``as_of - H``: that is the validation cutoff. Training cutoffs lie further back, so that
+every training label window ends at or before the validation cutoff:
+
+    train: c_k = as_of - 2H - k * step   (k = 0 .. n-1), labelled on (c_k, c_k + H]
+    valid: c_v = as_of - H,              labelled on (c_v, as_of]
+
+No example is split at random across time: a model is always judged on a later period
+than anything it (or its calibration) saw. The most recent training cutoff is held out for
+calibration (:mod:`training.churn`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pandas as pd
+
+from features.build import build_features
+from features.config import FeatureConfig
+from features.inputs import as_inputs
+from features.labels import churn_labels
+from features.time import as_utc
+
+
+@dataclass(frozen=True)
+class Cutoffs:
+    """Training cutoffs (oldest first) and the validation cutoff."""
+
+    train: tuple[datetime, ...]
+    valid: datetime
+
+
+def churn_cutoffs(as_of, *, horizon_days: int, n_train: int = 3, step_days: int = 30) -> Cutoffs:
+    """The cutoffs described in the module docstring."""
+    as_of = as_utc(as_of)
+    valid = as_of - timedelta(days=horizon_days)
+    newest = valid - timedelta(days=horizon_days)
+    train = tuple(newest - timedelta(days=step_days * k) for k in reversed(range(n_train)))
+    return Cutoffs(train=train, valid=valid)
+
+
+def churn_examples(tables, cutoff: datetime, config: FeatureConfig) -> pd.DataFrame:
+    """Customer features at ``cutoff`` for customers who had bought by then, with ``churned``.
+
+    A column ``cutoff`` records the moment; features use only rows at or before it, the
+    label only rows in ``(cutoff, cutoff + H]``.
+    """
+    built = build_features(tables, as_of=cutoff, config=config)
+    buyers = built.customers[built.customers["purchase_days"] > 0]
+    labels = churn_labels(tables, as_of=cutoff, horizon_days=config.horizon_days)
+    frame = buyers.merge(labels[["customer_id", "churned"]], on="customer_id", how="inner")
+    return frame.assign(cutoff=pd.Timestamp(cutoff))
+
+
+def churn_dataset(tables, config: FeatureConfig, cutoffs: Cutoffs) -> dict[str, pd.DataFrame]:
+    """``{"train": ..., "valid": ...}`` example frames for the cutoffs."""
+    inputs = as_inputs(tables)
+    train = pd.concat([churn_examples(inputs, c, config) for c in cutoffs.train], ignore_index=True)
+    return {"train": train, "valid": churn_examples(inputs, cutoffs.valid, config)}
