@@ -128,3 +128,16 @@ def contract(**tables: pd.DataFrame):
 def at(day: float, base: str = "2025-01-01") -> pd.Timestamp:
     """A UTC timestamp ``day`` days after ``base`` (fractions give a time of day)."""
     return pd.Timestamp(base, tz="UTC") + pd.Timedelta(days=day)
+
+
+@pytest.fixture(scope="session")
+def dataset():
+    """Churn examples of a 12,000-customer world (seed 21), horizon 90 days."""
+    from features.config import FeatureConfig
+    from nextbest.contract import ContractTables
+    from training.dataset import churn_cutoffs, churn_dataset
+
+    world = generate_world(WorldConfig(customers=12_000, seed=21, as_of=AS_OF))
+    tables = ContractTables(**world.tables)
+    config = FeatureConfig(horizon_days=90)
+    return churn_dataset(tables, config, churn_cutoffs(AS_OF, horizon_days=90))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -74,7 +75,7 @@ class ChurnModel:
             if frame.empty or frame["churned"].nunique() < 2:
                 raise ValueError(f"churn {name} examples need both churned and retained customers")
         self.features_ = feature_columns(train)
-        self.booster_ = lgb.LGBMClassifier(
+        classifier = lgb.LGBMClassifier(
             n_estimators=self.n_estimators,
             learning_rate=self.learning_rate,
             num_leaves=self.num_leaves,
@@ -84,18 +85,35 @@ class ChurnModel:
             deterministic=True,
             verbose=-1,
         ).fit(_model_frame(train, self.features_), train["churned"].to_numpy())
-        self.calibrator_ = LogisticRegression().fit(
-            self._log_odds(calibration), calibration["churned"].to_numpy()
+        self.booster_ = classifier.booster_
+        platt = LogisticRegression().fit(
+            self._log_odds(calibration).reshape(-1, 1), calibration["churned"].to_numpy()
         )
+        self.calibration_ = {
+            "slope": float(platt.coef_[0, 0]),
+            "intercept": float(platt.intercept_[0]),
+        }
         return self
+
+    @classmethod
+    def from_parts(cls, booster: lgb.Booster, features: list[str], calibration: dict) -> ChurnModel:
+        """A fitted model from its stored parts (a LightGBM booster and JSON values)."""
+        model = cls()
+        model.booster_, model.features_, model.calibration_ = (
+            booster,
+            list(features),
+            dict(calibration),
+        )
+        return model
 
     def _log_odds(self, frame: pd.DataFrame) -> np.ndarray:
         raw = self.booster_.predict(_model_frame(frame, self.features_), raw_score=True)
-        return np.asarray(raw, dtype=float).reshape(-1, 1)
+        return np.asarray(raw, dtype=float)
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Calibrated churn probability of each customer in ``frame``."""
-        return self.calibrator_.predict_proba(self._log_odds(frame))[:, 1]
+        c = self.calibration_
+        return expit(c["slope"] * self._log_odds(frame) + c["intercept"])
 
 
 def _logistic(train: pd.DataFrame, columns: list[str]):

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 
-from test_cli import nextbest
-
 from conftest import tiny_tables, write_folder
 from features.config import FeatureConfig
 from features.manifest import describe
+from test_cli import nextbest
 
 
 def test_features_snapshot_and_identical_rerun(small_world_dir, tmp_path):

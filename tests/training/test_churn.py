@@ -9,23 +9,11 @@ import pandas as pd
 import pytest
 
 from conftest import AS_OF
-from features.config import FeatureConfig
-from nextbest.contract import ContractTables
-from nextbest.world.generate import WorldConfig, generate_world
 from training.churn import ChurnModel, train_churn
-from training.dataset import churn_cutoffs, churn_dataset
+from training.dataset import churn_cutoffs
 from training.metrics import binary_metrics, top_decile_capture
 
 H = 90
-
-
-@pytest.fixture(scope="module")
-def dataset():
-    world = generate_world(WorldConfig(customers=12_000, seed=21, as_of=AS_OF))
-    tables = ContractTables(**world.tables)
-    return churn_dataset(
-        tables, FeatureConfig(horizon_days=H), churn_cutoffs(AS_OF, horizon_days=H)
-    )
 
 
 def test_every_training_window_ends_before_validation_starts():
