@@ -20,7 +20,8 @@ from pathlib import Path
 import lightgbm as lgb
 import pandas as pd
 
-from training.churn import ChurnModel, ChurnResult, _model_frame
+from training.churn import ChurnModel, ChurnResult
+from training.classifier import model_frame
 from training.metrics import binary_metrics
 
 CHURN_MODEL = "nextbest-churn"
@@ -122,7 +123,7 @@ def log_churn(
     root = Path(root).resolve()
     client = MlflowClient()
     valid = dataset["valid"]
-    features = _model_frame(valid, result.model.features_)
+    features = model_frame(valid, result.model.features_)
     mlflow.set_experiment(experiment_id=_experiment(CHURN_MODEL, root))
     with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params(params)
@@ -137,7 +138,7 @@ def log_churn(
         if manifest is not None:
             mlflow.log_dict(manifest, "features_manifest.json")
         for split, frame in dataset.items():  # digest and schema only: no customer rows
-            rows = _model_frame(frame, result.model.features_)
+            rows = model_frame(frame, result.model.features_)
             mlflow.log_input(mlflow.data.from_pandas(rows, name=f"churn-{split}"), context=split)
         model = result.model
         mlflow.log_dict(

@@ -52,7 +52,7 @@ def test_model_follows_the_estimator_contract(dataset):
     assert (model.n_estimators, model.num_leaves) == (20, 7)  # stored unchanged
     train = dataset["train"]
     one_class = train[train["churned"]]
-    with pytest.raises(ValueError, match="both churned and retained"):
+    with pytest.raises(ValueError, match="churned: train examples need both outcomes"):
         model.fit(one_class, one_class)
     assert not hasattr(model, "booster_")
 
