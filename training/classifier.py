@@ -19,7 +19,7 @@ NOT_FEATURES = {
     "churned",
     "repurchased",
 }
-CATEGORICAL = ("segment", "locale", "product_id")
+CATEGORICAL = ("segment", "locale", "product_id", "customer_segment")
 
 
 def feature_columns(frame: pd.DataFrame) -> list[str]:
