@@ -29,6 +29,8 @@ class ChurnModel(CalibratedClassifier):
     """The churn classifier: a :class:`~training.classifier.CalibratedClassifier` of
     ``churned``."""
 
+    label = "churned"  # also for models rebuilt with from_parts
+
     def __init__(self, **params) -> None:
         super().__init__(label="churned", **params)
 
