@@ -135,12 +135,12 @@ def dataset():
     """Churn examples of a 12,000-customer world (seed 21), horizon 90 days."""
     from features.config import FeatureConfig
     from nextbest.contract import ContractTables
-    from training.dataset import churn_cutoffs, churn_dataset
+    from training.dataset import churn_dataset, training_cutoffs
 
     world = generate_world(WorldConfig(customers=12_000, seed=21, as_of=AS_OF))
     tables = ContractTables(**world.tables)
     config = FeatureConfig(horizon_days=90)
-    return churn_dataset(tables, config, churn_cutoffs(AS_OF, horizon_days=90))
+    return churn_dataset(tables, config, training_cutoffs(AS_OF, horizon_days=90))
 
 
 @pytest.fixture(scope="session")
@@ -148,9 +148,9 @@ def replenishment_data():
     """Pair examples of a 12,000-customer world (seed 21), window 14 days, 4 training cutoffs."""
     from features.config import FeatureConfig
     from nextbest.contract import ContractTables
-    from training.dataset import churn_cutoffs
+    from training.dataset import training_cutoffs
     from training.replenishment import replenishment_dataset
 
     world = generate_world(WorldConfig(customers=12_000, seed=21, as_of=AS_OF))
-    cutoffs = churn_cutoffs(AS_OF, horizon_days=14, n_train=4, step_days=14)
+    cutoffs = training_cutoffs(AS_OF, horizon_days=14, n_train=4, step_days=14)
     return replenishment_dataset(ContractTables(**world.tables), FeatureConfig(), cutoffs)

@@ -20,6 +20,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from training.classifier import CalibratedClassifier
+from training.dataset import calibration_split
 from training.metrics import binary_metrics, calibration_table
 
 RFM = ("recency_days", "purchase_days", "monetary_total")
@@ -68,13 +69,7 @@ def train_churn(
 ) -> ChurnResult:
     """Train on the older training cutoffs, calibrate on the newest, validate on ``valid``."""
     train_all, valid = dataset["train"], dataset["valid"]
-    newest = train_all["cutoff"].max()
-    train, calibration = (
-        train_all[train_all["cutoff"] < newest],
-        train_all[train_all["cutoff"] == newest],
-    )
-    if train.empty:  # a single training cutoff: calibrate on a later slice is impossible
-        raise ValueError("churn training needs at least two training cutoffs")
+    train, calibration = calibration_split(train_all)
     model = (model or ChurnModel()).fit(train, calibration)
     scorers = {"model": model.predict_proba, **baselines(train_all, horizon_days)}
     y = valid["churned"].to_numpy()

@@ -14,6 +14,7 @@ calibration (:mod:`training.churn`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -34,8 +35,9 @@ class Cutoffs:
     valid: datetime
 
 
-def churn_cutoffs(as_of, *, horizon_days: int, n_train: int = 3, step_days: int = 30) -> Cutoffs:
-    """The cutoffs described in the module docstring."""
+def training_cutoffs(as_of, *, horizon_days: int, n_train: int = 3, step_days: int = 30) -> Cutoffs:
+    """The cutoffs described in the module docstring, for a label window of ``horizon_days``
+    (the churn horizon H, or the repurchase window W)."""
     as_of = as_utc(as_of)
     valid = as_of - timedelta(days=horizon_days)
     newest = valid - timedelta(days=horizon_days)
@@ -56,8 +58,24 @@ def churn_examples(tables, cutoff: datetime, config: FeatureConfig) -> pd.DataFr
     return frame.assign(cutoff=pd.Timestamp(cutoff))
 
 
-def churn_dataset(tables, config: FeatureConfig, cutoffs: Cutoffs) -> dict[str, pd.DataFrame]:
-    """``{"train": ..., "valid": ...}`` example frames for the cutoffs."""
+def examples_by_cutoff(
+    examples: Callable[..., pd.DataFrame], tables, config: FeatureConfig, cutoffs: Cutoffs
+) -> dict[str, pd.DataFrame]:
+    """``{"train": ..., "valid": ...}``: ``examples(tables, cutoff, config)`` for every
+    training cutoff (concatenated) and for the validation cutoff."""
     inputs = as_inputs(tables)
-    train = pd.concat([churn_examples(inputs, c, config) for c in cutoffs.train], ignore_index=True)
-    return {"train": train, "valid": churn_examples(inputs, cutoffs.valid, config)}
+    train = pd.concat([examples(inputs, c, config) for c in cutoffs.train], ignore_index=True)
+    return {"train": train, "valid": examples(inputs, cutoffs.valid, config)}
+
+
+def churn_dataset(tables, config: FeatureConfig, cutoffs: Cutoffs) -> dict[str, pd.DataFrame]:
+    """Churn examples for the cutoffs."""
+    return examples_by_cutoff(churn_examples, tables, config, cutoffs)
+
+
+def calibration_split(train: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Training examples of the older cutoffs, and those of the newest (for calibration)."""
+    older = train["cutoff"] < train["cutoff"].max()
+    if not older.any():  # a single cutoff leaves no later slice to calibrate on
+        raise ValueError("training needs at least two training cutoffs")
+    return train[older], train[~older]

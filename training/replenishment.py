@@ -23,10 +23,9 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from features.build import build_features
 from features.config import FeatureConfig
-from features.inputs import as_inputs
 from features.labels import repurchase_labels
 from training.classifier import CalibratedClassifier
-from training.dataset import Cutoffs
+from training.dataset import Cutoffs, calibration_split, examples_by_cutoff
 
 #: Customer columns added to each pair as context.
 CONTEXT = (
@@ -57,12 +56,8 @@ def replenishment_examples(tables, cutoff, config: FeatureConfig) -> pd.DataFram
 def replenishment_dataset(
     tables, config: FeatureConfig, cutoffs: Cutoffs
 ) -> dict[str, pd.DataFrame]:
-    """``{"train": ..., "valid": ...}`` pair examples for the cutoffs (horizon = W)."""
-    inputs = as_inputs(tables)
-    train = pd.concat(
-        [replenishment_examples(inputs, c, config) for c in cutoffs.train], ignore_index=True
-    )
-    return {"train": train, "valid": replenishment_examples(inputs, cutoffs.valid, config)}
+    """Pair examples for the cutoffs (their horizon is the repurchase window W)."""
+    return examples_by_cutoff(replenishment_examples, tables, config, cutoffs)
 
 
 @dataclass(frozen=True)
@@ -143,8 +138,7 @@ def train_replenishment(
 ) -> ReplenishmentResult:
     """Fit on the older training cutoffs, calibrate on the newest, evaluate on ``valid``."""
     train_all, valid = dataset["train"], dataset["valid"]
-    older = train_all["cutoff"] < train_all["cutoff"].max()
-    classifier = CalibratedClassifier(label="repurchased").fit(train_all[older], train_all[~older])
+    classifier = CalibratedClassifier(label="repurchased").fit(*calibration_split(train_all))
     # Only what was known at the validation cutoff: later next purchases are unseen.
     known = train_all["next_purchase_at"] <= valid["cutoff"].min()
     runout = RunoutModel.fit(

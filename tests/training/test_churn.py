@@ -10,14 +10,14 @@ import pytest
 
 from conftest import AS_OF
 from training.churn import ChurnModel, train_churn
-from training.dataset import churn_cutoffs
+from training.dataset import training_cutoffs
 from training.metrics import binary_metrics, top_decile_capture
 
 H = 90
 
 
 def test_every_training_window_ends_before_validation_starts():
-    cutoffs = churn_cutoffs(AS_OF, horizon_days=H, n_train=4, step_days=30)
+    cutoffs = training_cutoffs(AS_OF, horizon_days=H, n_train=4, step_days=30)
     assert cutoffs.valid + timedelta(days=H) == AS_OF
     assert list(cutoffs.train) == sorted(cutoffs.train)
     assert all(c + timedelta(days=H) <= cutoffs.valid for c in cutoffs.train)
