@@ -3,7 +3,9 @@
 - churn: a customer who existed at ``as_of`` made no purchase in ``(as_of, as_of + H]``;
 - repurchase: a customer x product pair was bought again in ``(as_of, as_of + W]``;
 - ``next_purchase_at``: the first purchase after ``as_of``, whenever it came (for timing
-  error), null if none is in the data.
+  error), null if none is in the data;
+- holdout spend: what a customer spent on purchases (returns not netted) in
+  ``(as_of, as_of + H]``, for the error of CLV.
 
 A label needs its whole window in the data: if the data end (the latest order or event)
 comes before ``as_of + H`` (or ``+ W``), :class:`IncompleteWindowError` says so.
@@ -89,6 +91,38 @@ def repurchase_labels(tables, pairs: pd.DataFrame, *, as_of, window_days: int = 
             repurchased=pl.col("next_purchase_at").is_not_null()
             & (pl.col("next_purchase_at") <= end)
         )
+        .collect()
+    )
+    return frame.to_pandas()
+
+
+def spend_labels(tables, *, as_of, horizon_days: int = 90) -> pd.DataFrame:
+    """Per customer created by ``as_of``: ``holdout_spend`` and ``holdout_purchase_days`` in
+    ``(as_of, as_of + H]`` (zero without a purchase)."""
+    inputs, as_of = as_inputs(tables), as_utc(as_of)
+    end = as_of + timedelta(days=horizon_days)
+    _check_window(inputs, end, f"holdout spend with horizon {horizon_days} days")
+    bought = (
+        inputs.orders.filter(
+            (pl.col("ordered_at") > as_of)
+            & (pl.col("ordered_at") <= end)
+            & (pl.col("quantity") > 0)
+        )
+        .group_by("customer_id")
+        .agg(
+            holdout_spend=pl.col("amount").sum(),
+            holdout_purchase_days=pl.col("ordered_at").dt.date().n_unique(),
+        )
+    )
+    frame = (
+        inputs.customers.filter(pl.col("created_at") <= as_of)
+        .select("customer_id")
+        .join(bought, on="customer_id", how="left")
+        .with_columns(
+            pl.col("holdout_spend").fill_null(0.0),
+            pl.col("holdout_purchase_days").fill_null(0).cast(pl.Int64),
+        )
+        .sort("customer_id")
         .collect()
     )
     return frame.to_pandas()

@@ -210,6 +210,125 @@ def features(
     )
 
 
+Horizon = Annotated[
+    int, typer.Option("--churn-horizon-days", help="Churn horizon H: no purchase in H days.")
+]
+Window = Annotated[
+    int, typer.Option("--replenish-window-days", help="Repurchase window W, in days.")
+]
+Tracking = Annotated[
+    Path,
+    typer.Option(
+        "--mlruns", help="Folder of the MLflow SQLite store (MLFLOW_TRACKING_URI overrides)."
+    ),
+]
+
+
+def _quiet_mlflow() -> None:
+    """MLflow's INFO lines (database set-up) would drown our summary; MLFLOW_LOGGING_LEVEL
+    set by the user wins."""
+    import logging
+
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    import mlflow  # noqa: F401 - configures its loggers on import, from the variable
+
+    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)  # "pip version"
+
+
+def _feature_config(horizon: int, window: int):
+    from features.config import FeatureConfig
+
+    try:
+        return FeatureConfig(horizon_days=horizon, window_days=window)
+    except ValueError as error:
+        raise BadInputError(str(error)) from None
+
+
+def _train_table(report) -> Table:
+    table = Table(title=f"trained as of {report.as_of}")
+    table.add_column("model", no_wrap=True)
+    for column in ("version", "gate", "metric", "challenger", "champion", "baselines"):
+        table.add_column(column)
+    for d in report.decisions:
+        metrics = report.metrics[d.kind]
+        baselines = "\n".join(
+            f"{name} {row[d.metric]:.3f}" for name, row in metrics.iterrows() if name != "model"
+        )
+        table.add_row(
+            d.kind,
+            d.version,
+            "promoted" if d.promoted else f"kept champion v{d.champion_version}",
+            d.metric,
+            f"{d.challenger_score:.3f}",
+            "-" if d.champion_score is None else f"{d.champion_score:.3f}",
+            baselines,
+        )
+    return table
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="The contract folder to read.")],
+    as_of: Annotated[str, typer.Option(help="Train to score at this moment (UTC).")],
+    horizon: Horizon = 90,
+    window: Window = 14,
+    margin: Annotated[
+        float, typer.Option(help="How much better a challenger must be to become champion.")
+    ] = 0.0,
+    mlruns: Tracking = Path("mlruns"),
+) -> None:
+    """Train churn, replenishment and CLV models; log, register and gate them in MLflow."""
+    from nextbest.validation import load_contract
+    from training import pipeline, tracking
+
+    config = _feature_config(horizon, window)
+    moment = _as_of(as_of)
+    with err_console.status(f"validating {data}…"):
+        tables = load_contract(data)
+    _quiet_mlflow()
+    tracking.configure(mlruns)
+    with err_console.status("training…") as status:
+        report = pipeline.train(
+            tables,
+            as_of=moment,
+            config=config,
+            root=mlruns,
+            margin=margin,
+            tags={"nextbest.data_digest": pipeline.data_digest(data, config)},
+            progress=lambda message: status.update(f"training: {message}…"),
+        )
+    out_console.print(_train_table(report))
+    for kind, why in report.skipped.items():
+        out_console.print(f"{kind}: not trained: {why}", soft_wrap=True)
+
+
+@app.command()
+def score(
+    data: Annotated[Path, typer.Option(help="The contract folder to read.")],
+    as_of: Annotated[str, typer.Option(help="Score as of this moment (UTC).")],
+    out: Annotated[Path, typer.Option(help="Folder for the score tables and scores.json.")],
+    horizon: Horizon = 90,
+    window: Window = 14,
+    mlruns: Tracking = Path("mlruns"),
+    overwrite: Overwrite = False,
+) -> None:
+    """Batch-score every customer with the champion models."""
+    from nextbest.validation import load_contract
+    from training import pipeline, tracking
+
+    config = _feature_config(horizon, window)
+    moment = _as_of(as_of)
+    with err_console.status(f"validating {data}…"):
+        tables = load_contract(data)
+    _quiet_mlflow()
+    tracking.configure(mlruns)
+    with err_console.status(f"scoring as of {moment}…"):
+        meta = pipeline.score(tables, as_of=moment, config=config, out=out, overwrite=overwrite)
+    rows = ", ".join(f"{name} {n:,} rows" for name, n in meta["rows"].items())
+    models = ", ".join(f"{name} v{v}" for name, v in meta["models"].items())
+    out_console.print(f"wrote {out}: {rows} (models {models})", soft_wrap=True)
+
+
 @app.command()
 def demo(
     customers: Customers = 5_000,

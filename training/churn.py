@@ -19,7 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from training.classifier import CalibratedClassifier
+from training.classifier import CalibratedClassifier, select_params
 from training.dataset import calibration_split
 from training.metrics import binary_metrics, calibration_table
 
@@ -62,20 +62,28 @@ class ChurnResult:
     model: ChurnModel
     metrics: pd.DataFrame  # one row per scorer ("model" and the baselines)
     calibration: dict[str, pd.DataFrame] = field(default_factory=dict)
+    selection: pd.DataFrame | None = None  # candidate tree sizes and their scores
+    scores: dict[str, np.ndarray] = field(default_factory=dict)  # validation, per scorer
 
 
 def train_churn(
     dataset: dict[str, pd.DataFrame], *, horizon_days: int, model: ChurnModel | None = None
 ) -> ChurnResult:
-    """Train on the older training cutoffs, calibrate on the newest, validate on ``valid``."""
+    """Pick the tree size on the training cutoffs (unless ``model`` is given), train on the
+    older training cutoffs, calibrate on the newest, validate on ``valid``."""
     train_all, valid = dataset["train"], dataset["valid"]
+    selection = None
+    if model is None:
+        params, selection = select_params(train_all, label="churned", horizon_days=horizon_days)
+        model = ChurnModel(**params)
     train, calibration = calibration_split(train_all)
-    model = (model or ChurnModel()).fit(train, calibration)
+    model = model.fit(train, calibration)
     scorers = {"model": model.predict_proba, **baselines(train_all, horizon_days)}
     y = valid["churned"].to_numpy()
-    rows, curves = [], {}
+    rows, curves, scores = [], {}, {}
     for name, score in scorers.items():
-        probability = score(valid)
+        scores[name] = probability = score(valid)
         rows.append({"scorer": name, **binary_metrics(y, probability)})
         curves[name] = calibration_table(y, probability)
-    return ChurnResult(model, pd.DataFrame(rows).set_index("scorer"), curves)
+    metrics = pd.DataFrame(rows).set_index("scorer")
+    return ChurnResult(model, metrics, curves, selection, scores)

@@ -7,6 +7,9 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+
+from training.dataset import selection_split
 
 #: Columns that are not model inputs: identifiers, timestamps, the label, bookkeeping.
 NOT_FEATURES = {
@@ -20,6 +23,14 @@ NOT_FEATURES = {
     "repurchased",
 }
 CATEGORICAL = ("segment", "locale", "product_id", "customer_segment")
+
+#: Tree sizes tried by :func:`select_params`, simplest first (a tie keeps the simpler one).
+CANDIDATES: tuple[dict, ...] = (
+    {"num_leaves": 3, "min_child_samples": 200},
+    {"num_leaves": 7, "min_child_samples": 200},
+    {"num_leaves": 15, "min_child_samples": 100},
+    {"num_leaves": 31, "min_child_samples": 50},
+)
 
 
 def feature_columns(frame: pd.DataFrame) -> list[str]:
@@ -65,14 +76,14 @@ class CalibratedClassifier:
         self.random_state = random_state
         self.n_jobs = n_jobs
 
-    def fit(self, train: pd.DataFrame, calibration: pd.DataFrame) -> CalibratedClassifier:
-        """Fit on ``train`` examples, then calibrate on the later ``calibration`` examples."""
-        for name, frame in (("train", train), ("calibration", calibration)):
-            if frame.empty or frame[self.label].nunique() < 2:
-                raise ValueError(
-                    f"{self.label}: {name} examples need both outcomes (true and false)"
-                )
-        self.features_ = feature_columns(train)
+    def get_params(self) -> dict:
+        return {k: getattr(self, k) for k in _PARAMS}
+
+    def _check(self, name: str, frame: pd.DataFrame) -> None:
+        if frame.empty or frame[self.label].nunique() < 2:
+            raise ValueError(f"{self.label}: {name} examples need both outcomes (true and false)")
+
+    def _booster(self, train: pd.DataFrame, features: list[str]) -> lgb.Booster:
         classifier = lgb.LGBMClassifier(
             n_estimators=self.n_estimators,
             learning_rate=self.learning_rate,
@@ -82,8 +93,16 @@ class CalibratedClassifier:
             n_jobs=self.n_jobs,
             deterministic=True,
             verbose=-1,
-        ).fit(model_frame(train, self.features_), train[self.label].to_numpy())
-        self.booster_ = classifier.booster_
+        )
+        classifier.fit(model_frame(train, features), train[self.label].to_numpy())
+        return classifier.booster_
+
+    def fit(self, train: pd.DataFrame, calibration: pd.DataFrame) -> CalibratedClassifier:
+        """Fit on ``train`` examples, then calibrate on the later ``calibration`` examples."""
+        self._check("train", train)
+        self._check("calibration", calibration)
+        self.features_ = feature_columns(train)
+        self.booster_ = self._booster(train, self.features_)
         platt = LogisticRegression().fit(
             self._log_odds(calibration).reshape(-1, 1), calibration[self.label].to_numpy()
         )
@@ -94,9 +113,13 @@ class CalibratedClassifier:
         return self
 
     @classmethod
-    def from_parts(cls, booster: lgb.Booster, features: list[str], calibration: dict):
+    def from_parts(
+        cls, booster: lgb.Booster, features: list[str], calibration: dict, label: str | None = None
+    ):
         """A fitted model from its stored parts (a LightGBM booster and JSON values)."""
         model = cls.__new__(cls)
+        if label is not None:
+            model.label = label
         model.booster_, model.features_, model.calibration_ = (
             booster,
             list(features),
@@ -112,3 +135,50 @@ class CalibratedClassifier:
         """Calibrated probability that ``label`` is true, for each row of ``frame``."""
         c = self.calibration_
         return expit(c["slope"] * self._log_odds(frame) + c["intercept"])
+
+
+_PARAMS = (
+    "label",
+    "n_estimators",
+    "learning_rate",
+    "num_leaves",
+    "min_child_samples",
+    "random_state",
+    "n_jobs",
+)
+
+
+def select_params(
+    train: pd.DataFrame,
+    *,
+    label: str,
+    horizon_days: int,
+    candidates: tuple[dict, ...] = CANDIDATES,
+    max_rows: int = 300_000,
+    **params,
+) -> tuple[dict, pd.DataFrame]:
+    """The candidate tree size with the best ROC-AUC on a later slice of ``train``.
+
+    Candidates are fitted on the cutoffs whose label windows end by the newest training
+    cutoff and judged on the newest (:func:`~training.dataset.selection_split`): a choice made
+    on data the validation period never sees. At most ``max_rows`` fitting examples are used
+    (a fixed random sample). Returns the chosen parameters and a table of every candidate's
+    score; with no honest split (cutoffs too close) the last candidate is taken unjudged.
+    """
+    fit, judge = selection_split(train, horizon_days)
+    if fit.empty or fit[label].nunique() < 2 or judge[label].nunique() < 2:
+        chosen = {**params, **candidates[-1]}
+        table = pd.DataFrame([{**candidates[-1], "roc_auc": np.nan, "chosen": True}])
+        return chosen, table
+    if len(fit) > max_rows:
+        fit = fit.sample(n=max_rows, random_state=0)
+    features = feature_columns(train)
+    rows = []
+    for candidate in candidates:
+        model = CalibratedClassifier(label=label, **{**params, **candidate})
+        raw = model._booster(fit, features).predict(model_frame(judge, features), raw_score=True)
+        rows.append({**candidate, "roc_auc": float(roc_auc_score(judge[label], raw))})
+    table = pd.DataFrame(rows)
+    best = int(table["roc_auc"].round(4).idxmax())  # first of equals: the simplest
+    table["chosen"] = table.index == best
+    return {**params, **candidates[best]}, table

@@ -8,8 +8,9 @@ every training label window ends at or before the validation cutoff:
     valid: c_v = as_of - H,              labelled on (c_v, as_of]
 
 No example is split at random across time: a model is always judged on a later period
-than anything it (or its calibration) saw. The most recent training cutoff is held out for
-calibration (:mod:`training.churn`).
+than anything it (or its calibration) saw. Inside the training cutoffs the same rule picks
+the model's settings (:func:`selection_split`), and the newest training cutoff is held out
+for calibration (:func:`calibration_split`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class Cutoffs:
     valid: datetime
 
 
-def training_cutoffs(as_of, *, horizon_days: int, n_train: int = 3, step_days: int = 30) -> Cutoffs:
+def training_cutoffs(as_of, *, horizon_days: int, n_train: int = 6, step_days: int = 30) -> Cutoffs:
     """The cutoffs described in the module docstring, for a label window of ``horizon_days``
     (the churn horizon H, or the repurchase window W)."""
     as_of = as_utc(as_of)
@@ -79,3 +80,16 @@ def calibration_split(train: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     if not older.any():  # a single cutoff leaves no later slice to calibrate on
         raise ValueError("training needs at least two training cutoffs")
     return train[older], train[~older]
+
+
+def selection_split(train: pd.DataFrame, horizon_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Examples to fit candidate settings on, and the newest cutoff's examples to judge them.
+
+    Fitted cutoffs are those whose label window ends by the newest cutoff: neighbouring
+    cutoffs' windows overlap (a purchase in the overlap labels both), and a judge that shares
+    label days with the fit favours models that memorise customers. Empty fit examples mean
+    the cutoffs are too close together for an honest choice.
+    """
+    newest = train["cutoff"].max()
+    fit = train["cutoff"] + pd.Timedelta(days=horizon_days) <= newest
+    return train[fit], train[train["cutoff"] == newest]

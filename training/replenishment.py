@@ -21,10 +21,10 @@ import pandas as pd
 from scipy.stats import norm
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from features.build import build_features
+from features.build import FeatureTables, build_features
 from features.config import FeatureConfig
 from features.labels import repurchase_labels
-from training.classifier import CalibratedClassifier
+from training.classifier import CalibratedClassifier, select_params
 from training.dataset import Cutoffs, calibration_split, examples_by_cutoff
 
 #: Customer columns added to each pair as context.
@@ -41,16 +41,20 @@ CONTEXT = (
 SHRINK_GAPS = 3.0  # weight of the product's spread, in gaps
 
 
-def replenishment_examples(tables, cutoff, config: FeatureConfig) -> pd.DataFrame:
-    """Pair features at ``cutoff`` with customer context, ``repurchased``, ``next_purchase_at``."""
-    built = build_features(tables, as_of=cutoff, config=config)
+def pair_frame(built: FeatureTables, cutoff) -> pd.DataFrame:
+    """The model's input at ``cutoff``: pair features with customer context and ``cutoff``."""
     context = built.customers[["customer_id", *CONTEXT]].rename(
         columns={c: f"customer_{c}" for c in CONTEXT}
     )
     pairs = built.pairs.merge(context, on="customer_id", how="left")
+    return pairs.assign(cutoff=pd.Timestamp(cutoff))
+
+
+def replenishment_examples(tables, cutoff, config: FeatureConfig) -> pd.DataFrame:
+    """Pair features at ``cutoff`` with customer context, ``repurchased``, ``next_purchase_at``."""
+    pairs = pair_frame(build_features(tables, as_of=cutoff, config=config), cutoff)
     labels = repurchase_labels(tables, pairs, as_of=cutoff, window_days=config.window_days)
-    frame = pairs.merge(labels, on=["customer_id", "product_id"], how="inner")
-    return frame.assign(cutoff=pd.Timestamp(cutoff))
+    return pairs.merge(labels, on=["customer_id", "product_id"], how="inner")
 
 
 def replenishment_dataset(
@@ -126,19 +130,43 @@ def precision_at_k(y, score, k: int) -> float:
     return float(np.asarray(y, dtype=bool)[top].mean())
 
 
+@dataclass(frozen=True)
+class ReplenishmentModel:
+    """The repurchase classifier and the run-out model, scored together."""
+
+    classifier: CalibratedClassifier
+    runout: RunoutModel
+
+    def predict(self, pairs: pd.DataFrame) -> pd.DataFrame:
+        """``repurchase_probability`` and run-out dates (p10, p50, p90) per row of ``pairs``
+        (pair features with customer context and a ``cutoff`` column)."""
+        dates = self.runout.predict(pairs)
+        return dates.assign(repurchase_probability=self.classifier.predict_proba(pairs))
+
+
 @dataclass
 class ReplenishmentResult:
     classifier: CalibratedClassifier
     runout: RunoutModel
     metrics: pd.DataFrame
+    selection: pd.DataFrame | None = None
+    scores: dict[str, np.ndarray] | None = None  # validation, per scorer
+    runout_errors: np.ndarray | None = None  # actual - predicted run-out, days
+
+    @property
+    def model(self) -> ReplenishmentModel:
+        return ReplenishmentModel(self.classifier, self.runout)
 
 
 def train_replenishment(
-    dataset: dict[str, pd.DataFrame], *, top_k: int = 100
+    dataset: dict[str, pd.DataFrame], *, window_days: int = 14, top_k: int = 100
 ) -> ReplenishmentResult:
-    """Fit on the older training cutoffs, calibrate on the newest, evaluate on ``valid``."""
+    """Pick the tree size on the training cutoffs, fit on the older ones, calibrate on the
+    newest, evaluate on ``valid``."""
     train_all, valid = dataset["train"], dataset["valid"]
-    classifier = CalibratedClassifier(label="repurchased").fit(*calibration_split(train_all))
+    params, selection = select_params(train_all, label="repurchased", horizon_days=window_days)
+    classifier = CalibratedClassifier(label="repurchased", **params)
+    classifier = classifier.fit(*calibration_split(train_all))
     # Only what was known at the validation cutoff: later next purchases are unseen.
     known = train_all["next_purchase_at"] <= valid["cutoff"].min()
     runout = RunoutModel.fit(
@@ -162,10 +190,11 @@ def train_replenishment(
     metrics = pd.DataFrame(rows).set_index("scorer")
     bought = valid[valid["next_purchase_at"].notna()]
     dates = runout.predict(bought)
-    error = (bought["next_purchase_at"] - dates["runout_p50"]).dt.total_seconds().abs() / 86_400
+    signed = (bought["next_purchase_at"] - dates["runout_p50"]).dt.total_seconds() / 86_400
+    error = signed.abs()
     metrics.loc["model", "runout_mae_days"] = float(error.mean())
     metrics.loc["model", "runout_median_abs_error_days"] = float(error.median())
     metrics.loc["model", "interval_coverage_p10_p90"] = runout.coverage(bought)
     naive = (bought["next_purchase_at"] - bought["expected_next_purchase_at"]).dt.total_seconds()
     metrics.loc["overdue_ratio", "runout_mae_days"] = float((naive.abs() / 86_400).mean())
-    return ReplenishmentResult(classifier, runout, metrics)
+    return ReplenishmentResult(classifier, runout, metrics, selection, scores, signed.to_numpy())

@@ -3,28 +3,47 @@
 Default store: SQLite at ``mlruns/mlflow.db`` with artifacts under ``mlruns/artifacts``;
 ``MLFLOW_TRACKING_URI`` overrides it. Nothing here runs at import time.
 
+One experiment and one registered model per kind:
+
+========================  =====================================  ===========================
+registered model          stored as                              gate metric (validation)
+========================  =====================================  ===========================
+``nextbest-churn``        LightGBM text + ``churn_model.json``   ROC-AUC, higher is better
+``nextbest-replenishment`` LightGBM text +                       ROC-AUC of repurchase
+                          ``replenishment_model.json``
+``nextbest-clv``          ``clv_model.json`` (lifetimes params)  MAE of holdout spend, lower
+========================  =====================================  ===========================
+
 A run logs parameters, the metrics of the model and of every baseline, plots, the features
-manifest and the dataset's digest and schema (never its rows), and the model in native
-formats: the LightGBM booster as text and its calibration as JSON. Each registered version
-gets the alias ``challenger``; it becomes ``champion`` only if it beats the current champion
-on the same validation examples by ``margin`` (or if there is none).
+manifest and the datasets' digests and schemas (never their rows), and the model in native
+formats: no pickles, so loading a model runs no code from the store. Each registered
+version gets the alias ``challenger``; it becomes ``champion`` only if it beats the current
+champion on the same validation examples by the gate's margin (or if there is none). The
+decision and both scores are logged with the run (tags, metrics and ``gate.json``).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightgbm as lgb
+import numpy as np
 import pandas as pd
 
+from training import plots
 from training.churn import ChurnModel, ChurnResult
-from training.classifier import model_frame
-from training.metrics import binary_metrics
+from training.classifier import CalibratedClassifier, model_frame
+from training.clv import ClvModel, ClvResult, score_clv
+from training.metrics import binary_metrics, calibration_table
+from training.replenishment import ReplenishmentModel, ReplenishmentResult, RunoutModel
 
 CHURN_MODEL = "nextbest-churn"
+REPLENISHMENT_MODEL = "nextbest-replenishment"
+CLV_MODEL = "nextbest-clv"
+REGISTERED = {"churn": CHURN_MODEL, "replenishment": REPLENISHMENT_MODEL, "clv": CLV_MODEL}
 
 
 def configure(root: str | os.PathLike = "mlruns") -> str:
@@ -48,61 +67,183 @@ def _experiment(name: str, root: Path) -> str:
     return mlflow.create_experiment(name, artifact_location=(root / "artifacts" / name).as_uri())
 
 
-def _plots(result: ChurnResult, folder: Path) -> list[Path]:
-    import matplotlib
+@dataclass(frozen=True)
+class Gate:
+    """When a challenger replaces the champion: ``metric`` on the same validation examples,
+    better by at least ``margin``."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    metric: str
+    greater_is_better: bool = True
+    margin: float = 0.0
 
-    paths = []
-    fig, ax = plt.subplots(figsize=(5, 5))
-    for name, curve in result.calibration.items():
-        ax.plot(curve["predicted"], curve["observed"], marker="o", label=name)
-    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
-    ax.set(
-        xlabel="predicted churn probability",
-        ylabel="observed churn rate",
-        title="calibration on the validation period",
-    )
-    ax.legend()
-    paths.append(folder / "calibration.png")
-    fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
-    plt.close(fig)
-
-    importance = pd.Series(
-        result.model.booster_.feature_importance("gain"), index=result.model.features_
-    ).nlargest(20)[::-1]
-    fig, ax = plt.subplots(figsize=(6, 6))
-    importance.plot.barh(ax=ax, title="feature importance (gain)")
-    paths.append(folder / "feature_importance.png")
-    fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return paths
+    def beats(self, challenger: float, champion: float | None) -> bool:
+        if champion is None:
+            return True
+        if self.greater_is_better:
+            return challenger >= champion + self.margin
+        return challenger <= champion - self.margin
 
 
 @dataclass(frozen=True)
 class Decision:
     """What the champion gate decided for a new version, and on which scores."""
 
+    kind: str
     version: str
     promoted: bool
+    metric: str
     challenger_score: float
     champion_score: float | None
     champion_version: str | None
     run_id: str
 
 
-def load_churn(alias: str = "champion", name: str = CHURN_MODEL) -> tuple[ChurnModel, str]:
+# -- loading -------------------------------------------------------------------------------
+
+
+def _version(name: str, alias: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient().get_model_version_by_alias(name, alias)
+
+
+def _classifier(name: str, version, parts: dict, cls=CalibratedClassifier):
+    import mlflow
+
+    booster = mlflow.lightgbm.load_model(f"models:/{name}/{version.version}")
+    return cls.from_parts(booster, parts["features"], parts["calibration"], parts.get("label"))
+
+
+def load_churn(alias: str = "champion") -> tuple[ChurnModel, str]:
     """The registered churn model with ``alias``, and its version."""
+    import mlflow
+
+    version = _version(CHURN_MODEL, alias)
+    parts = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/churn_model.json")
+    return _classifier(CHURN_MODEL, version, parts, ChurnModel), str(version.version)
+
+
+def load_replenishment(alias: str = "champion") -> tuple[ReplenishmentModel, str]:
+    """The registered replenishment model (classifier and run-out) with ``alias``."""
+    import mlflow
+
+    version = _version(REPLENISHMENT_MODEL, alias)
+    parts = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/replenishment_model.json")
+    classifier = _classifier(REPLENISHMENT_MODEL, version, parts)
+    model = ReplenishmentModel(classifier, RunoutModel(**parts["runout"]))
+    return model, str(version.version)
+
+
+def load_clv(alias: str = "champion") -> tuple[ClvModel, str]:
+    """The registered CLV model (lifetimes parameters) with ``alias``."""
+    import mlflow
+
+    version = _version(CLV_MODEL, alias)
+    parts = mlflow.artifacts.load_dict(f"{version.source}/clv_model.json")
+    return ClvModel.from_dict(parts), str(version.version)
+
+
+LOADERS = {"churn": load_churn, "replenishment": load_replenishment, "clv": load_clv}
+
+
+def load(kind: str, alias: str = "champion"):
+    """``(model, version)`` of the registered model of ``kind`` with ``alias``."""
+    return LOADERS[kind](alias)
+
+
+# -- logging -------------------------------------------------------------------------------
+
+
+def _log_common(
+    *,
+    params: dict,
+    metrics: pd.DataFrame,
+    figures: dict,
+    inputs: dict[str, pd.DataFrame],
+    manifest: dict | None,
+    selection: pd.DataFrame | None,
+) -> None:
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    mlflow.log_params(params)
+    for scorer, row in metrics.iterrows():
+        mlflow.log_metrics({f"{scorer}.{k}": float(v) for k, v in row.items() if pd.notna(v)})
+    mlflow.log_dict(metrics.reset_index().to_dict(orient="records"), "metrics_table.json")
+    for name, fig in figures.items():
+        mlflow.log_figure(fig, f"plots/{name}.png")
+        plt.close(fig)
+    if manifest is not None:
+        mlflow.log_dict(manifest, "features_manifest.json")
+    if selection is not None:
+        mlflow.log_dict(selection.to_dict(orient="records"), "selection.json")
+    for split, frame in inputs.items():  # digest and schema only: no customer rows
+        mlflow.log_input(mlflow.data.from_pandas(frame, name=split), context=split)
+
+
+def _gate(
+    kind: str,
+    version: str,
+    run_id: str,
+    score: Callable[[object], float],
+    challenger_model,
+    gate: Gate,
+) -> Decision:
+    """Alias the new version ``challenger`` and promote it if it beats the champion."""
     import mlflow
     from mlflow import MlflowClient
 
+    name = REGISTERED[kind]
     client = MlflowClient()
-    version = client.get_model_version_by_alias(name, alias)
-    booster = mlflow.lightgbm.load_model(f"models:/{name}/{version.version}")
-    calibration = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/churn_model.json")
-    model = ChurnModel.from_parts(booster, calibration["features"], calibration["calibration"])
-    return model, str(version.version)
+    client.set_registered_model_alias(name, "challenger", version)
+    challenger = float(score(challenger_model))
+    try:
+        champion_model, champion_version = load(kind, "champion")
+    except mlflow.exceptions.MlflowException:
+        champion_model, champion_version = None, None
+    champion = float(score(champion_model)) if champion_model is not None else None
+    promoted = gate.beats(challenger, champion)
+    if promoted:
+        client.set_registered_model_alias(name, "champion", version)
+    m = gate.metric
+    mlflow.log_metrics(
+        {
+            f"gate.challenger_{m}": challenger,
+            **({f"gate.champion_{m}": champion} if champion is not None else {}),
+        }
+    )
+    mlflow.set_tags(
+        {
+            "gate.decision": "promoted" if promoted else "kept champion",
+            "gate.margin": str(gate.margin),
+            "gate.champion_version": str(champion_version),
+        }
+    )
+    decision = Decision(kind, version, promoted, m, challenger, champion, champion_version, run_id)
+    mlflow.log_dict({**decision.__dict__, "margin": gate.margin}, "gate.json")
+    return decision
+
+
+def _log_lightgbm(model: CalibratedClassifier, valid: pd.DataFrame, name: str) -> str:
+    import mlflow
+    from mlflow.models import infer_signature
+
+    features = model_frame(valid.head(0), model.features_)
+    info = mlflow.lightgbm.log_model(
+        model.booster_,
+        name="model",
+        signature=infer_signature(features, pd.Series([], dtype=float)),
+        pip_requirements=[f"lightgbm=={lgb.__version__}"],
+        registered_model_name=name,
+    )
+    return str(info.registered_model_version)
+
+
+def _run(kind: str, root, tags: dict | None):
+    import mlflow
+
+    mlflow.set_experiment(experiment_id=_experiment(REGISTERED[kind], Path(root).resolve()))
+    return mlflow.start_run(tags=tags)
 
 
 def log_churn(
@@ -112,86 +253,174 @@ def log_churn(
     params: dict,
     manifest: dict | None = None,
     margin: float = 0.0,
-    metric: str = "roc_auc",
     root: str | os.PathLike = "mlruns",
+    tags: dict | None = None,
 ) -> Decision:
     """Log a churn training run, register its model, and apply the champion gate."""
     import mlflow
-    from mlflow import MlflowClient
-    from mlflow.models import infer_signature
 
-    root = Path(root).resolve()
-    client = MlflowClient()
-    valid = dataset["valid"]
-    features = model_frame(valid, result.model.features_)
-    mlflow.set_experiment(experiment_id=_experiment(CHURN_MODEL, root))
-    with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
-        mlflow.log_params(params)
-        for scorer, row in result.metrics.iterrows():
-            mlflow.log_metrics({f"{scorer}.{k}": float(v) for k, v in row.items()})
-        for path in _plots(result, Path(tmp)):
-            mlflow.log_artifact(str(path), "plots")
-        mlflow.log_dict(
-            {k: v.to_dict(orient="list") for k, v in result.calibration.items()},
-            "calibration_curves.json",
+    valid, model = dataset["valid"], result.model
+    y = valid["churned"].to_numpy()
+    with _run("churn", root, tags) as run:
+        _log_common(
+            params={**params, **{f"model.{k}": v for k, v in model.get_params().items()}},
+            metrics=result.metrics,
+            figures={
+                "roc": plots.roc(y, result.scores, "churn in the horizon (validation)"),
+                "calibration": plots.calibration(result.calibration, "churn"),
+                "lift": plots.lift(y, result.scores, "churners"),
+                "feature_importance": plots.importance(model.booster_, model.features_),
+            },
+            inputs={
+                f"churn-{split}": model_frame(frame, model.features_)
+                for split, frame in dataset.items()
+            },
+            manifest=manifest,
+            selection=result.selection,
         )
-        if manifest is not None:
-            mlflow.log_dict(manifest, "features_manifest.json")
-        for split, frame in dataset.items():  # digest and schema only: no customer rows
-            rows = model_frame(frame, result.model.features_)
-            mlflow.log_input(mlflow.data.from_pandas(rows, name=f"churn-{split}"), context=split)
-        model = result.model
         mlflow.log_dict(
-            {"features": model.features_, "calibration": model.calibration_},
+            {"label": "churned", "features": model.features_, "calibration": model.calibration_},
             "churn_model.json",
         )
-        info = mlflow.lightgbm.log_model(
-            model.booster_,
-            name="model",
-            signature=infer_signature(features.head(0), pd.Series([], dtype=float)),
-            pip_requirements=[f"lightgbm=={lgb.__version__}"],
-            registered_model_name=CHURN_MODEL,
-        )
-        version = str(info.registered_model_version)
-        client.set_registered_model_alias(CHURN_MODEL, "challenger", version)
+        version = _log_lightgbm(model, valid, CHURN_MODEL)
 
-        y = valid["churned"].to_numpy()
-        challenger = binary_metrics(y, model.predict_proba(valid))[metric]
-        try:
-            champion_model, champion_version = load_churn("champion")
-        except mlflow.exceptions.MlflowException:
-            champion_model, champion_version = None, None
-        champion = (
-            binary_metrics(y, champion_model.predict_proba(valid))[metric]
-            if champion_model is not None
-            else None
-        )
-        promoted = champion is None or challenger >= champion + margin
-        if promoted:
-            client.set_registered_model_alias(CHURN_MODEL, "champion", version)
-        mlflow.log_metrics(
-            {
-                f"gate.challenger_{metric}": challenger,
-                **({f"gate.champion_{metric}": champion} if champion is not None else {}),
-            }
-        )
-        mlflow.set_tags(
-            {
-                "gate.decision": "promoted" if promoted else "kept champion",
-                "gate.margin": str(margin),
-                "gate.champion_version": str(champion_version),
-            }
+        def score(candidate) -> float:
+            return binary_metrics(y, candidate.predict_proba(valid))["roc_auc"]
+
+        return _gate("churn", version, run.info.run_id, score, model, Gate("roc_auc", True, margin))
+
+
+def log_replenishment(
+    result: ReplenishmentResult,
+    dataset: dict[str, pd.DataFrame],
+    *,
+    params: dict,
+    manifest: dict | None = None,
+    margin: float = 0.0,
+    root: str | os.PathLike = "mlruns",
+    tags: dict | None = None,
+) -> Decision:
+    """Log a replenishment training run, register its model, and apply the champion gate."""
+    import mlflow
+
+    valid, model = dataset["valid"], result.model
+    classifier = model.classifier
+    y = valid["repurchased"].to_numpy()
+    with _run("replenishment", root, tags) as run:
+        _log_common(
+            params={
+                **params,
+                **{f"model.{k}": v for k, v in classifier.get_params().items()},
+                "runout.scale": model.runout.scale_,
+            },
+            metrics=result.metrics,
+            figures={
+                "roc": plots.roc(y, result.scores, "repurchase in the window (validation)"),
+                "calibration": plots.calibration(
+                    {"model": calibration_table(y, result.scores["model"])}, "repurchase"
+                ),
+                "lift": plots.lift(y, result.scores, "repurchases"),
+                "feature_importance": plots.importance(classifier.booster_, classifier.features_),
+                "runout_errors": plots.errors(
+                    result.runout_errors, "run-out date error on pairs that repurchased"
+                ),
+            },
+            inputs={
+                f"replenishment-{split}": model_frame(frame, classifier.features_)
+                for split, frame in dataset.items()
+            },
+            manifest=manifest,
+            selection=result.selection,
         )
         mlflow.log_dict(
             {
-                "version": version,
-                "promoted": promoted,
-                "metric": metric,
-                "margin": margin,
-                "challenger": challenger,
-                "champion": champion,
-                "champion_version": champion_version,
+                "label": "repurchased",
+                "features": classifier.features_,
+                "calibration": classifier.calibration_,
+                "runout": model.runout.__dict__,
             },
-            "gate.json",
+            "replenishment_model.json",
         )
-    return Decision(version, promoted, challenger, champion, champion_version, run.info.run_id)
+        version = _log_lightgbm(classifier, valid, REPLENISHMENT_MODEL)
+
+        def score(candidate) -> float:
+            return binary_metrics(y, candidate.classifier.predict_proba(valid))["roc_auc"]
+
+        gate = Gate("roc_auc", True, margin)
+        return _gate("replenishment", version, run.info.run_id, score, model, gate)
+
+
+def log_clv(
+    result: ClvResult,
+    holdout: pd.DataFrame,
+    *,
+    params: dict,
+    horizon_days: int,
+    margin: float = 0.0,
+    root: str | os.PathLike = "mlruns",
+    tags: dict | None = None,
+) -> Decision:
+    """Log a CLV run (parameters as JSON with an MLmodel signature), register, gate on MAE.
+
+    ``holdout``: the validation customers with ``holdout_spend``
+    (:func:`training.clv.clv_holdout`).
+    """
+    import tempfile
+
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.models import Model, ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    model = result.model
+    with _run("clv", root, tags) as run, tempfile.TemporaryDirectory() as tmp:
+        _log_common(
+            params={**params, **{f"model.{k}": v for k, v in _flat(model.to_dict()).items()}},
+            metrics=result.metrics,
+            figures={"spend_capture": plots.lift(result.actual, result.scores, "holdout spend")},
+            inputs={"clv-holdout": holdout[["frequency", "recency", "T", "monetary_value"]]},
+            manifest=None,
+            selection=None,
+        )
+        folder = Path(tmp) / "model"
+        folder.mkdir()
+        signature = ModelSignature(
+            inputs=Schema(
+                [ColSpec("double", c) for c in ("frequency", "recency", "T", "monetary_value")]
+            ),
+            outputs=Schema([ColSpec("double", f"clv_{model.clv_months}m")]),
+        )
+        Model(signature=signature, run_id=run.info.run_id).save(folder / "MLmodel")
+        (folder / "clv_model.json").write_text(_json(model.to_dict()))
+        mlflow.log_artifacts(str(folder), "model")
+        client = MlflowClient()
+        try:
+            client.get_registered_model(CLV_MODEL)
+        except mlflow.exceptions.MlflowException:
+            client.create_registered_model(CLV_MODEL)
+        version = client.create_model_version(
+            CLV_MODEL, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
+        ).version
+
+        def score(candidate) -> float:
+            predicted = score_clv(candidate, holdout, horizon_days=horizon_days)
+            return float(np.abs(predicted - holdout["holdout_spend"].to_numpy()).mean())
+
+        gate = Gate("mae", False, margin)
+        return _gate("clv", str(version), run.info.run_id, score, model, gate)
+
+
+def _flat(values: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in values.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _json(values: dict) -> str:
+    import json
+
+    return json.dumps(values, indent=2, sort_keys=True)

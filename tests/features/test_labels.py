@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from conftest import at, contract
-from features.labels import IncompleteWindowError, churn_labels, repurchase_labels
+from features.labels import IncompleteWindowError, churn_labels, repurchase_labels, spend_labels
 
 AS_OF = at(100)
 
@@ -51,3 +51,11 @@ def test_repurchase_labels(tables):
 def test_window_past_the_data_is_an_error(tables):
     with pytest.raises(IncompleteWindowError, match="data ends at"):
         churn_labels(tables, as_of=at(150), horizon_days=90)
+
+
+def test_spend_labels(tables):
+    spend = spend_labels(tables, as_of=AS_OF, horizon_days=90).set_index("customer_id")
+    assert spend.loc["00001", "holdout_spend"] == 25.0  # at(110), inside (as_of, as_of + 90]
+    assert spend.loc["00001", "holdout_purchase_days"] == 1
+    assert spend.loc["00002", "holdout_spend"] == 0.0  # a return, then a purchase after 95 days
+    assert spend.loc["00003", "holdout_spend"] == 0.0  # bought at as_of: not after it

@@ -10,7 +10,8 @@ import pytest
 
 from conftest import AS_OF
 from training.churn import ChurnModel, train_churn
-from training.dataset import training_cutoffs
+from training.classifier import CANDIDATES, select_params
+from training.dataset import selection_split, training_cutoffs
 from training.metrics import binary_metrics, top_decile_capture
 
 H = 90
@@ -21,6 +22,28 @@ def test_every_training_window_ends_before_validation_starts():
     assert cutoffs.valid + timedelta(days=H) == AS_OF
     assert list(cutoffs.train) == sorted(cutoffs.train)
     assert all(c + timedelta(days=H) <= cutoffs.valid for c in cutoffs.train)
+
+
+def test_settings_are_chosen_on_label_windows_that_do_not_overlap(dataset):
+    fit, judge = selection_split(dataset["train"], H)
+    assert judge["cutoff"].nunique() == 1 and not fit.empty
+    assert (fit["cutoff"] + timedelta(days=H) <= judge["cutoff"].iloc[0]).all()
+    assert (judge["cutoff"] < dataset["valid"]["cutoff"].min()).all()
+
+
+def test_selection_scores_every_candidate_and_picks_the_best(dataset):
+    params, table = select_params(dataset["train"], label="churned", horizon_days=H)
+    assert len(table) == len(CANDIDATES) and table["chosen"].sum() == 1
+    best = table.loc[table["chosen"]].iloc[0]
+    assert best["roc_auc"] == table["roc_auc"].max()
+    assert params["num_leaves"] == best["num_leaves"]
+
+
+def test_without_an_honest_split_the_default_is_taken_unjudged(dataset):
+    newest = dataset["train"][dataset["train"]["cutoff"] == dataset["train"]["cutoff"].max()]
+    params, table = select_params(newest, label="churned", horizon_days=H)
+    assert params["num_leaves"] == CANDIDATES[-1]["num_leaves"]
+    assert table["roc_auc"].isna().all()
 
 
 def test_examples_use_only_their_past(dataset):

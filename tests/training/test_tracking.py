@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
+import pandas as pd
 import pytest
 
+from conftest import AS_OF
+from features.config import FeatureConfig
 from training.churn import ChurnModel, train_churn
-from training.tracking import configure, load_churn, log_churn
+from training.clv import ClvResult, clv_holdout, train_clv
+from training.dataset import churn_dataset, training_cutoffs
+from training.replenishment import train_replenishment
+from training.tracking import (
+    CHURN_MODEL,
+    configure,
+    load_churn,
+    load_clv,
+    load_replenishment,
+    log_churn,
+    log_clv,
+    log_replenishment,
+)
 
 H = 90
 
@@ -61,3 +78,49 @@ def test_run_artifacts_hold_no_customer_ids(store, dataset):
     for customer in sample:
         needle = customer.encode()
         assert not any(needle in blob for blob in texts), customer
+
+
+def test_replenishment_registers_and_loads_back_the_same(store, replenishment_data):
+    result = train_replenishment(replenishment_data)
+    decision = log_replenishment(result, replenishment_data, params={"w": 14}, root=store)
+    assert decision.promoted and decision.kind == "replenishment"
+    model, version = load_replenishment("champion")
+    assert version == decision.version
+    valid = replenishment_data["valid"]
+    pd.testing.assert_frame_equal(model.predict(valid), result.model.predict(valid))
+    plots = {p.name for p in (store / "artifacts").rglob("*.png")}
+    assert {"roc.png", "lift.png", "runout_errors.png", "feature_importance.png"} <= plots
+
+
+def test_clv_gate_prefers_the_lower_error(store, small_world_dir):
+    config = FeatureConfig()
+    dataset = churn_dataset(
+        small_world_dir, config, training_cutoffs(AS_OF, horizon_days=H, n_train=2)
+    )
+    result = train_clv(small_world_dir, dataset["valid"], config=config)
+    holdout = clv_holdout(small_world_dir, dataset["valid"], horizon_days=H)
+    first = log_clv(result, holdout, params={}, horizon_days=H, root=store)
+    assert first.promoted and first.metric == "mae"
+    model, version = load_clv("champion")
+    assert model == result.model and version == first.version
+
+    # a model that expects every customer to spend twice as often is worse: not promoted
+    bgnbd = dict(result.model.bgnbd, alpha=result.model.bgnbd["alpha"] / 2)
+    worse = ClvResult(replace(result.model, bgnbd=bgnbd), result.metrics, result.actual, {})
+    decision = log_clv(worse, holdout, params={}, horizon_days=H, root=store)
+    assert not decision.promoted
+    assert decision.challenger_score > decision.champion_score
+    assert load_clv("champion")[1] == first.version
+    assert load_clv("challenger")[1] == decision.version
+
+
+def test_a_failed_training_leaves_the_champion_untouched(store, dataset):
+    first = log_churn(train_churn(dataset, horizon_days=H), dataset, params={}, root=store)
+    broken = {**dataset, "valid": dataset["valid"].drop(columns=["recency_days"])}
+    with pytest.raises(KeyError):
+        log_churn(train_churn(broken, horizon_days=H), broken, params={}, root=store)
+    assert load_churn("champion")[1] == first.version
+    from mlflow import MlflowClient
+
+    versions = MlflowClient().search_model_versions(f"name='{CHURN_MODEL}'")
+    assert [str(v.version) for v in versions] == [first.version]  # nothing half-registered

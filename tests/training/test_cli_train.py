@@ -1,0 +1,53 @@
+"""`nextbest train` and `nextbest score` as a user runs them, on a real MLflow store."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from conftest import AS_OF
+from test_cli import nextbest
+
+
+def test_train_then_score(small_world_dir, tmp_path):
+    mlruns, out = tmp_path / "mlruns", tmp_path / "scores"
+    as_of = AS_OF.date().isoformat()
+    args = ("--data", str(small_world_dir), "--as-of", as_of, "--mlruns", str(mlruns))
+
+    missing = nextbest("score", *args, "--out", str(out))
+    assert missing.returncode == 2
+    assert "no champion for nextbest-churn: run `nextbest train` first" in missing.stderr
+    assert not out.exists()
+
+    trained = nextbest("train", *args)
+    assert trained.returncode == 0, trained.stderr
+    for kind in ("churn", "clv", "replenishment"):
+        assert kind in trained.stdout
+    assert trained.stdout.count("promoted") == 3, trained.stdout
+    assert "INFO" not in trained.stderr  # MLflow's chatter stays quiet
+
+    scored = nextbest("score", *args, "--out", str(out))
+    assert scored.returncode == 0, scored.stderr
+    churn = pd.read_parquet(out / "churn.parquet")
+    assert churn["churn_probability"].between(0, 1).all() and churn["customer_id"].is_unique
+    pairs = pd.read_parquet(out / "replenishment.parquet")
+    assert (pairs["next_purchase_p10_at"] <= pairs["expected_next_purchase_at"]).all()
+    assert (pairs["expected_next_purchase_at"] <= pairs["next_purchase_p90_at"]).all()
+    assert pairs["repurchase_probability"].between(0, 1).all()
+    clv = pd.read_parquet(out / "clv.parquet")
+    assert set(clv["customer_id"]) == set(churn["customer_id"]) and (clv["clv_12m"] >= 0).all()
+
+
+def test_train_rejects_a_bad_horizon(small_world_dir, tmp_path):
+    result = nextbest(
+        "train",
+        "--data",
+        str(small_world_dir),
+        "--as-of",
+        "2025-06-30",
+        "--churn-horizon-days",
+        "0",
+        "--mlruns",
+        str(tmp_path / "m"),
+    )
+    assert result.returncode == 2
+    assert "horizon_days must be >= 1" in result.stderr

@@ -1,0 +1,229 @@
+"""Train, register and gate all models for one ``as_of``; score with the champions.
+
+``train`` is what ``nextbest train`` runs:
+
+1. churn examples at the cutoffs of :func:`training.dataset.training_cutoffs` (H), the churn
+   model and its baselines;
+2. replenishment examples at cutoffs one window W apart (skipped, and said so, when the
+   data has no customer x consumable pairs, as in CDNOW);
+3. CLV fitted at the churn validation cutoff, judged on the following H days' spend;
+4. each logged to its MLflow experiment, registered, and gated against its champion.
+
+``score`` is what ``nextbest score`` runs: features at ``as_of`` scored by the champions,
+written atomically as ``churn.parquet``, ``replenishment.parquet``, ``clv.parquet`` and
+``scores.json`` (as_of, model versions, rows).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from features.build import build_features
+from features.config import FeatureConfig
+from features.inputs import as_inputs
+from features.manifest import FEATURES_VERSION, describe, file_digest
+from features.time import as_utc
+from nextbest.errors import BadInputError
+from nextbest.io import atomic_folder, locate_tables, write_table
+from training.churn import train_churn
+from training.clv import clv_holdout, train_clv
+from training.dataset import churn_dataset, training_cutoffs
+from training.replenishment import pair_frame, replenishment_dataset, train_replenishment
+
+#: Replenishment training cutoffs: this many, one repurchase window apart.
+REPLENISHMENT_CUTOFFS = 4
+
+
+def data_digest(folder: str | os.PathLike, config: FeatureConfig) -> str:
+    """SHA-256 over the contract files' digests and the feature settings: two trainings
+    with the same digest and as_of see the same examples."""
+    files, _ = locate_tables(Path(folder))
+    parts = {name: file_digest(path) for name, path in sorted(files.items())}
+    text = json.dumps({"files": parts, "config": asdict(config)}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class TrainReport:
+    """What ``train`` did: the gate decisions and each model's validation metrics."""
+
+    as_of: str
+    decisions: list = field(default_factory=list)
+    metrics: dict[str, pd.DataFrame] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # kind -> why
+
+
+def train(
+    tables,
+    *,
+    as_of,
+    config: FeatureConfig,
+    root: str | os.PathLike = "mlruns",
+    margin: float = 0.0,
+    tags: dict | None = None,
+    progress=lambda message: None,
+) -> TrainReport:
+    """Train, log, register and gate churn, replenishment and CLV models for ``as_of``."""
+    from training import tracking
+
+    as_of = as_utc(as_of)
+    inputs = as_inputs(tables)
+    report = TrainReport(as_of=as_of.isoformat())
+    h, w = config.horizon_days, config.window_days
+    common = {"as_of": report.as_of, "features_version": FEATURES_VERSION}
+    manifest = {"config": asdict(config), "columns": describe(config), **common}
+
+    cutoffs = training_cutoffs(as_of, horizon_days=h)
+    progress(f"churn examples at {len(cutoffs.train) + 1} cutoffs")
+    dataset = churn_dataset(inputs, config, cutoffs)
+    progress("churn model")
+    churn = train_churn(dataset, horizon_days=h)
+    params = {**common, "horizon_days": h, **_cutoff_params(cutoffs)}
+    report.decisions.append(
+        tracking.log_churn(
+            churn, dataset, params=params, manifest=manifest, margin=margin, root=root, tags=tags
+        )
+    )
+    report.metrics["churn"] = churn.metrics
+
+    progress("CLV model")
+    clv = train_clv(inputs, dataset["valid"], config=config)
+    holdout = clv_holdout(inputs, dataset["valid"], horizon_days=h)
+    params = {**common, "horizon_days": h, "fit_cutoff": cutoffs.valid.isoformat()}
+    report.decisions.append(
+        tracking.log_clv(
+            clv, holdout, params=params, horizon_days=h, margin=margin, root=root, tags=tags
+        )
+    )
+    report.metrics["clv"] = clv.metrics
+
+    cutoffs = training_cutoffs(as_of, horizon_days=w, n_train=REPLENISHMENT_CUTOFFS, step_days=w)
+    progress(f"replenishment examples at {len(cutoffs.train) + 1} cutoffs")
+    pairs = replenishment_dataset(inputs, config, cutoffs)
+    why = _cannot_train(pairs, "repurchased")
+    if why:
+        report.skipped["replenishment"] = why
+        return report
+    progress("replenishment model")
+    replenishment = train_replenishment(pairs, window_days=w)
+    params = {**common, "window_days": w, **_cutoff_params(cutoffs)}
+    report.decisions.append(
+        tracking.log_replenishment(
+            replenishment,
+            pairs,
+            params=params,
+            manifest=manifest,
+            margin=margin,
+            root=root,
+            tags=tags,
+        )
+    )
+    report.metrics["replenishment"] = replenishment.metrics
+    return report
+
+
+def _cutoff_params(cutoffs) -> dict:
+    return {
+        "train_cutoffs": ",".join(c.date().isoformat() for c in cutoffs.train),
+        "valid_cutoff": cutoffs.valid.isoformat(),
+    }
+
+
+def _cannot_train(dataset: dict[str, pd.DataFrame], label: str) -> str | None:
+    for split, frame in dataset.items():
+        if frame.empty:
+            return f"no customer x consumable pairs in the {split} examples"
+        if frame[label].nunique() < 2:
+            return f"{label} has a single outcome in the {split} examples"
+    return None
+
+
+def score(
+    tables,
+    *,
+    as_of,
+    config: FeatureConfig,
+    out: str | os.PathLike,
+    overwrite: bool = False,
+) -> dict:
+    """Score every customer (and pair) at ``as_of`` with the champion models; write ``out``."""
+    from mlflow.exceptions import MlflowException
+
+    from training import tracking
+
+    as_of = as_utc(as_of)
+    versions, frames = {}, {}
+    champions = {}
+    for kind in tracking.REGISTERED:
+        try:
+            champions[kind], versions[kind] = tracking.load(kind, "champion")
+        except MlflowException as error:
+            if kind == "replenishment":
+                continue  # data without consumables has no replenishment model
+            raise BadInputError(
+                f"no champion for {tracking.REGISTERED[kind]}: run `nextbest train` first"
+                f" ({type(error).__name__})"
+            ) from error
+    built = build_features(tables, as_of=as_of, config=config)
+    buyers = built.customers[built.customers["purchase_days"] > 0]
+    churn = champions["churn"]
+    _expect(churn.features_, buyers, "churn", versions["churn"], config)
+    frames["churn"] = pd.DataFrame(
+        {"customer_id": buyers["customer_id"], "churn_probability": churn.predict_proba(buyers)}
+    )
+    h = config.horizon_days
+    clv = champions["clv"].predict(buyers, horizon_days=h)
+    frames["clv"] = clv[
+        [
+            "customer_id",
+            "p_alive",
+            f"expected_purchases_{h}d",
+            "expected_order_value",
+            f"expected_spend_{h}d",
+            f"clv_{champions['clv'].clv_months}m",
+        ]
+    ]
+    if "replenishment" in champions:
+        pairs = pair_frame(built, as_of)
+        model = champions["replenishment"]
+        _expect(
+            model.classifier.features_, pairs, "replenishment", versions["replenishment"], config
+        )
+        predicted = model.predict(pairs)
+        frames["replenishment"] = pd.DataFrame(
+            {
+                "customer_id": pairs["customer_id"],
+                "product_id": pairs["product_id"],
+                "repurchase_probability": predicted["repurchase_probability"],
+                "expected_next_purchase_at": predicted["runout_p50"],
+                "next_purchase_p10_at": predicted["runout_p10"],
+                "next_purchase_p90_at": predicted["runout_p90"],
+            }
+        )
+    meta = {
+        "as_of": as_of.isoformat(),
+        "models": {tracking.REGISTERED[k]: v for k, v in versions.items()},
+        "rows": {name: len(frame) for name, frame in frames.items()},
+        "config": asdict(config),
+    }
+    with atomic_folder(out, overwrite=overwrite) as tmp:
+        for name, frame in frames.items():
+            write_table(frame.reset_index(drop=True), tmp / f"{name}.parquet")
+        (tmp / "scores.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return meta
+
+
+def _expect(features: list[str], frame: pd.DataFrame, kind: str, version: str, config) -> None:
+    missing = [c for c in features if c not in frame.columns]
+    if missing:
+        raise BadInputError(
+            f"{kind} model version {version} expects features {missing[:3]} that a build with"
+            f" horizon {config.horizon_days} days and window {config.window_days} days does not"
+            " make: score with the settings it was trained with"
+        )

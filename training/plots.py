@@ -1,0 +1,85 @@
+"""Evaluation plots of a training run (matplotlib figures; the caller saves or logs them).
+
+Every plot shows the model beside its baselines on the validation period, so a reader sees
+at once what the model adds over the rules a business could write itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_curve
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def roc(y, scores: dict[str, np.ndarray], title: str):
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, score in scores.items():
+        fpr, tpr, _ = roc_curve(np.asarray(y, dtype=bool), score)
+        ax.plot(fpr, tpr, label=name)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
+    ax.legend(loc="lower right")
+    return fig
+
+
+def calibration(curves: dict[str, pd.DataFrame], what: str):
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, curve in curves.items():
+        ax.plot(curve["predicted"], curve["observed"], marker="o", label=name)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    ax.set(
+        xlabel=f"predicted {what} probability",
+        ylabel=f"observed {what} rate",
+        title="calibration on the validation period",
+    )
+    ax.legend()
+    return fig
+
+
+def lift(outcome, scores: dict[str, np.ndarray], what: str):
+    """Cumulative share of ``outcome`` (a 0/1 label or an amount) captured when targeting
+    the customers with the highest scores first."""
+    plt = _pyplot()
+    outcome = np.asarray(outcome, dtype=float)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    share = np.arange(1, outcome.size + 1) / outcome.size
+    for name, score in scores.items():
+        order = np.argsort(-np.asarray(score), kind="stable")
+        ax.plot(share, np.cumsum(outcome[order]) / outcome.sum(), label=name)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="random")
+    ax.set(
+        xlabel="share targeted (highest scores first)",
+        ylabel=f"share of {what} captured",
+        title="capture (cumulative gains)",
+    )
+    ax.legend(loc="lower right")
+    return fig
+
+
+def importance(booster, features: list[str], top: int = 20):
+    plt = _pyplot()
+    gain = pd.Series(booster.feature_importance("gain"), index=features).nlargest(top)[::-1]
+    fig, ax = plt.subplots(figsize=(6, 6))
+    gain.plot.barh(ax=ax, title="feature importance (gain)")
+    return fig
+
+
+def errors(days: np.ndarray, title: str):
+    """Histogram of signed errors in days (actual - predicted)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist(np.clip(days, -90, 90), bins=60)
+    ax.axvline(0, color="black", linewidth=1)
+    ax.set(xlabel="actual - predicted, days (clipped to ±90)", ylabel="pairs", title=title)
+    return fig
