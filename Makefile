@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 RUN := $(UV) run --frozen
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-slow lint format bench clean
+.PHONY: help install demo test test-slow lint format bench eval-cdnow eval-world clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,6 +40,12 @@ format: install  ## ruff fix and format
 
 bench: install  ## benchmarks: figures and ratios against a reference in the same run
 	$(RUN) python -m benchmarks
+
+eval-cdnow: install  ## churn and CLV against their baselines on CDNOW (real data), later period
+	$(RUN) python -m benchmarks.evaluate cdnow
+
+eval-world: install  ## all three models against their baselines on a 20,000-customer world
+	$(RUN) python -m benchmarks.evaluate world
 
 clean:  ## remove the environment and outputs (keeps mlruns/ and data/ folders)
 	rm -rf .venv .tools .pytest_cache .ruff_cache

@@ -1,8 +1,9 @@
 """``make bench``: run every benchmark, each in its own process, and print its figures.
 
 ``BENCH_CUSTOMERS`` (comma-separated, default ``10000,100000``) sizes the world benchmark;
-``BENCH_FEATURE_CUSTOMERS`` (default ``1000000``) the feature benchmark, whose world is
-generated once into data/bench/ (about two minutes).
+``BENCH_FEATURE_CUSTOMERS`` and ``BENCH_TRAIN_CUSTOMERS`` (default ``1000000``) the feature
+and the training benchmarks, whose world is generated once into data/bench/ (about two
+minutes).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ def main() -> None:
         f"Python {platform.python_version()}",
         flush=True,
     )
-    for module in ("benchmarks.world", "benchmarks.features"):
+    for module in ("benchmarks.world", "benchmarks.features", "benchmarks.train"):
         subprocess.run([sys.executable, "-m", module], check=True)
 
 

@@ -304,29 +304,44 @@ def train(
 
 @app.command()
 def score(
-    data: Annotated[Path, typer.Option(help="The contract folder to read.")],
-    as_of: Annotated[str, typer.Option(help="Score as of this moment (UTC).")],
     out: Annotated[Path, typer.Option(help="Folder for the score tables and scores.json.")],
+    data: Annotated[
+        Path | None, typer.Option(help="The contract folder to build features from.")
+    ] = None,
+    as_of: Annotated[str | None, typer.Option(help="Score as of this moment (UTC).")] = None,
+    features: Annotated[
+        Path | None,
+        typer.Option(help="A snapshot from `nextbest features` (instead of --data, --as-of)."),
+    ] = None,
     horizon: Horizon = 90,
     window: Window = 14,
     mlruns: Tracking = Path("mlruns"),
     overwrite: Overwrite = False,
 ) -> None:
     """Batch-score every customer with the champion models."""
-    from nextbest.validation import load_contract
     from training import pipeline, tracking
 
+    if (features is None) == (data is None or as_of is None):
+        raise BadInputError("score: give either --features DIR, or both --data and --as-of")
     config = _feature_config(horizon, window)
-    moment = _as_of(as_of)
-    with err_console.status(f"validating {data}…"):
-        tables = load_contract(data)
+    tables = moment = None
+    if features is None:
+        from nextbest.validation import load_contract
+
+        moment = _as_of(as_of)
+        with err_console.status(f"validating {data}…"):
+            tables = load_contract(data)
     _quiet_mlflow()
     tracking.configure(mlruns)
-    with err_console.status(f"scoring as of {moment}…"):
-        meta = pipeline.score(tables, as_of=moment, config=config, out=out, overwrite=overwrite)
+    with err_console.status("scoring…"):
+        meta = pipeline.score(
+            tables, as_of=moment, config=config, out=out, snapshot=features, overwrite=overwrite
+        )
     rows = ", ".join(f"{name} {n:,} rows" for name, n in meta["rows"].items())
     models = ", ".join(f"{name} v{v}" for name, v in meta["models"].items())
-    out_console.print(f"wrote {out}: {rows} (models {models})", soft_wrap=True)
+    out_console.print(
+        f"wrote {out}: {rows} as of {meta['as_of']} (models {models})", soft_wrap=True
+    )
 
 
 @app.command()

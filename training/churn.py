@@ -76,7 +76,7 @@ def train_churn(
     if model is None:
         params, selection = select_params(train_all, label="churned", horizon_days=horizon_days)
         model = ChurnModel(**params)
-    train, calibration = calibration_split(train_all)
+    train, calibration = calibration_split(train_all, model.max_train_rows)
     model = model.fit(train, calibration)
     scorers = {"model": model.predict_proba, **baselines(train_all, horizon_days)}
     y = valid["churned"].to_numpy()

@@ -9,7 +9,7 @@ from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from training.dataset import selection_split
+from training.dataset import selection_split, take
 
 #: Columns that are not model inputs: identifiers, timestamps, the label, bookkeeping.
 NOT_FEATURES = {
@@ -23,6 +23,8 @@ NOT_FEATURES = {
     "repurchased",
 }
 CATEGORICAL = ("segment", "locale", "product_id", "customer_segment")
+
+CALIBRATION_ROWS = 200_000
 
 #: Tree sizes tried by :func:`select_params`, simplest first (a tie keeps the simpler one).
 CANDIDATES: tuple[dict, ...] = (
@@ -39,11 +41,16 @@ def feature_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def model_frame(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    out = frame[columns].copy()
-    for name in CATEGORICAL:
-        if name in out:
-            out[name] = out[name].astype("category")
-    return out.astype({c: "float64" for c in columns if c not in CATEGORICAL})
+    """``columns`` of ``frame`` as LightGBM takes them: categories, or float64 with NaN."""
+    return pd.DataFrame(
+        {
+            c: frame[c].astype("category")
+            if c in CATEGORICAL
+            else frame[c].to_numpy(dtype="float64", na_value=np.nan)
+            for c in columns
+        },
+        index=frame.index,
+    )
 
 
 class CalibratedClassifier:
@@ -53,6 +60,10 @@ class CalibratedClassifier:
     Platt scaling (a logistic regression on the log-odds of the raw score) is strictly
     monotonic, so calibration changes no ranking (isotonic regression would create ties).
 
+    At most ``max_train_rows`` examples (a fixed random sample) are fitted on: at shop scale
+    the examples of several cutoffs run into millions, and the validation AUC stops moving
+    long before that while the fit time grows with every row (see benchmarks/train.py).
+
     Follows the scikit-learn contract: hyper-parameters are stored unchanged, learned
     state ends in ``_``, ``fit`` returns ``self``.
     """
@@ -61,10 +72,11 @@ class CalibratedClassifier:
         self,
         *,
         label: str,
-        n_estimators: int = 300,
-        learning_rate: float = 0.05,
+        n_estimators: int = 100,
+        learning_rate: float = 0.15,
         num_leaves: int = 31,
         min_child_samples: int = 50,
+        max_train_rows: int | None = 500_000,
         random_state: int = 0,
         n_jobs: int = 2,
     ) -> None:
@@ -73,6 +85,7 @@ class CalibratedClassifier:
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
         self.min_child_samples = min_child_samples
+        self.max_train_rows = max_train_rows
         self.random_state = random_state
         self.n_jobs = n_jobs
 
@@ -84,6 +97,7 @@ class CalibratedClassifier:
             raise ValueError(f"{self.label}: {name} examples need both outcomes (true and false)")
 
     def _booster(self, train: pd.DataFrame, features: list[str]) -> lgb.Booster:
+        train = take(train, np.ones(len(train), bool), self.max_train_rows, self.random_state)
         classifier = lgb.LGBMClassifier(
             n_estimators=self.n_estimators,
             learning_rate=self.learning_rate,
@@ -103,6 +117,8 @@ class CalibratedClassifier:
         self._check("calibration", calibration)
         self.features_ = feature_columns(train)
         self.booster_ = self._booster(train, self.features_)
+        # two parameters need few examples
+        calibration = take(calibration, np.ones(len(calibration), bool), CALIBRATION_ROWS)
         platt = LogisticRegression().fit(
             self._log_odds(calibration).reshape(-1, 1), calibration[self.label].to_numpy()
         )
@@ -143,6 +159,7 @@ _PARAMS = (
     "learning_rate",
     "num_leaves",
     "min_child_samples",
+    "max_train_rows",
     "random_state",
     "n_jobs",
 )
@@ -154,28 +171,27 @@ def select_params(
     label: str,
     horizon_days: int,
     candidates: tuple[dict, ...] = CANDIDATES,
-    max_rows: int = 300_000,
+    max_rows: int = 100_000,
     **params,
 ) -> tuple[dict, pd.DataFrame]:
     """The candidate tree size with the best ROC-AUC on a later slice of ``train``.
 
     Candidates are fitted on the cutoffs whose label windows end by the newest training
     cutoff and judged on the newest (:func:`~training.dataset.selection_split`): a choice made
-    on data the validation period never sees. At most ``max_rows`` fitting examples are used
-    (a fixed random sample). Returns the chosen parameters and a table of every candidate's
-    score; with no honest split (cutoffs too close) the last candidate is taken unjudged.
+    on data the validation period never sees. At most ``max_rows`` examples are fitted on,
+    and as many judged on (fixed random samples). Returns the chosen parameters and a table
+    of every candidate's score; with no honest split (cutoffs too close) the last candidate
+    is taken unjudged.
     """
-    fit, judge = selection_split(train, horizon_days)
+    fit, judge = selection_split(train, horizon_days, max_rows)
     if fit.empty or fit[label].nunique() < 2 or judge[label].nunique() < 2:
         chosen = {**params, **candidates[-1]}
         table = pd.DataFrame([{**candidates[-1], "roc_auc": np.nan, "chosen": True}])
         return chosen, table
-    if len(fit) > max_rows:
-        fit = fit.sample(n=max_rows, random_state=0)
     features = feature_columns(train)
     rows = []
     for candidate in candidates:
-        model = CalibratedClassifier(label=label, **{**params, **candidate})
+        model = CalibratedClassifier(label=label, **{**params, **candidate, "max_train_rows": None})
         raw = model._booster(fit, features).predict(model_frame(judge, features), raw_score=True)
         rows.append({**candidate, "roc_auc": float(roc_auc_score(judge[label], raw))})
     table = pd.DataFrame(rows)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import numpy as np
 import pandas as pd
 
 from features.build import build_features
@@ -74,16 +75,31 @@ def churn_dataset(tables, config: FeatureConfig, cutoffs: Cutoffs) -> dict[str, 
     return examples_by_cutoff(churn_examples, tables, config, cutoffs)
 
 
-def calibration_split(train: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Training examples of the older cutoffs, and those of the newest (for calibration)."""
-    older = train["cutoff"] < train["cutoff"].max()
+def take(frame: pd.DataFrame, mask, max_rows: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """The rows of ``frame`` where ``mask`` holds; at most ``max_rows`` of them, a fixed random
+    sample in their original order. Sampling positions first copies only the rows kept."""
+    rows = np.flatnonzero(np.asarray(mask, dtype=bool))
+    if max_rows is not None and rows.size > max_rows:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_rows, replace=False))
+    return frame.iloc[rows]
+
+
+def calibration_split(
+    train: pd.DataFrame, max_rows: int | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Training examples of the older cutoffs, and those of the newest (for calibration),
+    each at most ``max_rows``."""
+    older = (train["cutoff"] < train["cutoff"].max()).to_numpy()
     if not older.any():  # a single cutoff leaves no later slice to calibrate on
         raise ValueError("training needs at least two training cutoffs")
-    return train[older], train[~older]
+    return take(train, older, max_rows), take(train, ~older, max_rows)
 
 
-def selection_split(train: pd.DataFrame, horizon_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Examples to fit candidate settings on, and the newest cutoff's examples to judge them.
+def selection_split(
+    train: pd.DataFrame, horizon_days: int, max_rows: int | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Examples to fit candidate settings on, and the newest cutoff's examples to judge them
+    (each at most ``max_rows``).
 
     Fitted cutoffs are those whose label window ends by the newest cutoff: neighbouring
     cutoffs' windows overlap (a purchase in the overlap labels both), and a judge that shares
@@ -92,4 +108,4 @@ def selection_split(train: pd.DataFrame, horizon_days: int) -> tuple[pd.DataFram
     """
     newest = train["cutoff"].max()
     fit = train["cutoff"] + pd.Timedelta(days=horizon_days) <= newest
-    return train[fit], train[train["cutoff"] == newest]
+    return take(train, fit, max_rows), take(train, train["cutoff"] == newest, max_rows)

@@ -27,6 +27,7 @@ import pandas as pd
 from features.build import build_features
 from features.config import FeatureConfig
 from features.inputs import as_inputs
+from features.io import read_snapshot
 from features.manifest import FEATURES_VERSION, describe, file_digest
 from features.time import as_utc
 from nextbest.errors import BadInputError
@@ -34,7 +35,7 @@ from nextbest.io import atomic_folder, locate_tables, write_table
 from training.churn import train_churn
 from training.clv import clv_holdout, train_clv
 from training.dataset import churn_dataset, training_cutoffs
-from training.replenishment import pair_frame, replenishment_dataset, train_replenishment
+from training.replenishment import pair_frame_from, replenishment_dataset, train_replenishment
 
 #: Replenishment training cutoffs: this many, one repurchase window apart.
 REPLENISHMENT_CUTOFFS = 4
@@ -144,77 +145,114 @@ def _cannot_train(dataset: dict[str, pd.DataFrame], label: str) -> str | None:
     return None
 
 
-def score(
-    tables,
-    *,
-    as_of,
-    config: FeatureConfig,
-    out: str | os.PathLike,
-    overwrite: bool = False,
-) -> dict:
-    """Score every customer (and pair) at ``as_of`` with the champion models; write ``out``."""
+def load_champions() -> tuple[dict, dict[str, str]]:
+    """The champion models by kind, and their versions. A missing churn or CLV champion is
+    an error; a missing replenishment champion is not (data without consumables has none)."""
     from mlflow.exceptions import MlflowException
 
     from training import tracking
 
-    as_of = as_utc(as_of)
-    versions, frames = {}, {}
-    champions = {}
+    champions, versions = {}, {}
     for kind in tracking.REGISTERED:
         try:
             champions[kind], versions[kind] = tracking.load(kind, "champion")
         except MlflowException as error:
             if kind == "replenishment":
-                continue  # data without consumables has no replenishment model
+                continue
             raise BadInputError(
                 f"no champion for {tracking.REGISTERED[kind]}: run `nextbest train` first"
                 f" ({type(error).__name__})"
             ) from error
-    built = build_features(tables, as_of=as_of, config=config)
-    buyers = built.customers[built.customers["purchase_days"] > 0]
+    return champions, versions
+
+
+def score_frames(
+    customers: pd.DataFrame,
+    pairs: pd.DataFrame,
+    *,
+    as_of,
+    champions: dict,
+    versions: dict[str, str],
+    config: FeatureConfig,
+) -> dict[str, pd.DataFrame]:
+    """Score feature tables (customers and pairs at ``as_of``) with ``champions``: churn and
+    CLV for every customer who has bought, replenishment for every pair."""
+    as_of = as_utc(as_of)
+    frames = {}
+    buyers = customers[customers["purchase_days"] > 0]
     churn = champions["churn"]
     _expect(churn.features_, buyers, "churn", versions["churn"], config)
     frames["churn"] = pd.DataFrame(
         {"customer_id": buyers["customer_id"], "churn_probability": churn.predict_proba(buyers)}
     )
-    h = config.horizon_days
-    clv = champions["clv"].predict(buyers, horizon_days=h)
-    frames["clv"] = clv[
+    h, clv = config.horizon_days, champions["clv"]
+    frames["clv"] = clv.predict(buyers, horizon_days=h)[
         [
             "customer_id",
             "p_alive",
             f"expected_purchases_{h}d",
             "expected_order_value",
             f"expected_spend_{h}d",
-            f"clv_{champions['clv'].clv_months}m",
+            f"clv_{clv.clv_months}m",
         ]
     ]
     if "replenishment" in champions:
-        pairs = pair_frame(built, as_of)
         model = champions["replenishment"]
+        frame = pair_frame_from(customers, pairs, as_of)
         _expect(
-            model.classifier.features_, pairs, "replenishment", versions["replenishment"], config
+            model.classifier.features_, frame, "replenishment", versions["replenishment"], config
         )
-        predicted = model.predict(pairs)
+        predicted = model.predict(frame)
         frames["replenishment"] = pd.DataFrame(
             {
-                "customer_id": pairs["customer_id"],
-                "product_id": pairs["product_id"],
+                "customer_id": frame["customer_id"],
+                "product_id": frame["product_id"],
                 "repurchase_probability": predicted["repurchase_probability"],
                 "expected_next_purchase_at": predicted["runout_p50"],
                 "next_purchase_p10_at": predicted["runout_p10"],
                 "next_purchase_p90_at": predicted["runout_p90"],
             }
         )
+    return {name: frame.reset_index(drop=True) for name, frame in frames.items()}
+
+
+def score(
+    tables=None,
+    *,
+    as_of=None,
+    config: FeatureConfig,
+    out: str | os.PathLike,
+    snapshot: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Score every customer (and pair) with the champion models and write ``out``: features
+    built from ``tables`` at ``as_of``, or read from a ``snapshot`` (``nextbest features``)."""
+    champions, versions = load_champions()
+    if snapshot is not None:
+        customers, pairs, manifest = read_snapshot(snapshot)
+        as_of = as_utc(manifest["as_of"])
+        built_with = manifest["config"]
+        config = FeatureConfig(
+            **{**built_with, "engagement_windows": tuple(built_with["engagement_windows"])}
+        )
+    else:
+        as_of = as_utc(as_of)
+        built = build_features(tables, as_of=as_of, config=config)
+        customers, pairs = built.customers, built.pairs
+    frames = score_frames(
+        customers, pairs, as_of=as_of, champions=champions, versions=versions, config=config
+    )
+    from training.tracking import REGISTERED
+
     meta = {
         "as_of": as_of.isoformat(),
-        "models": {tracking.REGISTERED[k]: v for k, v in versions.items()},
+        "models": {REGISTERED[k]: v for k, v in versions.items()},
         "rows": {name: len(frame) for name, frame in frames.items()},
         "config": asdict(config),
     }
     with atomic_folder(out, overwrite=overwrite) as tmp:
         for name, frame in frames.items():
-            write_table(frame.reset_index(drop=True), tmp / f"{name}.parquet")
+            write_table(frame, tmp / f"{name}.parquet")
         (tmp / "scores.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return meta
 

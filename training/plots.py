@@ -25,7 +25,8 @@ def roc(y, scores: dict[str, np.ndarray], title: str):
     fig, ax = plt.subplots(figsize=(5, 5))
     for name, score in scores.items():
         fpr, tpr, _ = roc_curve(np.asarray(y, dtype=bool), score)
-        ax.plot(fpr, tpr, label=name)
+        points = np.unique(np.linspace(0, fpr.size - 1, 1000).astype(int))
+        ax.plot(fpr[points], tpr[points], label=name)
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
     ax.legend(loc="lower right")
@@ -54,9 +55,11 @@ def lift(outcome, scores: dict[str, np.ndarray], what: str):
     outcome = np.asarray(outcome, dtype=float)
     fig, ax = plt.subplots(figsize=(5, 5))
     share = np.arange(1, outcome.size + 1) / outcome.size
+    points = np.unique(np.linspace(0, outcome.size - 1, 1000).astype(int))  # enough to draw
     for name, score in scores.items():
         order = np.argsort(-np.asarray(score), kind="stable")
-        ax.plot(share, np.cumsum(outcome[order]) / outcome.sum(), label=name)
+        captured = np.cumsum(outcome[order]) / outcome.sum()
+        ax.plot(share[points], captured[points], label=name)
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="random")
     ax.set(
         xlabel="share targeted (highest scores first)",

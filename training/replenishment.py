@@ -41,13 +41,18 @@ CONTEXT = (
 SHRINK_GAPS = 3.0  # weight of the product's spread, in gaps
 
 
-def pair_frame(built: FeatureTables, cutoff) -> pd.DataFrame:
+def pair_frame_from(customers: pd.DataFrame, pairs: pd.DataFrame, cutoff) -> pd.DataFrame:
     """The model's input at ``cutoff``: pair features with customer context and ``cutoff``."""
-    context = built.customers[["customer_id", *CONTEXT]].rename(
+    context = customers[["customer_id", *CONTEXT]].rename(
         columns={c: f"customer_{c}" for c in CONTEXT}
     )
-    pairs = built.pairs.merge(context, on="customer_id", how="left")
+    pairs = pairs.merge(context, on="customer_id", how="left")
     return pairs.assign(cutoff=pd.Timestamp(cutoff))
+
+
+def pair_frame(built: FeatureTables, cutoff) -> pd.DataFrame:
+    """:func:`pair_frame_from` the tables of a feature build."""
+    return pair_frame_from(built.customers, built.pairs, cutoff)
 
 
 def replenishment_examples(tables, cutoff, config: FeatureConfig) -> pd.DataFrame:
@@ -166,7 +171,7 @@ def train_replenishment(
     train_all, valid = dataset["train"], dataset["valid"]
     params, selection = select_params(train_all, label="repurchased", horizon_days=window_days)
     classifier = CalibratedClassifier(label="repurchased", **params)
-    classifier = classifier.fit(*calibration_split(train_all))
+    classifier = classifier.fit(*calibration_split(train_all, classifier.max_train_rows))
     # Only what was known at the validation cutoff: later next purchases are unseen.
     known = train_all["next_purchase_at"] <= valid["cutoff"].min()
     runout = RunoutModel.fit(

@@ -36,6 +36,24 @@ def test_train_then_score(small_world_dir, tmp_path):
     clv = pd.read_parquet(out / "clv.parquet")
     assert set(clv["customer_id"]) == set(churn["customer_id"]) and (clv["clv_12m"] >= 0).all()
 
+    # features built once and scored from the snapshot give the same scores
+    snapshot = tmp_path / "features"
+    built = nextbest(
+        "features", "--data", str(small_world_dir), "--as-of", as_of, "--out", str(snapshot)
+    )
+    assert built.returncode == 0, built.stderr
+    again = tmp_path / "again"
+    result = nextbest(
+        "score", "--features", str(snapshot), "--mlruns", str(mlruns), "--out", str(again)
+    )
+    assert result.returncode == 0, result.stderr
+    for name in ("churn", "clv", "replenishment"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(out / f"{name}.parquet"), pd.read_parquet(again / f"{name}.parquet")
+        )
+    both = nextbest("score", "--features", str(snapshot), *args, "--out", str(tmp_path / "x"))
+    assert both.returncode == 2 and "either --features DIR, or both" in both.stderr
+
 
 def test_train_rejects_a_bad_horizon(small_world_dir, tmp_path):
     result = nextbest(
