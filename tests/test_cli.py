@@ -18,7 +18,8 @@ def nextbest(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 
 def test_help_on_every_subcommand():
-    for args in ([], ["generate"], ["import"], ["import", "cdnow"], ["validate"], ["demo"]):
+    commands = ["generate", "import", "validate", "features", "train", "score", "demo"]
+    for args in ([], *([c] for c in commands), ["import", "cdnow"]):
         result = nextbest(*args, "--help")
         assert result.returncode == 0, result.stderr
         assert "Usage" in result.stdout
