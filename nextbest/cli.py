@@ -345,6 +345,70 @@ def score(
 
 
 @app.command()
+def serve(
+    data: Annotated[Path, typer.Option(help="The contract folder (identities, consents, orders).")],
+    features: Annotated[Path, typer.Option(help="A feature snapshot from `nextbest features`.")],
+    mlruns: Tracking = Path("mlruns"),
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 3000,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    state: Annotated[
+        Path, typer.Option(help="Folder for the suggestion, feedback and event store.")
+    ] = Path("data/serving"),
+    now: Annotated[
+        str | None, typer.Option(help="A fixed clock (ISO time) for simulated data.")
+    ] = None,
+    poll_seconds: Annotated[
+        float, typer.Option(help="Check the registry for a new champion this often (0: off).")
+    ] = 0.0,
+) -> None:
+    """Serve next best actions over HTTP (BentoML); stops with Ctrl-C."""
+    import subprocess
+
+    from serving.security import load_keys
+    from training import pipeline, tracking
+
+    if now is not None:
+        _as_of(now)
+    if not (features / "manifest.json").is_file():
+        raise BadInputError(f"--features: {features} is not a feature snapshot (no manifest.json)")
+    if not data.is_dir():
+        raise BadInputError(f"--data: {data} is not a contract folder")
+    if not load_keys():
+        raise BadInputError(
+            "no API keys: set NEXTBEST_API_KEYS (key:scope,...) or NEXTBEST_API_KEYS_FILE"
+        )
+    _quiet_mlflow()
+    tracking.configure(mlruns)
+    _, versions = pipeline.load_champions()  # refuses with one line when there is none
+    env = {
+        **os.environ,
+        "NEXTBEST_DATA": str(data.resolve()),
+        "NEXTBEST_FEATURES": str(features.resolve()),
+        "NEXTBEST_MLRUNS": str(mlruns.resolve()),
+        "NEXTBEST_STATE": str(state.resolve()),
+        "NEXTBEST_POLL_SECONDS": str(poll_seconds),
+        **({"NEXTBEST_NOW": now} if now else {}),
+    }
+    models = ", ".join(f"{k} v{v}" for k, v in versions.items())
+    err_console.print(f"serving {models} on http://{host}:{port}", highlight=False)
+    command = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "serving.service:NextBest",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--api-workers",
+        str(workers),
+    ]
+    raise typer.Exit(subprocess.call(command, env=env, cwd=Path(__file__).resolve().parents[1]))
+
+
+@app.command()
 def demo(
     customers: Customers = 5_000,
     seed: Seed = 7,

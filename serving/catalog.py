@@ -1,0 +1,93 @@
+"""The action catalog: ``serving/actions.yaml`` read and checked in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from nextbest.errors import BadInputError
+
+LOCALES = ("en", "zh-TW", "zh-CN")
+PURPOSES = ("service", "marketing")
+KINDS = (
+    "escalate_to_human",
+    "order_status_help",
+    "replenishment_reminder",
+    "cross_sell",
+    "winback_offer",
+    "nothing_now",
+)
+DEFAULT = Path(__file__).with_name("actions.yaml")
+
+
+@dataclass(frozen=True)
+class Action:
+    name: str
+    purpose: str
+    value: float | str  # a number, "product_margin" or "clv_12m"
+    cost: float
+    cooldown_days: float
+    cap_per_30_days: int
+    templates: dict[str, str]
+    reasons: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Catalog:
+    actions: dict[str, Action]
+    margin: float
+    retention_uplift: float
+
+    def __getitem__(self, name: str) -> Action:
+        return self.actions[name]
+
+
+def load_catalog(path: str | Path = DEFAULT) -> Catalog:
+    """Read and check a catalog; every problem is reported at once, naming the field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise BadInputError(f"{path}: cannot read the action catalog: {error}") from None
+    problems: list[str] = []
+    actions = {}
+    entries = raw.get("actions") if isinstance(raw, dict) else None
+    if not isinstance(entries, dict):
+        raise BadInputError(f"{path}: expected a mapping 'actions'")
+    for name in KINDS:
+        if name not in entries:
+            problems.append(f"actions.{name}: missing (every action kind needs an entry)")
+    for name, spec in entries.items():
+        where = f"actions.{name}"
+        if name not in KINDS:
+            problems.append(f"{where}: unknown action kind (known: {', '.join(KINDS)})")
+            continue
+        if spec.get("purpose") not in PURPOSES:
+            problems.append(f"{where}.purpose: must be one of {PURPOSES}")
+        value = spec.get("value")
+        if not (isinstance(value, int | float) or value in ("product_margin", "clv_12m")):
+            problems.append(f"{where}.value: a number, product_margin or clv_12m")
+        for field in ("cost", "cooldown_days", "cap_per_30_days"):
+            if not isinstance(spec.get(field), int | float) or spec[field] < 0:
+                problems.append(f"{where}.{field}: must be a number >= 0")
+        for field in ("templates", "reasons"):
+            texts = spec.get(field) or {}
+            missing = [loc for loc in LOCALES if loc not in texts]
+            if missing:
+                problems.append(f"{where}.{field}: missing locales {missing}")
+        if not problems:
+            actions[name] = Action(
+                name=name,
+                purpose=spec["purpose"],
+                value=value,
+                cost=float(spec["cost"]),
+                cooldown_days=float(spec["cooldown_days"]),
+                cap_per_30_days=int(spec["cap_per_30_days"]),
+                templates=dict(spec["templates"]),
+                reasons=dict(spec["reasons"]),
+            )
+    if problems:
+        raise BadInputError(f"{path}: " + "; ".join(problems))
+    return Catalog(actions, float(raw.get("margin", 0.3)), float(raw.get("retention_uplift", 0.1)))

@@ -1,0 +1,140 @@
+"""API keys and request limits, as one ASGI middleware in front of every route.
+
+Keys come from ``NEXTBEST_API_KEYS`` (``key:scope[+scope],…``) and/or the file named by
+``NEXTBEST_API_KEYS_FILE`` (one ``key scope[,scope]`` per line, ``#`` comments). A request
+sends its key as ``Authorization: Bearer KEY`` or ``x-api-key: KEY``. Scopes: ``chatbot``
+(suggest, profile, feedback) and ``admin`` (events, reload; an admin key may do everything).
+``/livez``, ``/readyz``, ``/metrics`` and the OpenAPI are open. Keys are kept only as
+SHA-256 digests and never logged; logs name a key by the first 8 hex digits of its digest.
+A body over ``NEXTBEST_MAX_BODY_BYTES`` (default 1 MB) gets 413 before it is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from pathlib import Path
+
+from nextbest.errors import BadInputError
+
+OPEN = {"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/docs", "/"}
+ADMIN = {"/events", "/admin/reload"}
+SCOPES = {"chatbot", "admin"}
+MAX_BODY = 1_000_000
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def load_keys(env: dict | None = None) -> dict[str, set[str]]:
+    """Key digest -> scopes, from the environment and the key file."""
+    env = os.environ if env is None else env
+    entries: list[tuple[str, str, str]] = []  # (key, scopes, where)
+    for i, item in enumerate(filter(None, env.get("NEXTBEST_API_KEYS", "").split(","))):
+        key, _, scopes = item.strip().partition(":")
+        entries.append((key, scopes.replace("+", ","), f"NEXTBEST_API_KEYS entry {i + 1}"))
+    if path := env.get("NEXTBEST_API_KEYS_FILE"):
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError as error:
+            raise BadInputError(f"NEXTBEST_API_KEYS_FILE: cannot read {path}: {error}") from None
+        for n, line in enumerate(lines, 1):
+            line = line.split("#", 1)[0].strip()
+            if line:
+                key, _, scopes = line.partition(" ")
+                entries.append((key, scopes.strip(), f"{path} line {n}"))
+    keys: dict[str, set[str]] = {}
+    for key, scopes, where in entries:
+        wanted = {s.strip() for s in scopes.split(",") if s.strip()}
+        if len(key) < 16:
+            raise BadInputError(f"{where}: an API key needs at least 16 characters")
+        if not wanted or not wanted <= SCOPES:
+            raise BadInputError(f"{where}: scopes must be among {sorted(SCOPES)}, got {scopes!r}")
+        keys[_digest(key)] = wanted
+    return keys
+
+
+def key_id(key: str) -> str:
+    return _digest(key)[:8]
+
+
+class SecurityMiddleware:
+    """401 without a known key, 403 without the scope, 413 over the body limit."""
+
+    def __init__(self, app, keys: dict[str, set[str]] | None = None, max_body: int | None = None):
+        self.app = app
+        self.keys = load_keys() if keys is None else keys
+        self.max_body = max_body or int(os.environ.get("NEXTBEST_MAX_BODY_BYTES", MAX_BODY))
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"].rstrip("/") or "/"
+        if path not in OPEN:
+            headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+            key = headers.get("x-api-key")
+            auth = headers.get("authorization", "")
+            if key is None and auth.lower().startswith("bearer "):
+                key = auth[7:].strip()
+            scopes = self._scopes(key)
+            if scopes is None:
+                return await _problem(send, 401, "missing or unknown API key", auth=True)
+            needed = "admin" if path in ADMIN else "chatbot"
+            if needed not in scopes and "admin" not in scopes:
+                return await _problem(send, 403, f"this key lacks the {needed!r} scope")
+            length = headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_body:
+                return await _problem(send, 413, f"request body over {self.max_body} bytes")
+            receive = self._limited(receive, send)
+        started = False
+
+        async def tracked(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            return await self.app(scope, receive, tracked)
+        except BodyTooLarge:
+            if not started:
+                await _problem(send, 413, f"request body over {self.max_body} bytes")
+
+    def _scopes(self, key: str | None) -> set[str] | None:
+        if not key:
+            return None
+        digest = _digest(key)
+        for known, scopes in self.keys.items():
+            if hmac.compare_digest(known, digest):
+                return scopes
+        return None
+
+    def _limited(self, receive, send):
+        seen = 0
+        limit = self.max_body
+
+        async def wrapped():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge
+            return message
+
+        return wrapped
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def _problem(send, status: int, detail: str, auth: bool = False) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if auth:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

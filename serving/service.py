@@ -1,0 +1,163 @@
+"""The BentoML service: ``bentoml serve serving.service:NextBest`` (or ``nextbest serve``).
+
+Configuration comes from the environment (``nextbest serve`` sets it):
+
+- ``NEXTBEST_DATA`` contract folder, ``NEXTBEST_FEATURES`` feature snapshot,
+  ``NEXTBEST_MLRUNS`` MLflow folder (or ``MLFLOW_TRACKING_URI``);
+- ``NEXTBEST_STATE`` folder for the suggestion / feedback / event store;
+- ``NEXTBEST_NOW``: a fixed clock (ISO time) for simulated data, else the wall clock;
+- ``NEXTBEST_POLL_SECONDS``: check the registry for a new champion this often (0: never);
+- API keys and the body limit: :mod:`serving.security`.
+
+Loading runs in a background thread: ``/readyz`` answers 503 until the models and
+features are in memory. A reload (``POST /admin/reload`` or the poll) builds a new state
+beside the old one and swaps a single reference; if it fails the old one keeps serving,
+the failure is logged and counted in ``nextbest_reload_failures_total``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import bentoml
+
+from serving import api
+from serving.security import SecurityMiddleware
+
+logger = logging.getLogger("nextbest.serving")
+
+RELOADS = bentoml.metrics.Counter(
+    name="nextbest_reloads_total",
+    documentation="Model and feature reloads, by outcome",
+    labelnames=["outcome"],
+)
+
+
+def _clock():
+    fixed = os.environ.get("NEXTBEST_NOW")
+    if fixed:
+        moment = datetime.fromisoformat(fixed)
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return lambda: moment
+    return lambda: datetime.now(UTC)
+
+
+@bentoml.service(
+    name="nextbest",
+    workers=int(os.environ.get("NEXTBEST_WORKERS", "1")),
+    traffic={"timeout": 60},
+)
+@bentoml.asgi_app(api.app, path="/")
+class NextBest:
+    """Next best actions for chatbots: suggest, profile, events, feedback, reload."""
+
+    def __init__(self) -> None:
+        from serving.catalog import DEFAULT, load_catalog
+        from serving.feedback import FeedbackStore
+        from training import tracking
+
+        self.data = Path(os.environ.get("NEXTBEST_DATA", "data/demo"))
+        self.features = Path(os.environ.get("NEXTBEST_FEATURES", "data/features"))
+        tracking.configure(os.environ.get("NEXTBEST_MLRUNS", "mlruns"))
+        state_dir = Path(os.environ.get("NEXTBEST_STATE", "data/serving"))
+        api.RUNTIME.catalog = load_catalog(os.environ.get("NEXTBEST_ACTIONS") or DEFAULT)
+        api.RUNTIME.feedback = FeedbackStore(state_dir / "serving.db")
+        api.RUNTIME.clock = _clock()
+        api.RUNTIME.reload = self.reload
+        self._reload_lock = threading.Lock()
+        threading.Thread(target=self._first_load, daemon=True, name="nextbest-load").start()
+        poll = float(os.environ.get("NEXTBEST_POLL_SECONDS", "0"))
+        if poll > 0:
+            threading.Thread(target=self._poll, args=(poll,), daemon=True).start()
+
+    def __is_ready__(self) -> bool:
+        return api.RUNTIME.state is not None
+
+    def _load(self):
+        from serving.state import ServingState
+
+        return ServingState.load(data=self.data, features=self.features)
+
+    def _first_load(self) -> None:
+        try:
+            api.RUNTIME.state = self._load()
+            RELOADS.labels(outcome="loaded").inc()
+            logger.info("serving models %s", api.RUNTIME.state.versions)
+        except Exception:  # the service stays unready; the log says why
+            RELOADS.labels(outcome="failed").inc()
+            logger.exception("loading models and features failed; /readyz stays 503")
+
+    def reload(self) -> dict:
+        """Build a new state beside the current one and swap it in; keep the old on failure."""
+        with self._reload_lock:
+            old = api.RUNTIME.state
+            try:
+                new = self._load()
+            except Exception as error:
+                RELOADS.labels(outcome="failed").inc()
+                logger.exception("reload failed; still serving %s", old and old.versions)
+                versions = old.versions if old else {}
+                return {
+                    "reloaded": False,
+                    "model_versions": versions,
+                    "detail": f"kept the current models: {type(error).__name__}: {error}",
+                }
+            api.RUNTIME.state = new  # one reference: requests see the old or the new, whole
+            RELOADS.labels(outcome="reloaded").inc()
+            logger.info("reloaded: serving models %s", new.versions)
+            return {"reloaded": True, "model_versions": new.versions, "detail": "switched"}
+
+    def _poll(self, seconds: float) -> None:
+        from mlflow import MlflowClient
+
+        from training.tracking import REGISTERED
+
+        while True:
+            time.sleep(seconds)
+            state = api.RUNTIME.state
+            if state is None:
+                continue
+            try:
+                client = MlflowClient()
+                current = {
+                    kind: str(client.get_model_version_by_alias(name, "champion").version)
+                    for kind, name in REGISTERED.items()
+                    if kind in state.versions
+                }
+            except Exception:
+                logger.exception("polling the registry failed")
+                continue
+            if current != state.versions:
+                self.reload()
+
+    @bentoml.api(route="/score/churn")
+    def churn(self, customer_id: str) -> dict:
+        """The churn probability of one customer (one LightGBM row, one thread)."""
+        from training.classifier import model_frame
+
+        state = api.RUNTIME.state
+        if state is None:
+            raise bentoml.exceptions.ServiceUnavailable("not ready")
+        if customer_id not in state.rows.index:
+            raise bentoml.exceptions.NotFound(f"unknown customer {customer_id!r}")
+        model = state.churn_model
+        row = state.rows.loc[[customer_id]]
+        raw = model.booster_.predict(
+            model_frame(row, model.features_), raw_score=True, num_threads=1
+        )
+        c = model.calibration_
+        probability = float(1 / (1 + math.exp(-(c["slope"] * raw[0] + c["intercept"]))))
+        return {
+            "customer_id": customer_id,
+            "churn_probability": probability,
+            "model_version": state.versions["churn"],
+        }
+
+
+NextBest.add_asgi_middleware(SecurityMiddleware)

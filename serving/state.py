@@ -1,0 +1,384 @@
+"""What the service holds in memory: champion models, scored profiles, identities, consents.
+
+:meth:`ServingState.load` reads the champion models from the MLflow registry, a feature
+snapshot (``nextbest features``) and the contract folder it was built from, scores every
+customer once (vectorised, :func:`training.pipeline.score_frames`) and indexes the result
+by customer id, so a request is a few dictionary lookups and the policy (well under 1 ms).
+
+Online updates (:meth:`ServingState.apply`) change a customer's state at once: an order
+resets the bought consumable's run-out date (no reminder for ink bought a minute ago), a
+ticket or a negative sentiment counts towards frustration, a consent record changes what
+may be proposed, a new identity resolves to its customer.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from serving.policy import Consumable, CrossSell, Profile
+
+RECENT_ORDERS = 5
+MIN_PAIR_CUSTOMERS = 20  # co-purchase rules need this many customers owning both
+MIN_LIFT = 1.2
+
+
+def _utc(value) -> datetime:
+    return pd.Timestamp(value).tz_convert("UTC").to_pydatetime()
+
+
+@dataclass
+class Customer:
+    """One customer's served state (mutable by online updates, under the state's lock)."""
+
+    customer_id: str
+    locale: str
+    segment: str
+    churn_probability: float | None
+    clv_12m: float | None
+    p_alive: float | None
+    min_sentiment_30d: float | None
+    last_order_at: datetime | None
+    preferred_channel: str | None
+    consents: dict[str, tuple[bool, datetime]] = field(default_factory=dict)
+    open_tickets: int = 0
+    consumables: dict[str, Consumable] = field(default_factory=dict)
+    cycle_days: dict[str, float] = field(default_factory=dict)  # per unit, per consumable
+    owned: set[str] = field(default_factory=set)
+    recent_orders: list[dict] = field(default_factory=list)
+
+
+class ServingState:
+    """Everything a request needs, loaded once and swapped whole on reload."""
+
+    def __init__(self, *, versions: dict[str, str], as_of: datetime, window_days: int) -> None:
+        self.versions = versions
+        self.as_of = as_of
+        self.window_days = window_days
+        self.customers: dict[str, Customer] = {}
+        self.identities: dict[tuple[str, str], str] = {}
+        self.products: dict[str, dict] = {}
+        self.rules: dict[str, list[tuple[str, float, float]]] = {}  # A -> [(B, conf, lift)]
+        self.lock = threading.Lock()
+
+    # -- loading ---------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, *, data: Path, features: Path) -> ServingState:
+        """Champions from the configured MLflow registry, the snapshot, the contract data."""
+        from features.config import FeatureConfig
+        from features.io import read_snapshot
+        from nextbest.io import read_tables
+        from training.pipeline import load_champions, score_frames
+
+        champions, versions = load_champions()
+        customers, pairs, manifest = read_snapshot(features)
+        built_with = manifest["config"]
+        config = FeatureConfig(
+            **{**built_with, "engagement_windows": tuple(built_with["engagement_windows"])}
+        )
+        as_of = _utc(manifest["as_of"])
+        scores = score_frames(
+            customers, pairs, as_of=as_of, champions=champions, versions=versions, config=config
+        )
+        tables, _, _ = read_tables(data)
+        state = cls(versions=versions, as_of=as_of, window_days=config.window_days)
+        state._index(customers, scores, tables, as_of)
+        state.churn_model = champions["churn"]
+        state.rows = customers[customers["purchase_days"] > 0].set_index("customer_id", drop=False)
+        return state
+
+    def _index(self, customers: pd.DataFrame, scores: dict, tables: dict, as_of: datetime):
+        products = tables["products"]
+        for row in products.to_dict("records"):
+            names = {"en": row["name"]}
+            for locale, column in (("zh-TW", "name_zh_tw"), ("zh-CN", "name_zh_cn")):
+                if isinstance(row.get(column), str):
+                    names[locale] = row[column]
+            self.products[row["product_id"]] = {
+                "names": names,
+                "price": float(row["price"]),
+                "consumable": bool(row["consumable"]),
+                "category": row["category"],
+            }
+        frame = customers[
+            ["customer_id", "locale", "segment", "sentiment_min_30d", "last_purchase_at"]
+        ].merge(scores["churn"], on="customer_id", how="left")
+        frame = frame.merge(
+            scores["clv"][["customer_id", "clv_12m", "p_alive"]], on="customer_id", how="left"
+        )
+        events = tables["events"]
+        events = events[events["occurred_at"] <= as_of]
+        channel = (
+            events.dropna(subset=["customer_id"])
+            .groupby(["customer_id", "source"])
+            .size()
+            .reset_index(name="n")
+            .sort_values(["customer_id", "n"], ascending=[True, False])
+            .drop_duplicates("customer_id")
+            .set_index("customer_id")["source"]
+        )
+        frame["preferred_channel"] = frame["customer_id"].map(channel)
+        for row in frame.to_dict("records"):
+            self.customers[row["customer_id"]] = Customer(
+                customer_id=row["customer_id"],
+                locale=row["locale"],
+                segment=row["segment"],
+                churn_probability=_num(row["churn_probability"]),
+                clv_12m=_num(row["clv_12m"]),
+                p_alive=_num(row["p_alive"]),
+                min_sentiment_30d=_num(row["sentiment_min_30d"]),
+                last_order_at=None
+                if pd.isna(row["last_purchase_at"])
+                else _utc(row["last_purchase_at"]),
+                preferred_channel=row["preferred_channel"]
+                if isinstance(row["preferred_channel"], str)
+                else None,
+            )
+        for row in tables["identities"].to_dict("records"):
+            self.identities[(row["id_type"], row["id_value"])] = row["customer_id"]
+        consents = tables["consents"]
+        consents = consents[consents["recorded_at"] <= as_of].sort_values("recorded_at")
+        for row in consents.drop_duplicates(["customer_id", "purpose"], keep="last").to_dict(
+            "records"
+        ):
+            if row["customer_id"] in self.customers:
+                self.customers[row["customer_id"]].consents[row["purpose"]] = (
+                    bool(row["granted"]),
+                    _utc(row["recorded_at"]),
+                )
+        tickets = events[events["event_type"].isin(["ticket_opened", "ticket_resolved"])]
+        balance = (
+            tickets.assign(d=np.where(tickets["event_type"] == "ticket_opened", 1, -1))
+            .groupby("customer_id")["d"]
+            .sum()
+        )
+        for customer_id, n in balance[balance > 0].items():
+            if customer_id in self.customers:
+                self.customers[customer_id].open_tickets = int(n)
+        orders = tables["orders"]
+        orders = orders[orders["ordered_at"] <= as_of]
+        bought = orders[orders["quantity"] > 0][["customer_id", "product_id"]].drop_duplicates()
+        for customer_id, owned in bought.groupby("customer_id")["product_id"]:
+            if customer_id in self.customers:
+                self.customers[customer_id].owned = set(owned)
+        self._rules(bought)
+        per_order = (
+            orders.groupby(["customer_id", "order_id"])
+            .agg(
+                ordered_at=("ordered_at", "max"), amount=("amount", "sum"), lines=("amount", "size")
+            )
+            .reset_index()
+            .sort_values(["customer_id", "ordered_at"], ascending=[True, False])
+        )
+        recent = per_order.groupby("customer_id").head(RECENT_ORDERS)
+        for row in recent.to_dict("records"):
+            if row["customer_id"] in self.customers:
+                self.customers[row["customer_id"]].recent_orders.append(
+                    {
+                        "order_id": row["order_id"],
+                        "ordered_at": _utc(row["ordered_at"]),
+                        "amount": round(float(row["amount"]), 2),
+                        "lines": int(row["lines"]),
+                    }
+                )
+        if "replenishment" in scores:
+            pairs = scores["replenishment"].merge(
+                self._cycles(tables, as_of), on=["customer_id", "product_id"], how="left"
+            )
+            for row in pairs.to_dict("records"):
+                customer = self.customers.get(row["customer_id"])
+                product = self.products.get(row["product_id"])
+                if customer is None or product is None:
+                    continue
+                customer.consumables[row["product_id"]] = Consumable(
+                    product_id=row["product_id"],
+                    names=product["names"],
+                    price=product["price"],
+                    repurchase_probability=float(row["repurchase_probability"]),
+                    expected_next_purchase_at=_utc(row["expected_next_purchase_at"]),
+                    next_purchase_p10_at=_utc(row["next_purchase_p10_at"]),
+                    next_purchase_p90_at=_utc(row["next_purchase_p90_at"]),
+                    last_purchase_at=_utc(row["last_purchase_at"]),
+                )
+                customer.cycle_days[row["product_id"]] = float(row["cycle_median_days"])
+
+    def _cycles(self, tables, as_of) -> pd.DataFrame:
+        # The per-unit cycle and last purchase of each pair, for online resets.
+        orders = tables["orders"]
+        orders = orders[(orders["ordered_at"] <= as_of) & (orders["quantity"] > 0)]
+        last = (
+            orders.groupby(["customer_id", "product_id"])["ordered_at"]
+            .max()
+            .rename("last_purchase_at")
+        )
+        days = orders.assign(day=orders["ordered_at"].dt.floor("D")).drop_duplicates(
+            ["customer_id", "product_id", "day"]
+        )
+        days = days.sort_values(["customer_id", "product_id", "day"])
+        gap = days.groupby(["customer_id", "product_id"])["day"].diff().dt.days
+        per_unit = (gap / days.groupby(["customer_id", "product_id"])["quantity"].shift()).rename(
+            "cycle_median_days"
+        )
+        cycles = per_unit.groupby([days["customer_id"], days["product_id"]]).median()
+        return pd.concat([last, cycles], axis=1).reset_index()
+
+    def _rules(self, bought: pd.DataFrame) -> None:
+        """Co-purchase rules A -> B with lift >= MIN_LIFT among owners of A."""
+        from scipy import sparse
+
+        if bought.empty:
+            return
+        c_codes, c_index = pd.factorize(bought["customer_id"])
+        p_codes, p_index = pd.factorize(bought["product_id"])
+        x = sparse.csr_matrix(
+            (np.ones(len(bought)), (c_codes, p_codes)), shape=(len(c_index), len(p_index))
+        )
+        both = (x.T @ x).toarray()
+        owners = np.diag(both)
+        n = len(c_index)
+        for a in range(len(p_index)):
+            rules = []
+            for b in range(len(p_index)):
+                if a == b or both[a, b] < MIN_PAIR_CUSTOMERS:
+                    continue
+                confidence = both[a, b] / owners[a]
+                lift = confidence / (owners[b] / n)
+                if lift >= MIN_LIFT:
+                    rules.append((str(p_index[b]), float(confidence), float(lift)))
+            if rules:
+                self.rules[str(p_index[a])] = sorted(rules, key=lambda r: -r[2])[:5]
+
+    # -- requests --------------------------------------------------------------------------
+
+    def resolve(self, customer_id: str | None, id_type: str | None, id_value: str | None):
+        """The customer id for a reference, or ``None`` for an unknown visitor."""
+        if customer_id is not None:
+            return customer_id if customer_id in self.customers else None
+        return self.identities.get((id_type, id_value))
+
+    def profile(self, customer_id: str, now: datetime) -> Profile:
+        c = self.customers[customer_id]
+        granted, _ = c.consents.get("marketing", (False, None))
+        cross = []
+        for owned in c.owned:
+            for product_id, confidence, lift in self.rules.get(owned, ()):
+                product = self.products[product_id]
+                if product_id in c.owned or product["consumable"]:
+                    continue
+                cross.append(
+                    CrossSell(
+                        product_id, product["names"], product["price"], confidence, lift, owned
+                    )
+                )
+        return Profile(
+            customer_id=customer_id,
+            locale=c.locale,
+            marketing_consent=granted,
+            churn_probability=c.churn_probability,
+            clv_12m=c.clv_12m,
+            open_tickets=c.open_tickets,
+            min_sentiment_30d=c.min_sentiment_30d,
+            last_order_at=c.last_order_at,
+            consumables=list(c.consumables.values()),
+            cross_sell=cross,
+        )
+
+    # -- online updates --------------------------------------------------------------------
+
+    def apply(self, batch) -> dict[str, int]:
+        """Apply an ingested batch (:class:`serving.api.EventBatch`); returns counts applied.
+        Rows of unknown customers are counted as ``ignored``."""
+        counts = {"orders": 0, "events": 0, "consents": 0, "identities": 0, "ignored": 0}
+        with self.lock:
+            for identity in batch.identities:
+                if identity.customer_id not in self.customers:
+                    counts["ignored"] += 1
+                    continue
+                self.identities[(identity.id_type, identity.id_value)] = identity.customer_id
+                counts["identities"] += 1
+            for consent in batch.consents:
+                c = self.customers.get(consent.customer_id)
+                if c is None:
+                    counts["ignored"] += 1
+                    continue
+                at = _utc(consent.recorded_at)
+                current = c.consents.get(consent.purpose)
+                if current is None or at >= current[1]:
+                    c.consents[consent.purpose] = (consent.granted, at)
+                counts["consents"] += 1
+            for order in batch.orders:
+                c = self.customers.get(order.customer_id)
+                if c is None:
+                    counts["ignored"] += 1
+                    continue
+                at = _utc(order.ordered_at)
+                counts["orders"] += 1
+                if order.quantity <= 0:
+                    continue
+                c.last_order_at = max(filter(None, (c.last_order_at, at)))
+                c.owned.add(order.product_id)
+                c.recent_orders.insert(
+                    0,
+                    {
+                        "order_id": order.order_id,
+                        "ordered_at": at,
+                        "amount": round(order.amount, 2),
+                        "lines": 1,
+                    },
+                )
+                del c.recent_orders[RECENT_ORDERS:]
+                item = c.consumables.get(order.product_id)
+                if item is not None and at >= item.last_purchase_at:
+                    c.consumables[order.product_id] = _reset(
+                        item, at, c.cycle_days.get(order.product_id), order.quantity
+                    )
+            for event in batch.events:
+                customer_id = (
+                    event.customer_id
+                    or self.identities.get(("cookie", event.anonymous_id or ""))
+                    or self.identities.get(("device", event.anonymous_id or ""))
+                )
+                c = self.customers.get(customer_id) if customer_id else None
+                if c is None:
+                    counts["ignored"] += 1
+                    continue
+                counts["events"] += 1
+                if event.sentiment is not None:
+                    c.min_sentiment_30d = min(
+                        event.sentiment,
+                        c.min_sentiment_30d if c.min_sentiment_30d is not None else 1.0,
+                    )
+                if event.event_type == "ticket_opened":
+                    c.open_tickets += 1
+                elif event.event_type == "ticket_resolved":
+                    c.open_tickets = max(0, c.open_tickets - 1)
+        return counts
+
+
+def _reset(item: Consumable, at: datetime, cycle_days: float | None, quantity: int) -> Consumable:
+    """The consumable after a purchase at ``at``: its run-out dates move one cycle on (the
+    quantity bought times the per-unit cycle, or the previous spacing when unknown)."""
+    previous = (item.expected_next_purchase_at - item.last_purchase_at).total_seconds() / 86_400
+    cycle = cycle_days * quantity if cycle_days and cycle_days > 0 else max(previous, 1.0)
+    shift = at + timedelta(days=cycle) - item.expected_next_purchase_at
+    return replace(
+        item,
+        last_purchase_at=at,
+        expected_next_purchase_at=item.expected_next_purchase_at + shift,
+        next_purchase_p10_at=item.next_purchase_p10_at + shift,
+        next_purchase_p90_at=item.next_purchase_p90_at + shift,
+    )
+
+
+def _num(value) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
