@@ -258,9 +258,9 @@ class ServingState:
 
     def resolve(self, customer_id: str | None, id_type: str | None, id_value: str | None):
         """The customer id for a reference, or ``None`` for an unknown visitor."""
-        if customer_id is not None:
-            return customer_id if customer_id in self.customers else None
-        return self.identities.get((id_type, id_value))
+        if customer_id is None:
+            customer_id = self.identities.get((id_type, id_value))
+        return customer_id if customer_id in self.customers else None
 
     def profile(self, customer_id: str, now: datetime) -> Profile:
         c = self.customers[customer_id]
