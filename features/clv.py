@@ -12,6 +12,8 @@ The fitted parameters are a population fact: :func:`fit_lifetimes` computes them
 
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
 from dataclasses import dataclass
 
@@ -47,7 +49,12 @@ def _fit(make, args: tuple, weights: np.ndarray, penalizer: float, name: str):
         )
         model = make(coef)
         try:
-            with np.errstate(all="ignore"), warnings.catch_warnings():
+            # lifetimes prints scipy's whole result on a failed fit; the retry handles it
+            with (
+                np.errstate(all="ignore"),
+                warnings.catch_warnings(),
+                contextlib.redirect_stdout(io.StringIO()),
+            ):
                 warnings.simplefilter("ignore")
                 model.fit(*args, weights=weights)
         except Exception:

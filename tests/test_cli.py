@@ -104,10 +104,23 @@ def test_import_cdnow(tmp_path):
 
 
 def test_demo_runs_end_to_end(tmp_path):
-    result = nextbest("demo", "--customers", "500", "--out", str(tmp_path / "demo"))
+    world = tmp_path / "demo"
+    args = ("demo", "--customers", "3000", "--out", str(world), "--mlruns", str(tmp_path / "m"))
+    result = nextbest(*args)
     assert result.returncode == 0, result.stderr
-    assert "validated" in result.stdout
-    assert "truth: customers who buy in the next 90 days" in result.stdout
+    out = result.stdout
+    assert "validated" in out and "truth: customers who buy in the next 90 days" in out
+    assert "promoted" in out and "serving on http://127.0.0.1:" in out
+    assert "replenishment_reminder" in out.split("2. the same customer")[0]
+    assert "escalate_to_human" in out.split("2. the same customer")[1].split("3a.")[0]
+    assert "unknown visitor (en)" in out
+    assert "6. stopped the service" in out
+
+
+def test_demo_without_serving(tmp_path):
+    result = nextbest("demo", "--customers", "500", "--out", str(tmp_path / "d"), "--no-serve")
+    assert result.returncode == 0, result.stderr
+    assert "validated" in result.stdout and "serving on http" not in result.stdout
 
 
 def test_module_entry_point():

@@ -1,0 +1,185 @@
+"""Serving speed: a bounded loopback load test of a real ``nextbest serve`` (BentoML).
+
+Against the same running service, for concurrency 1 and 8 (``BENCH_SERVE_SECONDS`` each,
+default 20): ``POST /suggest`` (identity resolution, profile, policy, suggestion record) and,
+as the reference, ``POST /score/churn`` (one row through the LightGBM booster, one thread:
+the bare endpoint). Prints requests per second and p50 / p99 latency, and the ratios.
+Then, in process: :func:`serving.policy.rank` for one customer (profile built from the
+served state), p50 and p99 over 20,000 calls.
+
+The world is the 100k-customer benchmark world; its feature snapshot and trained champions
+are cached in data/bench/serve-100000/ after the first run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.features import AS_OF, _world
+
+CUSTOMERS = int(os.environ.get("BENCH_SERVE_CUSTOMERS", "100000"))
+SECONDS = float(os.environ.get("BENCH_SERVE_SECONDS", "20"))
+KEY = "bench-chatbot-key-000000001"
+
+
+def _prepare(folder: Path) -> Path:
+    """Feature snapshot and champions for the world (cached)."""
+    from features.build import build_features
+    from features.config import FeatureConfig
+    from features.io import write_snapshot
+    from training import pipeline, tracking
+
+    cache = folder.parent / f"serve-{CUSTOMERS}"
+    if not (cache / "features" / "manifest.json").is_file():
+        config = FeatureConfig()
+        print("building the feature snapshot and training champions (once)…", flush=True)
+        tracking.configure(cache / "mlruns")
+        pipeline.train(folder, as_of=AS_OF, config=config, root=cache / "mlruns")
+        built = build_features(folder, as_of=AS_OF, config=config)
+        write_snapshot(built, config, folder, cache / "features", overwrite=True)
+    return cache
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _load(url: str, path: str, bodies: list[dict], concurrency: int) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + SECONDS
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+
+        async def worker(seed: int) -> None:
+            nonlocal errors
+            rng = random.Random(seed)
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                r = await client.post(path, json=rng.choice(bodies), headers={"x-api-key": KEY})
+                latencies.append(time.perf_counter() - start)
+                errors += r.status_code != 200
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    ms = np.array(latencies) * 1000
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50": float(np.percentile(ms, 50)),
+        "p99": float(np.percentile(ms, 99)),
+        "errors": errors,
+        "n": len(latencies),
+    }
+
+
+def _in_process(cache: Path, folder: Path, customers: list[str]) -> dict:
+    from serving.catalog import load_catalog
+    from serving.policy import Context, rank
+    from serving.state import ServingState
+    from training import tracking
+
+    tracking.configure(cache / "mlruns")
+    state = ServingState.load(data=folder, features=cache / "features")
+    catalog, now = load_catalog(), state.as_of
+    times = []
+    rng = random.Random(0)
+    for _ in range(20_000):
+        customer_id = rng.choice(customers)
+        start = time.perf_counter()
+        rank(state.profile(customer_id, now), Context(), catalog, now=now)
+        times.append(time.perf_counter() - start)
+    ms = np.array(times) * 1000
+    return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99))}
+
+
+def run() -> None:
+    import httpx
+    import pandas as pd
+
+    folder = _world(CUSTOMERS)
+    cache = _prepare(folder)
+    snapshot = pd.read_parquet(cache / "features" / "customers.parquet")
+    buyers = snapshot.loc[snapshot["purchase_days"] > 0, "customer_id"].tolist()
+    port = _free_port()
+    env = {**os.environ, "NEXTBEST_API_KEYS": f"{KEY}:chatbot", "MLFLOW_LOGGING_LEVEL": "WARNING"}
+    log = open(cache / "serve.log", "w")  # noqa: SIM115 - closed below
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("nextbest")),
+            "serve",
+            "--data",
+            str(folder),
+            "--features",
+            str(cache / "features"),
+            "--mlruns",
+            str(cache / "mlruns"),
+            "--state",
+            str(cache / "state"),
+            "--port",
+            str(port),
+            "--now",
+            f"{AS_OF}T12:00:00",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        started = time.perf_counter()
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.perf_counter() - started > 600:
+                raise SystemExit("the service did not start: see " + str(cache / "serve.log"))
+            time.sleep(0.5)
+        print(f"\nserving {CUSTOMERS:,} customers: ready in {time.perf_counter() - started:.1f} s")
+        bodies = [{"customer_id": c} for c in buyers]
+        print(f"{'endpoint':>14} {'conc':>4} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} errors")
+        results = {}
+        for concurrency in (1, 8):
+            for path in ("/score/churn", "/suggest"):
+                r = asyncio.run(_load(url, path, bodies, concurrency))
+                results[path, concurrency] = r
+                print(
+                    f"{path:>14} {concurrency:>4} {r['rps']:>8.0f} {r['p50']:>7.2f}"
+                    f" {r['p99']:>7.2f} {r['errors']}",
+                    flush=True,
+                )
+        for c in (1, 8):
+            s, b = results["/suggest", c], results["/score/churn", c]
+            print(
+                f"c={c}: /suggest throughput {s['rps'] / b['rps']:.0%} of the bare endpoint's"
+                f" (goal >= 70%), p99 {s['p99'] / b['p99']:.2f}x (goal <= 1.5x)"
+            )
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=60)
+        log.close()
+    local = _in_process(cache, folder, buyers)
+    print(
+        f"in process: ranked answer p50 {local['p50']:.3f} ms, p99 {local['p99']:.3f} ms"
+        " (goal p50 < 1 ms)"
+    )
+
+
+if __name__ == "__main__":
+    run()
