@@ -200,6 +200,10 @@ class Runtime:
 
 RUNTIME = Runtime()
 
+# The chatbot endpoints are ``async``: their work (dictionary lookups, the policy, one SQLite
+# insert) takes well under a millisecond, less than a hop to the thread pool. Ingestion and
+# reload may take longer and stay plain functions, run in the thread pool.
+
 app = FastAPI(
     title="nextbest",
     description="Proactive, explained, consent-aware next best actions for chatbots.",
@@ -258,19 +262,19 @@ def suggest_one(request: SuggestRequest) -> SuggestResponse:
 
 
 @app.post("/suggest", response_model=SuggestResponse, responses=ERRORS, tags=["chatbot"])
-def suggest(request: SuggestRequest) -> SuggestResponse:
+async def suggest(request: SuggestRequest) -> SuggestResponse:
     """Ranked, explained next best actions for one customer in a conversation."""
     return suggest_one(request)
 
 
 @app.post("/suggest/batch", response_model=BatchResponse, responses=ERRORS, tags=["chatbot"])
-def suggest_batch(request: BatchRequest) -> BatchResponse:
+async def suggest_batch(request: BatchRequest) -> BatchResponse:
     """The same for many customers (campaigns, CRM)."""
     return BatchResponse(responses=[suggest_one(r) for r in request.requests])
 
 
 @app.get("/profile", responses={**ERRORS, 404: {"model": Problem}}, tags=["chatbot"])
-def profile(
+async def profile(
     customer_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
     id_type: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     id_value: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
@@ -336,7 +340,7 @@ def events(batch: EventBatch) -> Applied:
     responses={**ERRORS, 404: {"model": Problem}},
     tags=["chatbot"],
 )
-def feedback(item: FeedbackIn) -> FeedbackOut:
+async def feedback(item: FeedbackIn) -> FeedbackOut:
     """shown / accepted / dismissed / converted for a suggestion, by request id."""
     if not RUNTIME.feedback.record_feedback(item, RUNTIME.clock()):
         raise HTTPException(404, f"unknown request_id {item.request_id!r}")

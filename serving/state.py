@@ -90,7 +90,9 @@ class ServingState:
         state = cls(versions=versions, as_of=as_of, window_days=config.window_days)
         state._index(customers, scores, tables, as_of)
         state.churn_model = champions["churn"]
-        state.rows = customers[customers["purchase_days"] > 0].set_index("customer_id", drop=False)
+        buyers = customers[customers["purchase_days"] > 0]
+        state.churn_matrix = _numeric(state.churn_model, buyers)
+        state.churn_row = {c: i for i, c in enumerate(buyers["customer_id"])}
         return state
 
     def _index(self, customers: pd.DataFrame, scores: dict, tables: dict, as_of: datetime):
@@ -382,3 +384,17 @@ def _num(value) -> float | None:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _numeric(model, frame: pd.DataFrame) -> np.ndarray:
+    """The model's features as one float matrix, categories coded as LightGBM coded them in
+    training (its ``pandas_categorical``), so one row predicts without pandas."""
+    from training.classifier import model_frame
+
+    x = model_frame(frame, model.features_)
+    known = iter(model.booster_.pandas_categorical or [])
+    for column in x.columns:
+        if isinstance(x[column].dtype, pd.CategoricalDtype):
+            codes = pd.Categorical(x[column].astype(object), categories=next(known)).codes
+            x[column] = np.where(codes >= 0, codes, np.nan)
+    return np.ascontiguousarray(x.to_numpy(dtype=np.float64))
