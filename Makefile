@@ -21,7 +21,7 @@ help:  ## list the targets
 
 install: .venv/.synced  ## create .venv with the locked dependencies
 
-demo: install  ## generate a world, validate it, summarise it
+demo: install  ## generate a world, features, train, serve, a scripted chatbot conversation
 	$(RUN) nextbest demo
 
 test: install  ## the default test suite (slow tests excluded)

@@ -20,7 +20,12 @@ def main() -> None:
         f"Python {platform.python_version()}",
         flush=True,
     )
-    for module in ("benchmarks.world", "benchmarks.features", "benchmarks.train"):
+    for module in (
+        "benchmarks.world",
+        "benchmarks.features",
+        "benchmarks.train",
+        "benchmarks.serve",
+    ):
         subprocess.run([sys.executable, "-m", module], check=True)
 
 

@@ -379,3 +379,34 @@ def test_hot_reload_under_load_then_a_corrupt_champion_is_rejected(server, world
     assert 'nextbest_reloads_total{outcome="failed"}' in metrics
     client.set_registered_model_alias("nextbest-churn", "champion", "2")
     json.dumps(rejected)
+
+
+def test_schemathesis_finds_no_server_error(server):
+    """A bounded schemathesis run over every operation in /docs.json (last: it ingests
+    random events and reloads)."""
+    import shutil
+
+    st = shutil.which("st")
+    assert st is not None, "schemathesis is a dev dependency"
+    result = subprocess.run(
+        [
+            st,
+            "run",
+            f"{server.base_url}/docs.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "25",
+            "--phases",
+            "examples,fuzzing",
+            "-H",
+            f"x-api-key: {ADMIN}",
+            "--seed",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "passed" in result.stdout and "Server error" not in result.stdout
