@@ -363,13 +363,14 @@ def test_hot_reload_under_load_then_a_corrupt_champion_is_rejected(server, world
     assert versions <= {"1", "2"} and "2" in versions
 
     # point the champion at version 1 and corrupt its stored parts: the reload must fail
-    import mlflow
     from mlflow import MlflowClient
 
-    mlflow.set_tracking_uri(f"sqlite:///{world / 'mlruns' / 'mlflow.db'}")
-    client = MlflowClient()
+    # a client of its own: mlflow.set_tracking_uri would export MLFLOW_TRACKING_URI to every
+    # later subprocess of the test session
+    uri = f"sqlite:///{world / 'mlruns' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     v1 = client.get_model_version("nextbest-churn", "1")
-    parts = Path(mlflow.get_run(v1.run_id).info.artifact_uri.removeprefix("file://"))
+    parts = Path(client.get_run(v1.run_id).info.artifact_uri.removeprefix("file://"))
     (parts / "churn_model.json").write_text("{not json")
     client.set_registered_model_alias("nextbest-churn", "champion", "1")
     rejected = server.post("/admin/reload", headers=H_ADMIN).json()
