@@ -171,22 +171,22 @@ STAGES = {
 }
 
 
-def _child(stage: str, folder: str) -> None:
+def _child(stage: str, folder: str, stages: dict | None = None) -> None:
     """Entry point of a stage process: print its time and note as JSON."""
-    fn = STAGES[stage]
+    fn = (stages or STAGES)[stage]
     start = time.perf_counter()
     note = fn(Path(folder))
     seconds = getattr(fn, "seconds", time.perf_counter() - start)
     print(json.dumps({"seconds": seconds, "note": note}))
 
 
-def _measure(stage: str, folder: Path) -> dict:
+def _measure(stage: str, folder: Path, module: str = "benchmarks.features") -> dict:
     """Run ``stage`` in a fresh interpreter: its time and its own peak memory (max RSS).
 
     A fresh process, not a fork: Polars' thread pool does not survive ``fork``.
     """
     child = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.features", stage, str(folder)],
+        [sys.executable, "-m", module, stage, str(folder)],
         stdout=subprocess.PIPE,
         text=True,
     )

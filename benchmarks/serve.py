@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.features import AS_OF, _world
+from serving.demo import wait_ready
 
 CUSTOMERS = int(os.environ.get("BENCH_SERVE_CUSTOMERS", "100000"))
 SECONDS = float(os.environ.get("BENCH_SERVE_SECONDS", "20"))
@@ -107,7 +108,6 @@ def _in_process(cache: Path, folder: Path, customers: list[str]) -> dict:
 
 
 def run() -> None:
-    import httpx
     import pandas as pd
 
     folder = _world(CUSTOMERS)
@@ -142,15 +142,8 @@ def run() -> None:
     url = f"http://127.0.0.1:{port}"
     try:
         started = time.perf_counter()
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.perf_counter() - started > 600:
-                raise SystemExit("the service did not start: see " + str(cache / "serve.log"))
-            time.sleep(0.5)
+        if not wait_ready(url, server, timeout=600):
+            raise SystemExit("the service did not start: see " + str(cache / "serve.log"))
         print(f"\nserving {CUSTOMERS:,} customers: ready in {time.perf_counter() - started:.1f} s")
         bodies = [{"customer_id": c} for c in buyers]
         print(f"{'endpoint':>14} {'conc':>4} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} errors")

@@ -15,15 +15,13 @@ them (features at 7 + 5 cutoffs) takes minutes and is measured by benchmarks/fea
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchmarks.features import AS_OF, _world
+from benchmarks.features import AS_OF, _child, _measure, _world
 
 H, W = 90, 14
 
@@ -192,29 +190,6 @@ STAGES = {
 }
 
 
-def _child(stage: str, folder: str) -> None:
-    fn = STAGES[stage]
-    start = time.perf_counter()
-    note = fn(Path(folder))
-    seconds = getattr(fn, "seconds", time.perf_counter() - start)
-    print(json.dumps({"seconds": seconds, "note": note}))
-
-
-def _measure(stage: str, folder: Path) -> dict:
-    child = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.train", stage, str(folder)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    _, status, usage = os.wait4(child.pid, 0)
-    out = child.stdout.read()
-    if status != 0:
-        raise SystemExit(f"benchmark stage {stage!r} failed")
-    result = json.loads(out.strip().splitlines()[-1])
-    result["peak_mb"] = usage.ru_maxrss / 1024
-    return result
-
-
 def run(customers: int) -> None:
     folder = _world(customers)
     shutil.rmtree(_store(folder), ignore_errors=True)  # a fresh registry every run
@@ -222,7 +197,7 @@ def run(customers: int) -> None:
     print(f"{'stage':>22} {'seconds':>8} {'peak MB':>8}  note")
     results = {}
     for stage in STAGES:
-        results[stage] = r = _measure(stage, folder)
+        results[stage] = r = _measure(stage, folder, "benchmarks.train")
         print(f"{stage:>22} {r['seconds']:>8.2f} {r['peak_mb']:>8.0f}  {r['note']}", flush=True)
     churn, plain = results["churn training"]["seconds"], results["plain LightGBM"]["seconds"]
     score, bare = results["score"]["seconds"], results["score reference"]["seconds"]
@@ -234,6 +209,6 @@ def run(customers: int) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) == 3:
-        _child(sys.argv[1], sys.argv[2])
+        _child(sys.argv[1], sys.argv[2], STAGES)
     else:
         run(int(os.environ.get("BENCH_TRAIN_CUSTOMERS", "1000000")))

@@ -441,14 +441,11 @@ def _demo_serving(tables, out: Path, moment: pd.Timestamp, mlruns: Path) -> None
     import secrets
     import socket
     import subprocess
-    import time
-
-    import httpx
 
     from features.build import build_features
     from features.config import FeatureConfig
     from features.io import write_snapshot
-    from serving.demo import conversation, pick_customer
+    from serving.demo import conversation, pick_customer, wait_ready
     from training import pipeline, tracking
 
     config = FeatureConfig()
@@ -493,20 +490,8 @@ def _demo_serving(tables, out: Path, moment: pd.Timestamp, mlruns: Path) -> None
     url = f"http://127.0.0.1:{port}"
     try:
         with err_console.status(f"starting the service on {url}…"):
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if server.poll() is not None:
-                    break
-                time.sleep(0.5)
-            else:
+            if not wait_ready(url, server):
                 raise NextbestError(f"the demo service did not become ready; see {log_path}")
-        if server.poll() is not None:
-            raise NextbestError(f"the demo service stopped; see {log_path}")
         out_console.print(f"[bold]5.[/] serving on {url} (clock fixed at {now})")
         customer = pick_customer(out, snapshot, moment + pd.Timedelta(hours=12))
         conversation(url, chatbot, admin, customer, _say)

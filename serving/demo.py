@@ -8,10 +8,28 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 
 import httpx
 import pandas as pd
+
+
+def wait_ready(url: str, process: subprocess.Popen, timeout: float = 180) -> bool:
+    """Poll ``url``/readyz until 200 (``True``), or until ``process`` exits or ``timeout``
+    seconds pass (``False``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            return False
+        time.sleep(0.5)
+    return False
 
 
 def pick_customer(data: Path, features: Path, now: pd.Timestamp, window_days: int = 14) -> str:

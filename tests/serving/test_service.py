@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from conftest import AS_OF
+from serving.demo import wait_ready
 from test_cli import nextbest
 
 CHATBOT = "chatbot-key-for-tests-0001"
@@ -71,16 +72,7 @@ def server(world, small_world_dir):
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert process.poll() is None, (world / "serve.log").read_text()[-3000:]
-        time.sleep(0.5)
-    else:
+    if not wait_ready(url, process):
         pytest.fail(
             "the service did not become ready: " + (world / "serve.log").read_text()[-3000:]
         )
