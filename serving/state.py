@@ -88,14 +88,16 @@ class ServingState:
         )
         tables, _, _ = read_tables(data)
         state = cls(versions=versions, as_of=as_of, window_days=config.window_days)
-        state._index(customers, scores, tables, as_of)
+        state._index(customers, pairs, scores, tables, as_of)
         state.churn_model = champions["churn"]
         buyers = customers[customers["purchase_days"] > 0]
         state.churn_matrix = _numeric(state.churn_model, buyers)
         state.churn_row = {c: i for i, c in enumerate(buyers["customer_id"])}
         return state
 
-    def _index(self, customers: pd.DataFrame, scores: dict, tables: dict, as_of: datetime):
+    def _index(
+        self, customers: pd.DataFrame, pairs: pd.DataFrame, scores: dict, tables: dict, as_of
+    ) -> None:
         products = tables["products"]
         for row in products.to_dict("records"):
             names = {"en": row["name"]}
@@ -190,8 +192,10 @@ class ServingState:
                     }
                 )
         if "replenishment" in scores:
+            # the per-unit cycle and last purchase come from the snapshot's pair features
+            cycles = pairs[["customer_id", "product_id", "cycle_median_days", "last_purchase_at"]]
             pairs = scores["replenishment"].merge(
-                self._cycles(tables, as_of), on=["customer_id", "product_id"], how="left"
+                cycles, on=["customer_id", "product_id"], how="left"
             )
             for row in pairs.to_dict("records"):
                 customer = self.customers.get(row["customer_id"])
@@ -209,26 +213,6 @@ class ServingState:
                     last_purchase_at=_utc(row["last_purchase_at"]),
                 )
                 customer.cycle_days[row["product_id"]] = float(row["cycle_median_days"])
-
-    def _cycles(self, tables, as_of) -> pd.DataFrame:
-        # The per-unit cycle and last purchase of each pair, for online resets.
-        orders = tables["orders"]
-        orders = orders[(orders["ordered_at"] <= as_of) & (orders["quantity"] > 0)]
-        last = (
-            orders.groupby(["customer_id", "product_id"])["ordered_at"]
-            .max()
-            .rename("last_purchase_at")
-        )
-        days = orders.assign(day=orders["ordered_at"].dt.floor("D")).drop_duplicates(
-            ["customer_id", "product_id", "day"]
-        )
-        days = days.sort_values(["customer_id", "product_id", "day"])
-        gap = days.groupby(["customer_id", "product_id"])["day"].diff().dt.days
-        per_unit = (gap / days.groupby(["customer_id", "product_id"])["quantity"].shift()).rename(
-            "cycle_median_days"
-        )
-        cycles = per_unit.groupby([days["customer_id"], days["product_id"]]).median()
-        return pd.concat([last, cycles], axis=1).reset_index()
 
     def _rules(self, bought: pd.DataFrame) -> None:
         """Co-purchase rules A -> B with lift >= MIN_LIFT among owners of A."""
