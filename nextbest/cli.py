@@ -1,6 +1,7 @@
 """The ``nextbest`` command line. Errors are one line on stderr and a non-zero exit code.
 
-Exit codes: 0 success, 1 failure, 2 bad input (a broken contract, a wrong argument).
+Exit codes: 0 success, 1 failure, 2 bad input (a broken contract, a wrong argument);
+`retrain` adds 3 (challenger not promoted) and 4 (another retrain holds the lock).
 Set ``NEXTBEST_DEBUG=1`` to see the traceback of an unexpected failure.
 """
 
@@ -341,6 +342,118 @@ def score(
     models = ", ".join(f"{name} v{v}" for name, v in meta["models"].items())
     out_console.print(
         f"wrote {out}: {rows} as of {meta['as_of']} (models {models})", soft_wrap=True
+    )
+
+
+@app.command()
+def retrain(
+    data: Annotated[Path, typer.Option(help="The contract folder to read.")],
+    as_of: Annotated[
+        str | None,
+        typer.Option(help="Train as of this moment (UTC). Default: the latest complete day."),
+    ] = None,
+    mlruns: Tracking = Path("mlruns"),
+    features_out: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="NEXTBEST_FEATURES",
+            help="Serving snapshot to replace when a challenger is promoted.",
+        ),
+    ] = None,
+    service_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="NEXTBEST_SERVICE_URL",
+            help="Running service to reload after a promotion (key: NEXTBEST_ADMIN_KEY).",
+        ),
+    ] = None,
+    horizon: Horizon = 90,
+    window: Window = 14,
+    margin: Annotated[
+        float, typer.Option(help="How much better a challenger must be to become champion.")
+    ] = 0.0,
+    drift_moderate: Annotated[
+        float, typer.Option(help="PSI from which a feature's shift is reported moderate.")
+    ] = 0.1,
+    drift_major: Annotated[
+        float, typer.Option(help="PSI from which a feature's shift is reported major.")
+    ] = 0.25,
+    force: Annotated[
+        bool, typer.Option("--force", help="Train even if this data and as-of were trained.")
+    ] = False,
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for a running job's lock (default: none).")
+    ] = 0.0,
+    log_format: Annotated[
+        str, typer.Option(help="Progress on stderr as text or json (JSON lines).")
+    ] = "text",
+) -> None:
+    """The scheduled job: validate, build features, report drift, train, gate, promote, reload.
+
+    Exit codes: 0 promoted or up to date, 1 failure, 2 bad input, 3 challenger not
+    promoted, 4 another retrain holds the lock. Champions are untouched unless a challenger
+    wins; every job is recorded in MLflow (experiment nextbest-retrain) and in
+    MLRUNS/retrain-journal.jsonl.
+    """
+    from training.drift import DriftThresholds
+    from training.retrain import JobLog, RetrainConfig, run
+
+    if log_format not in ("text", "json"):
+        raise BadInputError(f"--log-format: expected text or json, got {log_format!r}")
+    try:
+        thresholds = DriftThresholds(moderate=drift_moderate, major=drift_major)
+    except ValueError as error:
+        raise BadInputError(str(error)) from None
+    config = RetrainConfig(
+        data=data,
+        mlruns=mlruns,
+        as_of=None if as_of is None else _as_of(as_of),
+        features_out=features_out,
+        features=_feature_config(horizon, window),
+        margin=margin,
+        thresholds=thresholds,
+        service_url=service_url,
+        admin_key=os.environ.get("NEXTBEST_ADMIN_KEY"),
+        force=force,
+        wait_seconds=wait,
+    )
+    _quiet_mlflow()
+    job = run(config, JobLog(json_lines=log_format == "json"))
+    if log_format == "json":
+        print(json.dumps(job.record(), default=str, sort_keys=True))
+    else:
+        _print_job(job)
+    raise typer.Exit(job.exit_code)
+
+
+def _print_job(job) -> None:
+    if job.drift is not None:
+        table = Table(title="drift against the champion's training snapshot (largest first)")
+        for column in ("feature", "PSI", "level"):
+            table.add_column(column)
+        score = job.drift["feature"] == "score"
+        shown = pd.concat([job.drift[score], job.drift[~score & (job.drift["level"] != "stable")]])
+        for row in shown.head(16).itertuples():
+            table.add_row(row.feature, f"{row.psi:.3f}", row.level)
+        stable = int((job.drift["level"] == "stable").sum())
+        table.caption = f"{stable} features stable"
+        out_console.print(table)
+    if job.decisions:
+        table = Table(title=f"gate as of {job.as_of}")
+        for column in ("model", "version", "metric", "challenger", "champion", "decision"):
+            table.add_column(column)
+        for d in job.decisions:
+            table.add_row(
+                d.kind,
+                d.version,
+                d.metric,
+                f"{d.challenger_score:.4f}",
+                "-" if d.champion_score is None else f"{d.champion_score:.4f}",
+                "promote" if d.promoted else f"keep v{d.champion_version}",
+            )
+        out_console.print(table)
+    out_console.print(
+        f"{job.outcome}: {job.message} (exit {job.exit_code})", highlight=False, soft_wrap=True
     )
 
 

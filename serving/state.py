@@ -29,7 +29,7 @@ MIN_LIFT = 1.2
 
 
 def _utc(value) -> datetime:
-    return pd.Timestamp(value).tz_convert("UTC").to_pydatetime()
+    return pd.Timestamp(value).tz_convert("UTC").floor("us").to_pydatetime()  # no ns warning
 
 
 @dataclass

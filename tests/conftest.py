@@ -154,3 +154,45 @@ def replenishment_data():
     world = generate_world(WorldConfig(customers=12_000, seed=21, as_of=AS_OF))
     cutoffs = training_cutoffs(AS_OF, horizon_days=14, n_train=4, step_days=14)
     return replenishment_dataset(ContractTables(**world.tables), FeatureConfig(), cutoffs)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_service(*args: str, keys: str, log_path: Path):
+    """Start ``nextbest serve ARGS`` on a free port of 127.0.0.1 with the API ``keys``; return
+    the process (its own session, so a test can stop the whole tree) and the URL, once
+    ready. Fails the test with the log's tail if it never becomes ready."""
+    import os
+    import subprocess
+
+    from serving.demo import wait_ready
+
+    port = free_port()
+    log = open(log_path, "w")  # noqa: SIM115 - the child keeps writing to it
+    process = subprocess.Popen(
+        ["nextbest", "serve", *args, "--port", str(port)],
+        env={**os.environ, "NEXTBEST_API_KEYS": keys},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log.close()
+    url = f"http://127.0.0.1:{port}"
+    if not wait_ready(url, process):
+        stop_service(process)
+        pytest.fail("the service did not become ready: " + log_path.read_text()[-3000:])
+    return process, url
+
+
+def stop_service(process) -> None:
+    import os
+    import signal
+
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)

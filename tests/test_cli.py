@@ -18,7 +18,7 @@ def nextbest(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 
 def test_help_on_every_subcommand():
-    commands = ["generate", "import", "validate", "features", "train", "score", "demo"]
+    commands = ["generate", "import", "validate", "features", "train", "score", "retrain", "demo"]
     for args in ([], *([c] for c in commands), ["import", "cdnow"]):
         result = nextbest(*args, "--help")
         assert result.returncode == 0, result.stderr

@@ -16,6 +16,7 @@ written atomically as ``churn.parquet``, ``replenishment.parquet``, ``clv.parque
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.build import build_features
+from features.build import FeatureTables, build_features
 from features.config import FeatureConfig
 from features.inputs import as_inputs
 from features.io import read_snapshot
@@ -35,6 +36,7 @@ from nextbest.io import atomic_folder, locate_tables, write_table
 from training.churn import train_churn
 from training.clv import clv_holdout, train_clv
 from training.dataset import churn_dataset, training_cutoffs
+from training.drift import reference_profile
 from training.replenishment import pair_frame_from, replenishment_dataset, train_replenishment
 
 #: Replenishment training cutoffs: this many, one repurchase window apart.
@@ -69,26 +71,57 @@ def train(
     margin: float = 0.0,
     tags: dict | None = None,
     progress=lambda message: None,
+    promote: bool = True,
+    current: FeatureTables | None = None,
 ) -> TrainReport:
-    """Train, log, register and gate churn, replenishment and CLV models for ``as_of``."""
+    """Train, log, register and gate churn, replenishment and CLV models for ``as_of``.
+
+    Champions move only after every model is trained, logged and gated (with ``promote``;
+    else the caller moves them with :func:`training.tracking.promote_champions`). If any
+    step fails, the versions this call registered are deleted (their runs stay, marked
+    failed) and the champions are untouched. ``current``: the features at ``as_of``, if
+    already built (the churn run logs their reference profile for drift reports).
+    """
     from training import tracking
 
     as_of = as_utc(as_of)
-    inputs = as_inputs(tables)
     report = TrainReport(as_of=as_of.isoformat())
+    try:
+        _train(tables, as_of, config, root, margin, tags, progress, current, report)
+    except BaseException:
+        with contextlib.suppress(Exception):  # if the store failed, that is the error
+            tracking.discard(report.decisions)
+        raise
+    if promote:
+        tracking.promote_champions(report.decisions)
+    return report
+
+
+def _train(tables, as_of, config, root, margin, tags, progress, current, report) -> None:
+    from training import tracking
+
+    inputs = as_inputs(tables)
     h, w = config.horizon_days, config.window_days
     common = {"as_of": report.as_of, "features_version": FEATURES_VERSION}
     manifest = {"config": asdict(config), "columns": describe(config), **common}
+    # every run: same margin, store and tags; champions move later, all at once
+    logging = {"margin": margin, "root": root, "tags": tags, "promote": False}
 
     cutoffs = training_cutoffs(as_of, horizon_days=h)
     progress(f"churn examples at {len(cutoffs.train) + 1} cutoffs")
     dataset = churn_dataset(inputs, config, cutoffs)
     progress("churn model")
     churn = train_churn(dataset, horizon_days=h)
+    if current is None:
+        current = build_features(inputs, as_of=as_of, config=config)
+    buyers = current.customers[current.customers["purchase_days"] > 0]
+    profile = reference_profile(
+        buyers, churn.model.features_, churn.model.predict_proba(buyers), as_of
+    )
     params = {**common, "horizon_days": h, **_cutoff_params(cutoffs)}
     report.decisions.append(
         tracking.log_churn(
-            churn, dataset, params=params, manifest=manifest, margin=margin, root=root, tags=tags
+            churn, dataset, params=params, manifest=manifest, profile=profile, **logging
         )
     )
     report.metrics["churn"] = churn.metrics
@@ -98,9 +131,7 @@ def train(
     holdout = clv_holdout(inputs, dataset["valid"], horizon_days=h)
     params = {**common, "horizon_days": h, "fit_cutoff": cutoffs.valid.isoformat()}
     report.decisions.append(
-        tracking.log_clv(
-            clv, holdout, params=params, horizon_days=h, margin=margin, root=root, tags=tags
-        )
+        tracking.log_clv(clv, holdout, params=params, horizon_days=h, **logging)
     )
     report.metrics["clv"] = clv.metrics
 
@@ -110,23 +141,16 @@ def train(
     why = _cannot_train(pairs, "repurchased")
     if why:
         report.skipped["replenishment"] = why
-        return report
+        return
     progress("replenishment model")
     replenishment = train_replenishment(pairs, window_days=w)
     params = {**common, "window_days": w, **_cutoff_params(cutoffs)}
     report.decisions.append(
         tracking.log_replenishment(
-            replenishment,
-            pairs,
-            params=params,
-            manifest=manifest,
-            margin=margin,
-            root=root,
-            tags=tags,
+            replenishment, pairs, params=params, manifest=manifest, **logging
         )
     )
     report.metrics["replenishment"] = replenishment.metrics
-    return report
 
 
 def _cutoff_params(cutoffs) -> dict:

@@ -86,3 +86,18 @@ def errors(days: np.ndarray, title: str):
     ax.axvline(0, color="black", linewidth=1)
     ax.set(xlabel="actual - predicted, days (clipped to ±90)", ylabel="pairs", title=title)
     return fig
+
+
+def drift(table: pd.DataFrame, moderate: float, major: float, title: str):
+    """PSI per feature (largest first) with the moderate and major thresholds."""
+    plt = _pyplot()
+    shown = table.dropna(subset=["psi"])
+    fig, ax = plt.subplots(figsize=(6, 0.25 * len(shown) + 1.5))
+    colors = {"major": "tab:red", "moderate": "tab:orange", "stable": "tab:green"}
+    ax.barh(shown["feature"], shown["psi"], color=[colors.get(x, "grey") for x in shown["level"]])
+    ax.invert_yaxis()
+    for x, style in ((moderate, "--"), (major, ":")):
+        ax.axvline(x, color="grey", linestyle=style)
+    ax.set(xlabel="population stability index", title=title)
+    fig.tight_layout()
+    return fig

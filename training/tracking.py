@@ -44,6 +44,8 @@ CHURN_MODEL = "nextbest-churn"
 REPLENISHMENT_MODEL = "nextbest-replenishment"
 CLV_MODEL = "nextbest-clv"
 REGISTERED = {"churn": CHURN_MODEL, "replenishment": REPLENISHMENT_MODEL, "clv": CLV_MODEL}
+#: The churn run's artifact with the reference profile of its training snapshot.
+PROFILE = "reference_profile.json"
 
 
 def configure(root: str | os.PathLike = "mlruns") -> str:
@@ -151,6 +153,61 @@ def load(kind: str, alias: str = "champion"):
     return LOADERS[kind](alias)
 
 
+def load_profile(alias: str = "champion") -> tuple[dict | None, str]:
+    """The reference profile logged with the churn model of ``alias`` (``None`` for a model
+    trained before profiles were logged), and its version."""
+    import mlflow
+
+    version = _version(CHURN_MODEL, alias)
+    try:
+        return mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{PROFILE}"), str(version.version)
+    except (mlflow.exceptions.MlflowException, OSError):
+        return None, str(version.version)
+
+
+# -- the champion alias ------------------------------------------------------------------
+
+
+def promote_champions(decisions: list[Decision]) -> list[Decision]:
+    """Move the ``champion`` alias to every version whose gate said promote; return those."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    promoted = [d for d in decisions if d.promoted]
+    for d in promoted:
+        client.set_registered_model_alias(REGISTERED[d.kind], "champion", d.version)
+    return promoted
+
+
+def discard(decisions: list[Decision]) -> None:
+    """Delete the versions of ``decisions`` (a job that failed after registering them); their
+    runs stay, marked failed, as the record. Never touches a version that is champion."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for d in decisions:
+        name = REGISTERED[d.kind]
+        if "champion" in client.get_model_version(name, d.version).aliases:
+            continue
+        client.set_tag(d.run_id, "nextbest.discarded", "a later step of the job failed")
+        client.set_terminated(d.run_id, status="FAILED")
+        client.delete_model_version(name, d.version)
+
+
+def champion_versions() -> dict[str, str]:
+    """The champion version of each registered model that has one."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client, versions = MlflowClient(), {}
+    for kind, name in REGISTERED.items():
+        try:
+            versions[kind] = str(client.get_model_version_by_alias(name, "champion").version)
+        except MlflowException:
+            continue
+    return versions
+
+
 # -- logging -------------------------------------------------------------------------------
 
 
@@ -211,8 +268,24 @@ def _gate(
     score: Callable[[object], float],
     challenger_model,
     gate: Gate,
+    promote: bool = True,
 ) -> Decision:
-    """Alias the new version ``challenger`` and promote it if it beats the champion."""
+    """Alias the new version ``challenger`` and decide whether it beats the champion; promote
+    it at once if ``promote``, else leave that to :func:`promote_champions`. A failure before the
+    decision is logged deletes the new version: no version is left without its decision."""
+    from mlflow import MlflowClient
+
+    try:
+        decision = _decide(kind, version, run_id, score, challenger_model, gate)
+    except BaseException:
+        MlflowClient().delete_model_version(REGISTERED[kind], version)
+        raise
+    if promote:
+        promote_champions([decision])
+    return decision
+
+
+def _decide(kind, version, run_id, score, challenger_model, gate: Gate) -> Decision:
     import mlflow
     from mlflow import MlflowClient
 
@@ -226,8 +299,6 @@ def _gate(
         champion_model, champion_version = None, None
     champion = float(score(champion_model)) if champion_model is not None else None
     promoted = gate.beats(challenger, champion)
-    if promoted:
-        client.set_registered_model_alias(name, "champion", version)
     m = gate.metric
     mlflow.log_metrics(
         {
@@ -278,8 +349,13 @@ def log_churn(
     margin: float = 0.0,
     root: str | os.PathLike = "mlruns",
     tags: dict | None = None,
+    promote: bool = True,
+    profile: dict | None = None,
 ) -> Decision:
-    """Log a churn training run, register its model, and apply the champion gate."""
+    """Log a churn training run, register its model, and apply the champion gate.
+
+    ``profile``: the reference profile of the features at ``as_of`` and of the model's
+    scores on them (:func:`training.drift.reference_profile`), for later drift reports."""
     import mlflow
 
     valid, model = dataset["valid"], result.model
@@ -305,12 +381,15 @@ def log_churn(
             {"label": "churned", "features": model.features_, "calibration": model.calibration_},
             "churn_model.json",
         )
+        if profile is not None:
+            mlflow.log_dict(profile, PROFILE)
         version = _log_lightgbm(model, valid, CHURN_MODEL)
 
         def score(candidate) -> float:
             return binary_metrics(y, candidate.predict_proba(valid))["roc_auc"]
 
-        return _gate("churn", version, run.info.run_id, score, model, Gate("roc_auc", True, margin))
+        gate = Gate("roc_auc", True, margin)
+        return _gate("churn", version, run.info.run_id, score, model, gate, promote)
 
 
 def log_replenishment(
@@ -322,6 +401,7 @@ def log_replenishment(
     margin: float = 0.0,
     root: str | os.PathLike = "mlruns",
     tags: dict | None = None,
+    promote: bool = True,
 ) -> Decision:
     """Log a replenishment training run, register its model, and apply the champion gate."""
     import mlflow
@@ -370,7 +450,7 @@ def log_replenishment(
             return binary_metrics(y, candidate.classifier.predict_proba(valid))["roc_auc"]
 
         gate = Gate("roc_auc", True, margin)
-        return _gate("replenishment", version, run.info.run_id, score, model, gate)
+        return _gate("replenishment", version, run.info.run_id, score, model, gate, promote)
 
 
 def log_clv(
@@ -382,6 +462,7 @@ def log_clv(
     margin: float = 0.0,
     root: str | os.PathLike = "mlruns",
     tags: dict | None = None,
+    promote: bool = True,
 ) -> Decision:
     """Log a CLV run (parameters as JSON with an MLmodel signature), register, gate on MAE.
 
@@ -430,7 +511,7 @@ def log_clv(
             return float(np.abs(predicted - holdout["holdout_spend"].to_numpy()).mean())
 
         gate = Gate("mae", False, margin)
-        return _gate("clv", str(version), run.info.run_id, score, model, gate)
+        return _gate("clv", str(version), run.info.run_id, score, model, gate, promote)
 
 
 def _flat(values: dict, prefix: str = "") -> dict:
@@ -447,3 +528,81 @@ def _json(values: dict) -> str:
     import json
 
     return json.dumps(values, indent=2, sort_keys=True)
+
+
+# -- the retraining job's record -----------------------------------------------------------
+
+JOBS = "nextbest-retrain"
+
+
+def check_reachable() -> None:
+    """Raise if the tracking store cannot be read (before any work is done)."""
+    from mlflow import MlflowClient
+
+    MlflowClient().search_experiments(max_results=1)
+
+
+def trained_on(digest: str, as_of: str) -> dict[str, str]:
+    """Model versions already registered from data with ``digest`` as of ``as_of`` (by
+    ``nextbest train`` or ``nextbest retrain``), by kind; empty if none."""
+    from mlflow import MlflowClient
+
+    client, found = MlflowClient(), {}
+    for kind, name in REGISTERED.items():
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            continue
+        runs = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.`nextbest.data_digest` = '{digest}' and params.as_of = '{as_of}'"
+            " and attributes.status = 'FINISHED'",
+            max_results=50,
+        )
+        ids = {run.info.run_id for run in runs}
+        if not ids:
+            continue
+        versions = client.search_model_versions(f"name = '{name}'")
+        mine = sorted((int(v.version) for v in versions if v.run_id in ids), reverse=True)
+        if mine:
+            found[kind] = str(mine[0])
+    return found
+
+
+def start_job(root: str | os.PathLike, tags: dict[str, str]) -> str:
+    """Open the run that records one retraining job; return its id."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    experiment = _experiment(JOBS, Path(root).resolve())
+    return client.create_run(experiment, tags=tags, run_name="retrain").info.run_id
+
+
+def log_drift(run_id: str, table: pd.DataFrame, realised: dict | None, figure) -> None:
+    """The drift report of a job: ``drift.json``, ``plots/drift.png``, ``psi.*`` and
+    ``realised.*`` metrics (aggregates only)."""
+    import matplotlib.pyplot as plt
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    client.log_dict(
+        run_id, {"psi": table.to_dict(orient="records"), "realised": realised}, "drift.json"
+    )
+    client.log_figure(run_id, figure, "plots/drift.png")
+    plt.close(figure)
+    for row in table.itertuples():
+        if pd.notna(row.psi):
+            client.log_metric(run_id, f"psi.{row.feature}", float(row.psi))
+    for name, value in (realised or {}).items():
+        if isinstance(value, float):
+            client.log_metric(run_id, f"realised.{name}", value)
+
+
+def end_job(run_id: str, *, failed: bool, tags: dict[str, str], record: dict) -> None:
+    """Close a job's run with its outcome (tags and ``job.json``)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    client.log_dict(run_id, record, "job.json")
+    client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")

@@ -4,8 +4,6 @@ with champion models trained into a real MLflow store in a temporary folder."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import threading
 import time
@@ -15,8 +13,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from conftest import AS_OF
-from serving.demo import wait_ready
+from conftest import AS_OF, launch_service, stop_service
 from test_cli import nextbest
 
 CHATBOT = "chatbot-key-for-tests-0001"
@@ -24,12 +21,6 @@ ADMIN = "admin-key-for-tests-000002"
 NOW = (AS_OF + pd.Timedelta(hours=12)).isoformat()
 H_CHAT = {"x-api-key": CHATBOT}
 H_ADMIN = {"authorization": f"Bearer {ADMIN}"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -46,41 +37,23 @@ def world(small_world_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(world, small_world_dir):
-    port = _free_port()
-    env = {**os.environ, "NEXTBEST_API_KEYS": f"{CHATBOT}:chatbot,{ADMIN}:admin"}
-    log = open(world / "serve.log", "w")  # noqa: SIM115 - closed at teardown
-    process = subprocess.Popen(
-        [
-            "nextbest",
-            "serve",
-            "--data",
-            str(small_world_dir),
-            "--features",
-            str(world / "features"),
-            "--mlruns",
-            str(world / "mlruns"),
-            "--state",
-            str(world / "state"),
-            "--port",
-            str(port),
-            "--now",
-            NOW,
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    process, url = launch_service(
+        "--data",
+        str(small_world_dir),
+        "--features",
+        str(world / "features"),
+        "--mlruns",
+        str(world / "mlruns"),
+        "--state",
+        str(world / "state"),
+        "--now",
+        NOW,
+        keys=f"{CHATBOT}:chatbot,{ADMIN}:admin",
+        log_path=world / "serve.log",
     )
-    url = f"http://127.0.0.1:{port}"
-    if not wait_ready(url, process):
-        pytest.fail(
-            "the service did not become ready: " + (world / "serve.log").read_text()[-3000:]
-        )
     with httpx.Client(base_url=url, timeout=30) as client:
         yield client
-    os.killpg(process.pid, 15)
-    process.wait(timeout=30)
-    log.close()
+    stop_service(process)
     assert CHATBOT not in (world / "serve.log").read_text()  # keys are never logged
     assert ADMIN not in (world / "serve.log").read_text()
 

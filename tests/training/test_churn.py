@@ -92,3 +92,16 @@ def test_binary_metrics_of_a_perfect_score():
     assert metrics["roc_auc"] == 1.0 and metrics["pr_auc"] == 1.0
     assert metrics["brier"] == pytest.approx((0 + 0.01 + 0.01 + 0) / 4, abs=1e-5)
     assert isinstance(pd.Series(metrics).sum(), float)
+
+
+def test_contributions_add_up_to_the_score(dataset):
+    from scipy.special import logit
+
+    model = ChurnModel(n_estimators=20, num_leaves=7)
+    result = train_churn(dataset, horizon_days=90, model=model)
+    rows = dataset["valid"].head(50)
+    parts = result.model.contributions(rows)
+    assert list(parts.columns) == [*result.model.features_, "baseline"]
+    np.testing.assert_allclose(
+        parts.sum(axis=1), logit(result.model.predict_proba(rows)), rtol=1e-6, atol=1e-6
+    )

@@ -1,0 +1,487 @@
+"""The scheduled retraining job: one command, safe to run again, never makes things worse.
+
+``nextbest retrain`` runs, under one lock:
+
+1. check that the tracking store answers (else nothing is done: exit 1);
+2. validate the contract folder (exit 2 on a broken contract);
+3. choose ``as_of`` (default: the end of the latest complete day in the data);
+4. stop with "up to date" if models were already registered from the same data digest and
+   ``as_of`` (exit 0: no duplicate version);
+5. build the features at ``as_of``; report drift against the champion's training snapshot
+   (PSI per feature and of its scores) and the champion's realised metrics on the newest
+   complete window;
+6. train, log, register and gate every model (:func:`training.pipeline.train`), moving no
+   champion yet;
+7. if a challenger won: write the serving feature snapshot (atomically), move the champion
+   aliases, and ask the running service to reload (exit 0); else exit 3.
+
+A failure at any step leaves the champion aliases untouched and deletes the versions this
+job registered (their runs stay, marked failed). Every job ends in a record: a run in the
+``nextbest-retrain`` experiment (tags, ``job.json``, the drift report) and a line in the
+local journal ``<mlruns>/retrain-journal.jsonl`` -- the journal is written even when
+MLflow is down. Records hold counts, versions and metrics, never a customer row or id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import io
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from features.config import FeatureConfig
+from features.time import as_utc
+from nextbest.errors import BadInputError, ContractError, NextbestError
+from training.drift import DriftThresholds
+
+#: Exit codes of ``nextbest retrain`` (documented in the README).
+EXIT = {
+    "promoted": 0,
+    "up to date": 0,
+    "failed": 1,
+    "bad input": 2,
+    "not promoted": 3,
+    "busy": 4,
+}
+LOCK = "retrain.lock"
+JOURNAL = "retrain-journal.jsonl"
+
+
+class Busy(NextbestError):
+    """Another retraining job holds the lock."""
+
+    exit_code = EXIT["busy"]
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """Settings of one job. ``admin_key`` is never printed, logged or recorded."""
+
+    data: Path
+    mlruns: Path = Path("mlruns")
+    as_of: pd.Timestamp | None = None
+    features_out: Path | None = None
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    margin: float = 0.0
+    thresholds: DriftThresholds = field(default_factory=DriftThresholds)
+    service_url: str | None = None
+    admin_key: str | None = field(default=None, repr=False)
+    force: bool = False
+    wait_seconds: float = 0.0
+
+
+@dataclass
+class Outcome:
+    """What a job did; ``record()`` is what the MLflow run and the journal keep."""
+
+    outcome: str = "failed"
+    stage: str = "start"
+    message: str = ""
+    as_of: str | None = None
+    as_of_source: str | None = None
+    digest: str | None = None
+    champions_before: dict[str, str] = field(default_factory=dict)
+    champions_after: dict[str, str] = field(default_factory=dict)
+    decisions: list = field(default_factory=list)
+    drift: pd.DataFrame | None = None
+    realised: dict | None = None
+    reload: dict | None = None
+    run_id: str | None = None
+    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT[self.outcome]
+
+    def record(self) -> dict:
+        return {
+            "outcome": self.outcome,
+            "exit_code": self.exit_code,
+            "stage": self.stage,
+            "message": self.message,
+            "as_of": self.as_of,
+            "as_of_source": self.as_of_source,
+            "data_digest": self.digest,
+            "champions_before": self.champions_before,
+            "champions_after": self.champions_after,
+            "decisions": [
+                {k: v for k, v in d.__dict__.items() if k != "run_id"} for d in self.decisions
+            ],
+            "drift_major": []
+            if self.drift is None
+            else self.drift.loc[self.drift["level"] == "major", "feature"].tolist(),
+            "realised": self.realised,
+            "reload": self.reload,
+            "mlflow_run_id": self.run_id,
+            "started_at": self.started_at,
+            "ended_at": datetime.now(UTC).isoformat(),
+            "pid": os.getpid(),
+        }
+
+
+class JobLog:
+    """Progress lines on stderr: text for people, JSON lines for schedulers (``json=True``)."""
+
+    def __init__(self, json_lines: bool = False, stream=None) -> None:
+        self.json_lines = json_lines
+        self.stream = stream or sys.stderr
+
+    def __call__(self, event: str, message: str, level: str = "info", **fields) -> None:
+        if self.json_lines:
+            line = {
+                "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "level": level,
+                "event": event,
+                "message": message,
+                **fields,
+            }
+            self.stream.write(json.dumps(line, default=str) + "\n")
+        else:
+            self.stream.write(f"retrain: {message}\n")
+        self.stream.flush()
+
+
+@contextlib.contextmanager
+def job_lock(folder: Path, wait_seconds: float = 0.0) -> Iterator[None]:
+    """Hold ``folder/retrain.lock`` (an advisory ``flock``: released by the kernel when the
+    process dies, so a killed job never leaves a stale lock). Waits up to ``wait_seconds``,
+    then raises :class:`Busy` naming the holder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK
+    with open(path, "a+") as handle:
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as error:
+                if error.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "another process"
+                    raise Busy(
+                        f"another retrain is running ({holder}) and holds {path}; nothing done"
+                    ) from None
+                time.sleep(0.5)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(
+            f"pid {os.getpid()}, started {datetime.now(UTC).isoformat(timespec='seconds')}"
+        )
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class _LinesTo(io.TextIOBase):
+    """A text stream that hands every complete line to ``log`` (libraries' prints)."""
+
+    def __init__(self, log: JobLog) -> None:
+        self.log, self.pending = log, ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in filter(None, (x.strip() for x in lines)):
+            self.log("library", line)
+        return len(text)
+
+
+@contextlib.contextmanager
+def _stderr_as(log: JobLog) -> Iterator[None]:
+    """With JSON logs, what libraries print on stderr (MLflow's "Created version ...")
+    becomes JSON lines too, so a log collector sees one format."""
+    if not log.json_lines:
+        yield
+        return
+    with contextlib.redirect_stderr(_LinesTo(log)):
+        yield
+
+
+def latest_complete_day(tables) -> pd.Timestamp:
+    """The end (midnight UTC) of the latest complete day: the day of the newest order or
+    event may still be filling, so it is left out."""
+    newest = []
+    for name, column in (("orders", "ordered_at"), ("events", "occurred_at")):
+        frame = getattr(tables, name)
+        if len(frame):
+            newest.append(frame[column].max())
+    if not newest:
+        raise BadInputError("orders: no rows, so there is no complete day to train as of")
+    return pd.Timestamp(as_utc(max(newest))).floor("D")
+
+
+def safe_message(error: BaseException) -> str:
+    """The error for records and logs: a contract violation without its example values
+    (they can be customer ids)."""
+    if isinstance(error, ContractError):
+        first = error.violations[0]
+        where = f"{first.table}.{first.column}" if first.column else first.table
+        more = len(error.violations) - 1
+        return (
+            f"{error.source} breaks the data contract: {where}: {first.problem}"
+            f" ({first.rows:,} rows){f' (+{more} more)' if more else ''};"
+            " `nextbest validate` lists them"
+        )
+    if isinstance(error, NextbestError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+def run(config: RetrainConfig, log: JobLog) -> Outcome:
+    """Run one job under the lock; never raises for an expected failure (see ``Outcome``)."""
+    job = Outcome()
+    try:
+        with job_lock(config.mlruns, config.wait_seconds), _stderr_as(log):
+            _guarded(config, log, job)
+    except Busy as error:
+        job.outcome, job.stage, job.message = "busy", "lock", str(error)
+        log("busy", job.message, level="warning")
+        _journal(config.mlruns, job)
+    return job
+
+
+def _guarded(config: RetrainConfig, log: JobLog, job: Outcome) -> None:
+    from training import tracking
+
+    try:
+        job.stage = "tracking"
+        tracking.configure(config.mlruns)
+        tracking.check_reachable()
+        job.champions_before = tracking.champion_versions()
+        job.champions_after = dict(job.champions_before)
+        job.run_id = tracking.start_job(config.mlruns, {"nextbest.job": "retrain"})
+        _steps(config, log, job)
+    except BadInputError as error:
+        job.outcome, job.message = "bad input", safe_message(error)
+        log("failed", f"{job.stage}: {job.message}", level="error", stage=job.stage)
+    except Exception as error:  # any crash: record it, keep the champions, exit 1
+        job.outcome, job.message = "failed", safe_message(error)
+        if job.stage == "promote" and job.decisions:  # trained but not promoted: undo
+            with contextlib.suppress(Exception):
+                tracking.discard(job.decisions)
+        log("failed", f"{job.stage}: {job.message}", level="error", stage=job.stage)
+        if os.environ.get("NEXTBEST_DEBUG"):
+            raise
+    finally:
+        _finish(config, log, job)
+
+
+def _steps(config: RetrainConfig, log: JobLog, job: Outcome) -> None:
+    from features.build import build_features
+    from features.io import write_snapshot
+    from nextbest.validation import load_contract
+    from training import pipeline, tracking
+
+    job.stage = "validate"
+    tables = load_contract(config.data)
+    if config.as_of is not None:
+        as_of, job.as_of_source = as_utc(config.as_of), "--as-of"
+    else:
+        as_of, job.as_of_source = latest_complete_day(tables), "latest complete day in the data"
+    job.as_of = as_of.isoformat()
+    job.digest = pipeline.data_digest(config.data, config.features)
+    log("as_of", f"as of {job.as_of} ({job.as_of_source})", as_of=job.as_of)
+
+    job.stage = "up-to-date check"
+    done = tracking.trained_on(job.digest, job.as_of)
+    if done and not config.force:
+        job.outcome = "up to date"
+        listed = ", ".join(f"{k} v{v}" for k, v in sorted(done.items()))
+        job.message = f"{listed} already trained on this data as of {job.as_of}"
+        log("up_to_date", f"up to date: {job.message}", versions=done)
+        return
+
+    job.stage = "features"
+    log("stage", "building features", stage=job.stage)
+    current = build_features(tables, as_of=as_of, config=config.features)
+
+    job.stage = "drift"
+    _drift(config, log, job, tables, current, as_of)
+
+    job.stage = "train"
+    log("stage", "training, logging and gating", stage=job.stage)
+    report = pipeline.train(
+        tables,
+        as_of=as_of,
+        config=config.features,
+        root=config.mlruns,
+        margin=config.margin,
+        tags={"nextbest.data_digest": job.digest, "nextbest.retrain_run": job.run_id or ""},
+        progress=lambda message: log("progress", message, stage="train"),
+        promote=False,
+        current=current,
+    )
+    job.decisions = report.decisions
+    for d in report.decisions:
+        champion = "-" if d.champion_score is None else f"{d.champion_score:.4f}"
+        log(
+            "gate",
+            f"{d.kind} v{d.version}: {d.metric} {d.challenger_score:.4f} vs champion"
+            f" {champion} -> {'promote' if d.promoted else 'keep champion'}",
+            kind=d.kind,
+            version=d.version,
+            promote=d.promoted,
+        )
+    for kind, why in report.skipped.items():
+        log("skipped", f"{kind}: not trained: {why}", kind=kind)
+    winners = [d for d in report.decisions if d.promoted]
+    if not winners:
+        job.outcome = "not promoted"
+        job.message = "no challenger beat its champion; champions unchanged"
+        return
+
+    job.stage = "promote"
+    if config.features_out is not None:
+        write_snapshot(current, config.features, config.data, config.features_out, overwrite=True)
+        log("snapshot", f"wrote the serving snapshot {config.features_out}")
+    tracking.promote_champions(winners)
+    job.champions_after = tracking.champion_versions()
+    job.outcome = "promoted"
+    job.message = ", ".join(f"{d.kind} v{d.version}" for d in winners) + " now champion"
+    log("promoted", f"promoted: {job.message}", versions={d.kind: d.version for d in winners})
+
+    job.stage = "reload"
+    if config.service_url:
+        job.reload = _reload(config)
+        if not job.reload.get("reloaded"):
+            raise NextbestError(
+                f"the service at {config.service_url} did not reload: {job.reload.get('detail')}"
+                " (the new champions are registered; it will load them on its next reload)"
+            )
+        log(
+            "reloaded", f"the service at {config.service_url} serves {job.reload['model_versions']}"
+        )
+
+
+def _drift(config, log, job, tables, current, as_of) -> None:
+    from training import plots, tracking
+    from training.drift import drift_report
+
+    if "churn" not in job.champions_before:
+        log("drift", "no champion yet: no drift report")
+        return
+    profile, version = tracking.load_profile("champion")
+    if profile is None:
+        log("drift", f"churn champion v{version} has no reference profile: no drift report")
+        return
+    champion, _ = tracking.load_churn("champion")
+    buyers = current.customers[current.customers["purchase_days"] > 0]
+    table = drift_report(profile, buyers, champion.predict_proba(buyers), config.thresholds)
+    job.drift = table
+    job.realised = realised_metrics(champion, tables, config.features, as_of)
+    job.realised["champion_as_of"] = profile["as_of"]
+    figure = plots.drift(
+        table,
+        config.thresholds.moderate,
+        config.thresholds.major,
+        f"drift: v{version}'s snapshot {profile['as_of'][:10]} -> {job.as_of[:10]}",
+    )
+    if job.run_id:
+        tracking.log_drift(job.run_id, table, job.realised, figure)
+    levels = table["level"].value_counts().to_dict()
+    top = table.dropna(subset=["psi"]).head(3)
+    log(
+        "drift",
+        f"drift against churn v{version} as of {profile['as_of']}: "
+        + ", ".join(f"{n} {levels.get(n, 0)}" for n in ("major", "moderate", "stable"))
+        + "; largest "
+        + ", ".join(f"{r.feature} {r.psi:.3f}" for r in top.itertuples()),
+        psi={r.feature: round(float(r.psi), 4) for r in table.dropna(subset=["psi"]).itertuples()},
+        levels=levels,
+    )
+    r = job.realised
+    if "roc_auc" in r:
+        log(
+            "realised",
+            f"churn v{version} on the newest complete window {r['window']}: ROC-AUC"
+            f" {r['roc_auc']:.3f}, Brier {r['brier']:.3f}, predicted churn"
+            f" {r['predicted_rate']:.3f} vs observed {r['observed_rate']:.3f}",
+            realised=r,
+        )
+
+
+def realised_metrics(champion, tables, config: FeatureConfig, as_of) -> dict:
+    """How good the churn champion really was on the newest complete window: its scores at
+    ``as_of - H`` against what happened in ``(as_of - H, as_of]``."""
+    from training.dataset import churn_examples
+    from training.metrics import binary_metrics
+
+    cutoff = as_utc(as_of) - pd.Timedelta(days=config.horizon_days)
+    examples = churn_examples(tables, cutoff, config)
+    window = f"({cutoff.date()}, {as_utc(as_of).date()}]"
+    y = examples["churned"].to_numpy(dtype=bool)
+    if examples.empty or y.all() or not y.any():
+        return {"window": window, "customers": len(examples), "note": "one outcome only"}
+    p = champion.predict_proba(examples)
+    return {
+        "window": window,
+        "customers": len(examples),
+        **binary_metrics(y, p),
+        "predicted_rate": float(p.mean()),
+        "observed_rate": float(y.mean()),
+    }
+
+
+def _reload(config: RetrainConfig) -> dict:
+    import httpx
+
+    try:
+        response = httpx.post(
+            f"{config.service_url.rstrip('/')}/admin/reload",
+            headers={"authorization": f"Bearer {config.admin_key or ''}"},
+            timeout=600,
+        )
+    except httpx.HTTPError as error:
+        return {"reloaded": False, "detail": f"{type(error).__name__}: {error}"}
+    if response.status_code != 200:
+        return {"reloaded": False, "detail": f"HTTP {response.status_code}"}
+    return response.json()
+
+
+def _finish(config: RetrainConfig, log: JobLog, job: Outcome) -> None:
+    """Record the job: close its MLflow run (if the store answers) and append the journal."""
+    from training import tracking
+
+    record = job.record()
+    if job.run_id:
+        try:
+            tags = {
+                "nextbest.outcome": job.outcome,
+                "nextbest.exit_code": str(job.exit_code),
+                "nextbest.stage": job.stage,
+                "nextbest.as_of": job.as_of or "",
+                "nextbest.data_digest": job.digest or "",
+            }
+            tracking.end_job(job.run_id, failed=job.exit_code in (1, 2), tags=tags, record=record)
+        except Exception as error:  # the store went away mid-job: the journal keeps it
+            log("record", f"could not record the job in MLflow: {error}", level="warning")
+            job.run_id = None
+            record = job.record()
+    _journal(config.mlruns, job, record)
+
+
+def _journal(folder: Path, job: Outcome, record: dict | None = None) -> None:
+    """Append one JSON line to the local journal (``O_APPEND``: lines of concurrent writers
+    never interleave)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(record or job.record(), default=str, sort_keys=True) + "\n"
+    fd = os.open(folder / JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
