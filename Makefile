@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 RUN := $(UV) run --frozen
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-slow lint format bench eval-cdnow eval-world clean
+.PHONY: help install demo test test-slow lint format bench eval-cdnow eval-world notebooks strip-notebooks clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,6 +46,13 @@ eval-cdnow: install  ## churn and CLV against their baselines on CDNOW (real dat
 
 eval-world: install  ## all three models against their baselines on a 20,000-customer world
 	$(RUN) python -m benchmarks.evaluate world
+
+notebooks: install  ## Jupyter Lab on notebooks/ (installs the `lab` group first)
+	$(UV) sync --frozen --group lab
+	$(UV) run --frozen --group lab jupyter lab notebooks/
+
+strip-notebooks: install  ## remove outputs and execution counts from notebooks/ before a commit
+	$(RUN) nbstripout --drop-empty-cells notebooks/*.ipynb
 
 clean:  ## remove the environment and outputs (keeps mlruns/ and data/ folders)
 	rm -rf .venv .tools .pytest_cache .ruff_cache
