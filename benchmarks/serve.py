@@ -115,7 +115,12 @@ def run() -> None:
     snapshot = pd.read_parquet(cache / "features" / "customers.parquet")
     buyers = snapshot.loc[snapshot["purchase_days"] > 0, "customer_id"].tolist()
     port = _free_port()
-    env = {**os.environ, "NEXTBEST_API_KEYS": f"{KEY}:chatbot", "MLFLOW_LOGGING_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "NEXTBEST_API_KEYS": f"{KEY}:chatbot",
+        "NEXTBEST_PSEUDONYM_KEY": "pseudonym-key-for-the-benchmark",
+        "MLFLOW_LOGGING_LEVEL": "WARNING",
+    }
     log = open(cache / "serve.log", "w")  # noqa: SIM115 - closed below
     server = subprocess.Popen(
         [

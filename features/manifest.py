@@ -25,6 +25,17 @@ _COUNT_DOCS = {
 assert set(_COUNT_DOCS) == set(COUNTED)
 
 
+#: Feature families, the modules that make them, and the purposes they may serve
+#: (purpose limitation: a family is computed for these purposes and no other).
+FAMILIES = {
+    "rfm": {"module": "features.rfm", "purposes": ["service", "marketing", "analytics"]},
+    "intervals": {"module": "features.intervals", "purposes": ["marketing", "analytics"]},
+    "engagement": {"module": "features.engagement", "purposes": ["service", "marketing"]},
+    "lifetimes": {"module": "features.clv", "purposes": ["marketing", "analytics"]},
+    "replenishment": {"module": "features.replenishment", "purposes": ["marketing"]},
+}
+
+
 def describe(config: FeatureConfig) -> dict[str, dict[str, str]]:
     """Column -> one-line meaning, for the customer table and the pair table."""
     h, longest = config.horizon_days, config.longest_window
@@ -115,6 +126,7 @@ def manifest(features: FeatureTables, config: FeatureConfig, inputs: dict[str, P
         "nextbest_version": nextbest.__version__,
         "features_version": FEATURES_VERSION,
         "config": asdict(config),
+        "families": FAMILIES,
         "rows": {name: len(frame) for name, frame in tables.items()},
         "columns": {
             name: {column: docs[name].get(column, "") for column in frame.columns}

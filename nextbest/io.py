@@ -151,7 +151,8 @@ def read_tables(
 ) -> tuple[dict[str, pd.DataFrame], list[Violation], dict[str, set[str]]]:
     """Read and type every table of a contract folder (or ``only`` those named).
 
-    Returns the typed frames (absent optional tables as empty frames), the violations
+    Returns the typed frames (absent optional tables as empty frames; without the rows of
+    customers on the suppression list, see :mod:`nextbest.privacy`), the violations
     found while reading and typing, and per table the columns that could not be typed
     (the validator skips their value checks).
     """
@@ -194,7 +195,9 @@ def read_tables(
         extra = [c for c in raw.columns if c not in spec.column_names]
         frame = pd.DataFrame(typed, index=raw.index).join(raw[extra])
         frames[name] = _finish_dtypes(frame, name, broken[name])
-    return frames, violations, broken
+    from nextbest.privacy import drop_suppressed
+
+    return drop_suppressed(frames), violations, broken
 
 
 def _remove_stale_temporaries(out: Path) -> None:

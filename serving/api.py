@@ -17,6 +17,7 @@ from fastapi import FastAPI, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from serving.policy import Context, rank
+from serving.security import CALLER
 
 Locale = Literal["en", "zh-TW", "zh-CN"]
 Outcome = Literal["shown", "accepted", "dismissed", "converted"]
@@ -171,6 +172,17 @@ class FeedbackOut(BaseModel):
     stored: bool
 
 
+class SubjectIn(Strict):
+    customer_id: str = Field(min_length=1, max_length=128)
+
+
+class ErasedOut(BaseModel):
+    known: bool
+    identities: int
+    stores: dict[str, int]
+    audit_entries: int
+
+
 class ReloadOut(BaseModel):
     reloaded: bool
     model_versions: dict[str, str]
@@ -196,6 +208,26 @@ class Runtime:
     catalog = None
     clock = None  # () -> datetime
     reload = None  # () -> ReloadOut-like dict
+    audit = None  # AuditLog
+    pseudonym = None  # customer id -> pseudonym (nextbest.privacy), bound to the key
+
+
+def _audit(route: str, who: str | None, now, purposes, actions, request_id=None) -> None:
+    """One audit line per scoring call: caller key id, pseudonym, purposes, actions,
+    model versions, time. Never a raw id or a key."""
+    state = RUNTIME.state
+    RUNTIME.audit.append(
+        {
+            "at": now.isoformat(),
+            "route": route,
+            "key_id": CALLER.get(),
+            "customer": who,
+            "purposes": sorted(set(purposes)),
+            "actions": list(actions),
+            "model_versions": state.versions if state is not None else {},
+            "request_id": request_id,
+        }
+    )
 
 
 RUNTIME = Runtime()
@@ -229,7 +261,8 @@ def suggest_one(request: SuggestRequest) -> SuggestResponse:
     )
     profile = state.profile(customer_id, now) if customer_id else None
     context = Context(**request.context.model_dump())
-    exposures = RUNTIME.feedback.exposures(customer_id, now) if customer_id else {}
+    who = RUNTIME.pseudonym(customer_id) if customer_id else None
+    exposures = RUNTIME.feedback.exposures(who, now) if who else {}
     ranking = rank(
         profile,
         context,
@@ -246,7 +279,9 @@ def suggest_one(request: SuggestRequest) -> SuggestResponse:
         Action(score=s.expected_value, **{k: v for k, v in asdict(s).items() if k != "value"})
         for s in ranking.suggestions
     ]
-    RUNTIME.feedback.record_suggestion(request_id, customer_id, [a.action for a in actions], now)
+    names = [a.action for a in actions]
+    RUNTIME.feedback.record_suggestion(request_id, who, names, now)
+    _audit("/suggest", who, now, [a.purpose for a in actions], names, request_id)
     return SuggestResponse(
         request_id=request_id,
         known=customer_id is not None,
@@ -289,16 +324,23 @@ async def profile(
     c = state.customers[resolved]
     now = RUNTIME.clock()
     marketing, _ = c.consents.get("marketing", (False, None))
+    # purpose limitation: the churn, CLV and repurchase scores serve marketing only
+    churn, clv = (c.churn_probability, c.clv_12m) if marketing else (None, None)
+    _audit("/profile", RUNTIME.pseudonym(resolved), now, ["service"], [])
     return {
         "customer_id": resolved,
         "locale": c.locale,
         "segment": c.segment,
-        "churn_risk": _band(c.churn_probability, (0.3, 0.6)),
-        "churn_probability": c.churn_probability,
-        "clv_band": _band(c.clv_12m, (50.0, 200.0)),
-        "clv_12m": c.clv_12m,
+        "churn_risk": _band(churn, (0.3, 0.6)),
+        "churn_probability": churn,
+        "clv_band": _band(clv, (50.0, 200.0)),
+        "clv_12m": clv,
         "consents": {purpose: granted for purpose, (granted, _) in c.consents.items()},
         "marketing_allowed": marketing,
+        "marketing_scoring": "used"
+        if marketing
+        else "skipped: no marketing consent in force (churn, CLV and repurchase scores"
+        " serve marketing only)",
         "do_not_suggest": [] if marketing else ["marketing: no marketing consent in force"],
         "preferred_channel": c.preferred_channel,
         "open_support_tickets": c.open_tickets,
@@ -310,7 +352,7 @@ async def profile(
                 "last_purchase_at": item.last_purchase_at,
                 "expected_run_out_at": item.expected_next_purchase_at,
                 "run_out_interval": [item.next_purchase_p10_at, item.next_purchase_p90_at],
-                "repurchase_probability": item.repurchase_probability,
+                "repurchase_probability": item.repurchase_probability if marketing else None,
             }
             for item in c.consumables.values()
         ],
@@ -329,8 +371,20 @@ def _band(value: float | None, edges: tuple[float, float]) -> str | None:
 @app.post("/events", response_model=Applied, responses=ERRORS, tags=["admin"])
 def events(batch: EventBatch) -> Applied:
     """Ingest new orders, events, consents and identities; they apply at once."""
-    counts = _state().apply(batch)
-    RUNTIME.feedback.record_events(batch.model_dump(mode="json"), RUNTIME.clock())
+    state = _state()
+    counts = state.apply(batch)
+    rows = []
+    for kind in ("orders", "events", "consents", "identities"):
+        for item in getattr(batch, kind):
+            owner = item.customer_id or (
+                state.identities.get(("cookie", item.anonymous_id or ""))
+                or state.identities.get(("device", item.anonymous_id or ""))
+                if kind == "events"
+                else None
+            )
+            who = RUNTIME.pseudonym(owner) if owner else None
+            rows.append((kind, who, item.model_dump(mode="json")))
+    RUNTIME.feedback.record_events(rows, RUNTIME.clock())
     return Applied(**counts)
 
 
@@ -351,3 +405,58 @@ async def feedback(item: FeedbackIn) -> FeedbackOut:
 def reload() -> ReloadOut:
     """Load the current champions and snapshot beside the old ones, then switch."""
     return ReloadOut(**RUNTIME.reload())
+
+
+@app.post("/admin/subject/export", responses=ERRORS, tags=["admin"])
+def subject_export(subject: SubjectIn) -> dict:
+    """Everything the running service holds about one customer (right of access): the
+    served profile, suggestions, feedback, ingested rows and audit entries."""
+    from nextbest.privacy import pseudonyms
+
+    state, now = _state(), RUNTIME.clock()
+    names = pseudonyms(subject.customer_id)
+    c = state.customers.get(subject.customer_id)
+    served = None
+    if c is not None:
+        served = asdict(c) | {
+            "identities": [
+                {"id_type": t, "id_value": v}
+                for (t, v), who in state.identities.items()
+                if who == subject.customer_id
+            ]
+        }
+    return {
+        "customer_id": subject.customer_id,
+        "known": c is not None,
+        "exported_at": now,
+        "served_profile": served,
+        "stores": RUNTIME.feedback.subject(names),
+        "audit": [e for e in RUNTIME.audit.entries() if e.get("customer") in names],
+    }
+
+
+@app.post("/admin/subject/erase", response_model=ErasedOut, responses=ERRORS, tags=["admin"])
+def subject_erase(subject: SubjectIn) -> ErasedOut:
+    """Erase one customer from the running service: the served state and every identity
+    pointing at them, the suggestion / feedback / ingested stores and the audit log; the
+    erasure itself is audited with counts only."""
+    from nextbest.privacy import pseudonyms
+
+    state, now = _state(), RUNTIME.clock()
+    names = pseudonyms(subject.customer_id)
+    known = subject.customer_id in state.customers
+    identities = state.forget(subject.customer_id)
+    stores = RUNTIME.feedback.erase(names)
+    removed = RUNTIME.audit.erase(names)
+    RUNTIME.audit.append(
+        {
+            "at": now.isoformat(),
+            "route": "/admin/subject/erase",
+            "key_id": CALLER.get(),
+            "customer": None,
+            "purposes": ["legal obligation"],
+            "actions": ["erasure"],
+            "erased": {"identities": identities, **stores, "audit": removed},
+        }
+    )
+    return ErasedOut(known=known, identities=identities, stores=stores, audit_entries=removed)

@@ -1,9 +1,15 @@
 """Durable, append-only records of the service: suggestions served, feedback, events ingested.
 
-One SQLite file (WAL) in the service's state folder. Feedback (shown, accepted, dismissed,
-converted) and ingested events are written before the request returns; feedback is kept in
-memory as exposures too, so cooldowns and frequency caps cost a dictionary lookup per
-request, and on start the exposures are rebuilt from the file.
+One SQLite file (WAL) in the service's state folder. Customers are recorded by pseudonym
+(:func:`nextbest.privacy.pseudonym`), never by raw id: the caller passes pseudonyms in.
+Ingested contract rows are kept one per line with their subject's pseudonym, so an
+erasure (:meth:`FeedbackStore.erase`) removes exactly that person's rows; deleted pages
+are overwritten (``secure_delete``) and the WAL truncated, so no copy stays on disk.
+
+Feedback (shown, accepted, dismissed, converted) and ingested events are written before the
+request returns; feedback is kept in memory as exposures too, so cooldowns and frequency
+caps cost a dictionary lookup per request, and on start the exposures are rebuilt from the
+file.
 
 Suggestions served are written by a background thread in batches (every 50 ms): a write
 and its occasional WAL checkpoint (an fsync) then never sit in a chatbot's request, which
@@ -32,14 +38,19 @@ BATCH_SECONDS = 0.05
 
 SCHEMA = """
 create table if not exists suggestions (
-    request_id text primary key, customer_id text, at text not null, actions text not null
+    request_id text primary key, customer text, at text not null, actions text not null
 );
 create table if not exists feedback (
-    request_id text not null, customer_id text, action text not null, product_id text,
+    request_id text not null, customer text, action text not null, product_id text,
     outcome text not null, at text not null
 );
-create table if not exists events (at text not null, payload text not null);
+create table if not exists ingested (
+    at text not null, kind text not null, customer text, row text not null
+);
+create index if not exists suggestions_customer on suggestions (customer);
+create index if not exists ingested_customer on ingested (customer);
 """
+TABLES = ("suggestions", "feedback", "ingested")
 
 
 class FeedbackStore:
@@ -49,15 +60,16 @@ class FeedbackStore:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("pragma journal_mode=wal")
         self._db.execute("pragma synchronous=normal")
+        self._db.execute("pragma secure_delete=on")
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
         self._shown: dict[str, dict[tuple[str, str | None], list[datetime]]] = defaultdict(
             lambda: defaultdict(list)
         )
-        for customer_id, action, product_id, at in self._db.execute(
-            "select customer_id, action, product_id, at from feedback where customer_id is not null"
+        for customer, action, product_id, at in self._db.execute(
+            "select customer, action, product_id, at from feedback where customer is not null"
         ):
-            self._shown[customer_id][(action, product_id)].append(datetime.fromisoformat(at))
+            self._shown[customer][(action, product_id)].append(datetime.fromisoformat(at))
         self._recent: OrderedDict[str, str | None] = OrderedDict()
         self._pending: queue.Queue = queue.Queue()
         self._writer = threading.Thread(target=self._write, daemon=True, name="suggestions")
@@ -65,12 +77,12 @@ class FeedbackStore:
         atexit.register(self.flush)
 
     def record_suggestion(
-        self, request_id: str, customer_id: str | None, actions: list, at: datetime
+        self, request_id: str, customer: str | None, actions: list, at: datetime
     ) -> None:
-        self._recent[request_id] = customer_id
+        self._recent[request_id] = customer
         if len(self._recent) > RECENT:
             self._recent.popitem(last=False)
-        self._pending.put((request_id, customer_id, at.isoformat(), json.dumps(actions)))
+        self._pending.put((request_id, customer, at.isoformat(), json.dumps(actions)))
 
     def _write(self) -> None:
         while True:
@@ -92,37 +104,77 @@ class FeedbackStore:
         request id."""
         with self._lock:
             if item.request_id in self._recent:
-                customer_id = self._recent[item.request_id]
+                customer = self._recent[item.request_id]
             else:
                 row = self._db.execute(
-                    "select customer_id from suggestions where request_id = ?", (item.request_id,)
+                    "select customer from suggestions where request_id = ?", (item.request_id,)
                 ).fetchone()
                 if row is None:
                     return False
-                customer_id = row[0]
+                customer = row[0]
             self._db.execute(
                 "insert into feedback values (?, ?, ?, ?, ?, ?)",
                 (
                     item.request_id,
-                    customer_id,
+                    customer,
                     item.action,
                     item.product_id,
                     item.outcome,
                     at.isoformat(),
                 ),
             )
-            if customer_id is not None:
-                self._shown[customer_id][(item.action, item.product_id)].append(at)
+            if customer is not None:
+                self._shown[customer][(item.action, item.product_id)].append(at)
         return True
 
-    def record_events(self, payload: dict, at: datetime) -> None:
+    def record_events(self, rows: list[tuple[str, str | None, dict]], at: datetime) -> None:
+        """Store ingested contract rows: ``(table, subject pseudonym, row)`` each."""
         with self._lock:
-            self._db.execute(
-                "insert into events values (?, ?)", (at.isoformat(), json.dumps(payload))
+            self._db.executemany(
+                "insert into ingested values (?, ?, ?, ?)",
+                [(at.isoformat(), kind, who, json.dumps(row)) for kind, who, row in rows],
             )
 
-    def exposures(self, customer_id: str, now: datetime) -> dict[tuple[str, str | None], Exposure]:
-        shown = self._shown.get(customer_id)
+    def subject(self, pseudonyms: set[str]) -> dict[str, list[dict]]:
+        """Everything stored about the customers with these pseudonyms, by table."""
+        self.flush()
+        marks = ",".join("?" * len(pseudonyms))
+        out = {}
+        with self._lock:
+            for table in TABLES:
+                cursor = self._db.execute(
+                    f"select * from {table} where customer in ({marks})", tuple(pseudonyms)
+                )
+                names = [d[0] for d in cursor.description]
+                out[table] = [dict(zip(names, row, strict=True)) for row in cursor]
+        for row in out["ingested"]:
+            row["row"] = json.loads(row["row"])
+        for row in out["suggestions"]:
+            row["actions"] = json.loads(row["actions"])
+        return out
+
+    def erase(self, pseudonyms: set[str]) -> dict[str, int]:
+        """Delete every row about these pseudonyms, overwrite the freed pages and truncate
+        the WAL; forget their exposures. Returns rows deleted per table."""
+        self.flush()
+        marks = ",".join("?" * len(pseudonyms))
+        counts = {}
+        with self._lock:
+            for table in TABLES:
+                cursor = self._db.execute(
+                    f"delete from {table} where customer in ({marks})", tuple(pseudonyms)
+                )
+                counts[table] = cursor.rowcount
+            self._db.execute("vacuum")
+            self._db.execute("pragma wal_checkpoint(truncate)")
+            for who in pseudonyms:
+                self._shown.pop(who, None)
+            for request_id in [r for r, who in self._recent.items() if who in pseudonyms]:
+                del self._recent[request_id]
+        return counts
+
+    def exposures(self, customer: str, now: datetime) -> dict[tuple[str, str | None], Exposure]:
+        shown = self._shown.get(customer)
         if not shown:
             return {}
         month = now - timedelta(days=30)
@@ -132,6 +184,6 @@ class FeedbackStore:
         }
 
     def count(self, table: str) -> int:
-        if table not in ("suggestions", "feedback", "events"):
+        if table not in TABLES:
             raise ValueError(f"no table {table!r}")
         return self._db.execute(f"select count(*) from {table}").fetchone()[0]

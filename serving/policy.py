@@ -224,7 +224,9 @@ def rank(
                     {"product": name},
                 )
             )
-        if profile.churn_probability is not None and profile.churn_probability >= 0.5:
+        if not profile.marketing_consent:  # churn was not scored (purpose limitation)
+            candidates.append(("winback_offer", None, 0.0, 0.0, ("CHURN_NOT_SCORED",), {}))
+        elif profile.churn_probability is not None and profile.churn_probability >= 0.5:
             candidates.append(
                 (
                     "winback_offer",

@@ -11,6 +11,7 @@ A body over ``NEXTBEST_MAX_BODY_BYTES`` (default 1 MB) gets 413 before it is rea
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import hmac
 import json
@@ -20,7 +21,7 @@ from pathlib import Path
 from nextbest.errors import BadInputError
 
 OPEN = {"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/docs", "/"}
-ADMIN = {"/events", "/admin/reload"}
+ADMIN = {"/events", "/admin/reload", "/admin/subject/export", "/admin/subject/erase"}
 SCOPES = {"chatbot", "admin"}
 MAX_BODY = 1_000_000
 
@@ -61,6 +62,10 @@ def key_id(key: str) -> str:
     return _digest(key)[:8]
 
 
+#: The id of the key that authorised the current request (for the audit log).
+CALLER: contextvars.ContextVar[str | None] = contextvars.ContextVar("caller", default=None)
+
+
 class SecurityMiddleware:
     """401 without a known key, 403 without the scope, 413 over the body limit."""
 
@@ -85,6 +90,7 @@ class SecurityMiddleware:
             needed = "admin" if path in ADMIN else "chatbot"
             if needed not in scopes and "admin" not in scopes:
                 return await _problem(send, 403, f"this key lacks the {needed!r} scope")
+            CALLER.set(key_id(key))
             length = headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body:
                 return await _problem(send, 413, f"request body over {self.max_body} bytes")

@@ -17,6 +17,7 @@ the failure is logged and counted in ``nextbest_reload_failures_total``.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import math
@@ -59,6 +60,8 @@ class NextBest:
     """Next best actions for chatbots: suggest, profile, events, feedback, reload."""
 
     def __init__(self) -> None:
+        from nextbest import privacy
+        from serving.audit import AuditLog
         from serving.catalog import DEFAULT, load_catalog
         from serving.feedback import FeedbackStore
         from training import tracking
@@ -69,6 +72,9 @@ class NextBest:
         state_dir = Path(os.environ.get("NEXTBEST_STATE", "data/serving"))
         api.RUNTIME.catalog = load_catalog(os.environ.get("NEXTBEST_ACTIONS") or DEFAULT)
         api.RUNTIME.feedback = FeedbackStore(state_dir / "serving.db")
+        api.RUNTIME.audit = AuditLog(state_dir / "audit")
+        key = privacy.keys()[0]  # refuses to start without NEXTBEST_PSEUDONYM_KEY
+        api.RUNTIME.pseudonym = functools.partial(privacy.pseudonym, key=key)
         api.RUNTIME.clock = _clock()
         api.RUNTIME.reload = self.reload
         self._reload_lock = threading.Lock()
@@ -166,6 +172,8 @@ class NextBest:
         )
         c = model.calibration_
         probability = 1 / (1 + math.exp(-(c["slope"] * float(raw[0]) + c["intercept"])))
+        who = api.RUNTIME.pseudonym(customer_id)
+        api._audit("/score/churn", who, api.RUNTIME.clock(), ["marketing"], ["churn_score"])
         return {
             "customer_id": customer_id,
             "churn_probability": probability,

@@ -266,8 +266,9 @@ class ServingState:
             customer_id=customer_id,
             locale=c.locale,
             marketing_consent=granted,
-            churn_probability=c.churn_probability,
-            clv_12m=c.clv_12m,
+            # purpose limitation: churn and CLV serve marketing, skipped without consent
+            churn_probability=c.churn_probability if granted else None,
+            clv_12m=c.clv_12m if granted else None,
             open_tickets=c.open_tickets,
             min_sentiment_30d=c.min_sentiment_30d,
             last_order_at=c.last_order_at,
@@ -345,6 +346,18 @@ class ServingState:
                 elif event.event_type == "ticket_resolved":
                     c.open_tickets = max(0, c.open_tickets - 1)
         return counts
+
+    def forget(self, customer_id: str) -> int:
+        """Remove a customer and every identity that points at them (an erasure); returns
+        how many identities went. Their row of the churn matrix is unreachable after this
+        and freed at the next reload."""
+        with self.lock:
+            self.customers.pop(customer_id, None)
+            self.churn_row.pop(customer_id, None)
+            mine = [key for key, who in self.identities.items() if who == customer_id]
+            for key in mine:
+                del self.identities[key]
+        return len(mine)
 
 
 def _reset(item: Consumable, at: datetime, cycle_days: float | None, quantity: int) -> Consumable:

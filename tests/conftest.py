@@ -11,6 +11,8 @@ from nextbest.io import write_tables
 from nextbest.world.generate import WorldConfig, generate_world
 
 AS_OF = pd.Timestamp("2025-06-30", tz="UTC")
+#: The secret that keys customer pseudonyms in the services the tests start.
+PSEUDONYM_KEY = "pseudonym-key-for-tests-000003"
 
 
 def tiny_tables() -> dict[str, pd.DataFrame]:
@@ -177,7 +179,7 @@ def launch_service(*args: str, keys: str, log_path: Path):
     log = open(log_path, "w")  # noqa: SIM115 - the child keeps writing to it
     process = subprocess.Popen(
         ["nextbest", "serve", *args, "--port", str(port)],
-        env={**os.environ, "NEXTBEST_API_KEYS": keys},
+        env={**os.environ, "NEXTBEST_API_KEYS": keys, "NEXTBEST_PSEUDONYM_KEY": PSEUDONYM_KEY},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

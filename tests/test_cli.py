@@ -19,7 +19,8 @@ def nextbest(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 def test_help_on_every_subcommand():
     commands = ["generate", "import", "validate", "features", "train", "score", "retrain", "demo"]
-    for args in ([], *([c] for c in commands), ["import", "cdnow"]):
+    nested = (["import", "cdnow"], ["subject", "export"], ["subject", "erase"], ["audit", "query"])
+    for args in ([], *([c] for c in commands), *nested):
         result = nextbest(*args, "--help")
         assert result.returncode == 0, result.stderr
         assert "Usage" in result.stdout

@@ -44,6 +44,9 @@ CHURN_MODEL = "nextbest-churn"
 REPLENISHMENT_MODEL = "nextbest-replenishment"
 CLV_MODEL = "nextbest-clv"
 REGISTERED = {"churn": CHURN_MODEL, "replenishment": REPLENISHMENT_MODEL, "clv": CLV_MODEL}
+#: What each model's scores may be used for (purpose limitation): all three drive
+#: marketing actions, so the service skips them for customers without marketing consent.
+PURPOSES = {"churn": "marketing", "replenishment": "marketing", "clv": "marketing"}
 #: The churn run's artifact with the reference profile of its training snapshot.
 PROFILE = "reference_profile.json"
 
@@ -337,7 +340,7 @@ def _run(kind: str, root, tags: dict | None):
     import mlflow
 
     mlflow.set_experiment(experiment_id=_experiment(REGISTERED[kind], Path(root).resolve()))
-    return mlflow.start_run(tags=tags)
+    return mlflow.start_run(tags={**(tags or {}), "nextbest.purpose": PURPOSES[kind]})
 
 
 def log_churn(

@@ -1,0 +1,159 @@
+"""Pseudonyms, the suppression list, and the rows that belong to one data subject.
+
+**Pseudonyms.** Wherever nextbest records a customer outside the contract data and the
+feature tables -- the service's suggestion, feedback and event stores, the audit log, logs --
+it writes ``pseudonym(customer_id)``: an HMAC-SHA256 of the id under a secret key from
+``NEXTBEST_PSEUDONYM_KEY`` (at least 16 characters, kept apart from the data). Without the
+key a pseudonym cannot be tied back to a person, and with it the same customer always gets
+the same pseudonym, so records stay joinable.
+
+*Rotating the key*: put the new key in ``NEXTBEST_PSEUDONYM_KEY`` and the old one(s) in
+``NEXTBEST_PSEUDONYM_PREVIOUS_KEYS`` (comma-separated). New records use the new key;
+look-ups (export, erasure, ``nextbest audit query``) and the suppression list match a
+customer under every listed key, so nothing recorded before the rotation is orphaned.
+Drop an old key once the records written under it have aged out of retention.
+
+**Suppression list.** An erased customer's ids (customer id and every identity value) are
+kept as HMACs under a *different* derivation from the pseudonym (so the list never holds
+a pseudonym that appears in any record), in ``NEXTBEST_SUPPRESSION`` (default
+``data/suppression.json``). Loading a contract folder drops every row of a suppressed
+customer, so a later export from the CDP, an import or a retrain cannot bring them back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from nextbest.errors import BadInputError
+
+KEY_ENV = "NEXTBEST_PSEUDONYM_KEY"
+PREVIOUS_ENV = "NEXTBEST_PSEUDONYM_PREVIOUS_KEYS"
+SUPPRESSION_ENV = "NEXTBEST_SUPPRESSION"
+DEFAULT_SUPPRESSION = Path("data/suppression.json")
+
+
+def keys(env=None) -> list[bytes]:
+    """The current pseudonym key first, then the previous ones; an error without a key."""
+    env = os.environ if env is None else env
+    current = env.get(KEY_ENV, "")
+    if len(current) < 16:
+        raise BadInputError(
+            f"{KEY_ENV}: set a secret of at least 16 characters (it keys the pseudonyms of"
+            " customer ids in records and logs)"
+        )
+    previous = [k.strip() for k in env.get(PREVIOUS_ENV, "").split(",") if k.strip()]
+    return [k.encode() for k in (current, *previous)]
+
+
+def _mac(key: bytes, label: str, value: str) -> str:
+    return hmac.new(key, f"{label}:{value}".encode(), hashlib.sha256).hexdigest()
+
+
+def pseudonym(customer_id: str, key: bytes | None = None) -> str:
+    """The customer's pseudonym under ``key`` (default: the current key): ``ps_`` and 24
+    hex digits of HMAC-SHA256."""
+    return "ps_" + _mac(key or keys()[0], "customer", customer_id)[:24]
+
+
+def pseudonyms(customer_id: str) -> set[str]:
+    """The customer's pseudonym under every current and previous key."""
+    return {pseudonym(customer_id, key) for key in keys()}
+
+
+def pseudonymise(customer_ids: pd.Series, key: bytes | None = None) -> pd.Series:
+    """``pseudonym`` of each id (``None`` stays ``None``)."""
+    key = key or keys()[0]
+    return customer_ids.map(lambda c: None if pd.isna(c) else pseudonym(str(c), key))
+
+
+def _token(key: bytes, value: str) -> str:
+    return _mac(key, "suppressed", value)
+
+
+def suppression_path(env=None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env.get(SUPPRESSION_ENV) or DEFAULT_SUPPRESSION)
+
+
+def load_suppression(path: Path | None = None) -> set[str]:
+    """The tokens of the suppression list (empty if there is none)."""
+    path = path or suppression_path()
+    if not path.is_file():
+        return set()
+    try:
+        return set(json.loads(path.read_text())["tokens"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise BadInputError(f"{path}: not a suppression list ({error})") from None
+
+
+def suppress(values: list[str], path: Path | None = None) -> int:
+    """Add ``values`` (a customer id and identity values) to the suppression list under the
+    current key; written through a temporary file. Returns the list's size."""
+    path = path or suppression_path()
+    tokens = load_suppression(path) | {_token(keys()[0], v) for v in values}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps({"tokens": sorted(tokens)}, indent=0) + "\n")
+    tmp.replace(path)
+    return len(tokens)
+
+
+def suppressed(values: pd.Series, tokens: set[str]) -> pd.Series:
+    """Which of ``values`` are on the list (under any current or previous key)."""
+    if not tokens or values.empty:
+        return pd.Series(False, index=values.index)
+    unique = values.dropna().astype(str).unique()
+    hit = {v for v in unique for key in keys() if _token(key, v) in tokens}
+    return values.isin(hit)
+
+
+#: The columns that identify a data subject, per contract table.
+SUBJECT_COLUMNS = {
+    "customers": ("customer_id",),
+    "identities": ("customer_id", "id_value"),
+    "consents": ("customer_id",),
+    "orders": ("customer_id",),
+    "events": ("customer_id", "anonymous_id"),
+}
+
+
+def drop_suppressed(frames: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """``frames`` without any row whose subject columns hold a suppressed value."""
+    tokens = load_suppression()
+    if not tokens:
+        return frames
+    out = dict(frames)
+    for name, columns in SUBJECT_COLUMNS.items():
+        frame = frames.get(name)
+        if frame is None or frame.empty:
+            continue
+        hit = pd.Series(False, index=frame.index)
+        for column in columns:
+            if column in frame.columns:
+                hit |= suppressed(frame[column], tokens)
+        out[name] = frame[~hit.to_numpy()]
+    return out
+
+
+def subject_rows(frames: dict[str, pd.DataFrame], customer_id: str) -> dict[str, pd.DataFrame]:
+    """Every row of ``frames`` (contract tables) about ``customer_id``: their own rows, and
+    anonymous events recorded under one of their identity values."""
+    identities = frames.get("identities")
+    values = set()
+    if identities is not None and not identities.empty:
+        values = set(identities.loc[identities["customer_id"] == customer_id, "id_value"])
+    out = {}
+    for name, frame in frames.items():
+        if frame is None or "customer_id" not in frame.columns:
+            continue
+        hit = frame["customer_id"] == customer_id
+        if name == "events" and "anonymous_id" in frame.columns:
+            hit |= frame["anonymous_id"].isin(values)
+        out[name] = frame[hit.fillna(False).to_numpy(dtype=bool)]
+    return out

@@ -1,0 +1,60 @@
+"""Pseudonyms, key rotation and the suppression list, on tiny hand-built data."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import tiny_tables, write_folder
+from nextbest import privacy
+from nextbest.errors import BadInputError
+from nextbest.validation import load_contract
+
+KEY = "a-secret-key-for-the-tests-0001"
+
+
+@pytest.fixture
+def keyed(monkeypatch, tmp_path):
+    monkeypatch.setenv(privacy.KEY_ENV, KEY)
+    monkeypatch.setenv(privacy.SUPPRESSION_ENV, str(tmp_path / "suppression.json"))
+    monkeypatch.delenv(privacy.PREVIOUS_ENV, raising=False)
+    return tmp_path
+
+
+def test_a_pseudonym_is_stable_keyed_and_not_the_id(keyed, monkeypatch):
+    a = privacy.pseudonym("00001")
+    assert a == privacy.pseudonym("00001") and a.startswith("ps_") and len(a) == 27
+    assert "00001" not in a and a != privacy.pseudonym("00002")
+    monkeypatch.setenv(privacy.KEY_ENV, "another-secret-key-0000002")
+    assert privacy.pseudonym("00001") != a  # without the key, no link to the person
+
+
+def test_rotation_keeps_old_pseudonyms_findable(keyed, monkeypatch):
+    old = privacy.pseudonym("00001")
+    monkeypatch.setenv(privacy.KEY_ENV, "the-new-secret-key-000000003")
+    monkeypatch.setenv(privacy.PREVIOUS_ENV, KEY)
+    assert old in privacy.pseudonyms("00001") and privacy.pseudonym("00001") != old
+
+
+def test_no_key_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv(privacy.KEY_ENV, raising=False)
+    with pytest.raises(BadInputError, match="NEXTBEST_PSEUDONYM_KEY"):
+        privacy.pseudonym("00001")
+
+
+def test_a_suppressed_customer_never_comes_back_from_a_contract_folder(keyed, monkeypatch):
+    folder = write_folder(tiny_tables(), keyed / "data")
+    before = load_contract(folder)
+    assert "00001" in set(before.customers["customer_id"])
+    privacy.suppress(["00001", "ck-1", "psid-1"])
+    after = load_contract(folder)
+    assert "00001" not in set(after.customers["customer_id"])
+    for name in ("identities", "consents", "orders"):
+        assert "00001" not in set(getattr(after, name)["customer_id"])
+    assert "ck-1" not in set(after.events["anonymous_id"].dropna())  # their anonymous events
+    assert len(after.customers) == len(before.customers) - 1
+    assert "00001" not in (keyed / "suppression.json").read_text()  # hashed, not listed
+
+    # after a key rotation the list still matches
+    monkeypatch.setenv(privacy.PREVIOUS_ENV, KEY)
+    monkeypatch.setenv(privacy.KEY_ENV, "the-new-secret-key-000000003")
+    assert "00001" not in set(load_contract(folder).customers["customer_id"])
