@@ -145,13 +145,20 @@ def _stage_clv_training(folder: Path) -> str:
 
 
 def _stage_score(folder: Path) -> str:
+    import pandas as pd
+
     from training import pipeline, tracking
 
     tracking.configure(_store(folder))
     out = _cache(folder) / "scores"
     start = time.perf_counter()
+    consents = pd.read_parquet(folder / "consents.parquet")
     meta = pipeline.score(
-        config=_config(), out=out, snapshot=_cache(folder) / "features", overwrite=True
+        config=_config(),
+        out=out,
+        snapshot=_cache(folder) / "features",
+        consents=consents,
+        overwrite=True,
     )
     _stage_score.seconds = time.perf_counter() - start
     return ", ".join(f"{name} {n:,}" for name, n in meta["rows"].items())

@@ -315,41 +315,58 @@ def train(
 def score(
     out: Annotated[Path, typer.Option(help="Folder for the score tables and scores.json.")],
     data: Annotated[
-        Path | None, typer.Option(help="The contract folder to build features from.")
-    ] = None,
+        Path,
+        typer.Option(help="The contract folder (features with --as-of; consents always)."),
+    ],
     as_of: Annotated[str | None, typer.Option(help="Score as of this moment (UTC).")] = None,
     features: Annotated[
         Path | None,
-        typer.Option(help="A snapshot from `nextbest features` (instead of --data, --as-of)."),
+        typer.Option(help="A snapshot from `nextbest features` (instead of --as-of)."),
     ] = None,
     horizon: Horizon = 90,
     window: Window = 14,
     mlruns: Tracking = Path("mlruns"),
     overwrite: Overwrite = False,
 ) -> None:
-    """Batch-score every customer with the champion models."""
+    """Batch-score every customer with the champion models (customers without marketing
+    consent in force get no score: the models serve marketing)."""
+    from nextbest.io import read_tables
     from training import pipeline, tracking
 
-    if (features is None) == (data is None or as_of is None):
-        raise BadInputError("score: give either --features DIR, or both --data and --as-of")
+    if (features is None) == (as_of is None):
+        raise BadInputError("score: give either --as-of or --features DIR (with --data)")
     config = _feature_config(horizon, window)
-    tables = moment = None
+    tables = moment = consents = None
     if features is None:
         from nextbest.validation import load_contract
 
         moment = _as_of(as_of)
         with err_console.status(f"validating {data}…"):
             tables = load_contract(data)
+    else:
+        frames, violations, _ = read_tables(data, only=("consents",))
+        if violations:
+            raise BadInputError(f"--data: {violations[0]}")
+        consents = frames["consents"]
     _quiet_mlflow()
     tracking.configure(mlruns)
     with err_console.status("scoring…"):
         meta = pipeline.score(
-            tables, as_of=moment, config=config, out=out, snapshot=features, overwrite=overwrite
+            tables,
+            as_of=moment,
+            config=config,
+            out=out,
+            snapshot=features,
+            consents=consents,
+            overwrite=overwrite,
         )
     rows = ", ".join(f"{name} {n:,} rows" for name, n in meta["rows"].items())
     models = ", ".join(f"{name} v{v}" for name, v in meta["models"].items())
+    withheld = sum(meta["withheld"]["rows"].values())
     out_console.print(
-        f"wrote {out}: {rows} as of {meta['as_of']} (models {models})", soft_wrap=True
+        f"wrote {out}: {rows} as of {meta['as_of']} (models {models}); {withheld:,} rows"
+        " withheld: no marketing consent in force",
+        soft_wrap=True,
     )
 
 

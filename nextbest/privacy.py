@@ -157,3 +157,13 @@ def subject_rows(frames: dict[str, pd.DataFrame], customer_id: str) -> dict[str,
             hit |= frame["anonymous_id"].isin(values)
         out[name] = frame[hit.fillna(False).to_numpy(dtype=bool)]
     return out
+
+
+def consent_in_force(consents: pd.DataFrame, purpose: str, as_of) -> pd.Index:
+    """Customer ids whose latest ``purpose`` consent recorded at or before ``as_of`` is a
+    grant (no record, or a withdrawal, means no consent)."""
+    rows = consents[(consents["purpose"] == purpose) & (consents["recorded_at"] <= as_of)]
+    latest = rows.sort_values("recorded_at", kind="stable").drop_duplicates(
+        "customer_id", keep="last"
+    )
+    return pd.Index(latest.loc[latest["granted"].astype(bool), "customer_id"])

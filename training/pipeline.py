@@ -11,7 +11,7 @@
 
 ``score`` is what ``nextbest score`` runs: features at ``as_of`` scored by the champions,
 written atomically as ``churn.parquet``, ``replenishment.parquet``, ``clv.parquet`` and
-``scores.json`` (as_of, model versions, rows).
+``scores.json`` (as_of, model versions, rows, rows withheld for lack of marketing consent).
 """
 
 from __future__ import annotations
@@ -247,10 +247,19 @@ def score(
     config: FeatureConfig,
     out: str | os.PathLike,
     snapshot: str | os.PathLike | None = None,
+    consents: pd.DataFrame | None = None,
     overwrite: bool = False,
 ) -> dict:
     """Score every customer (and pair) with the champion models and write ``out``: features
-    built from ``tables`` at ``as_of``, or read from a ``snapshot`` (``nextbest features``)."""
+    built from ``tables`` at ``as_of``, or read from a ``snapshot`` (``nextbest features``).
+
+    Purpose limitation: the three models serve marketing (:data:`tracking.PURPOSES`), so
+    customers without marketing consent in force at ``as_of`` (``consents``, default
+    ``tables.consents``) get no score; ``scores.json`` counts them under ``withheld``.
+    """
+    from nextbest.privacy import consent_in_force
+    from training.tracking import PURPOSES, REGISTERED
+
     champions, versions = load_champions()
     if snapshot is not None:
         customers, pairs, manifest = read_snapshot(snapshot)
@@ -263,15 +272,27 @@ def score(
         as_of = as_utc(as_of)
         built = build_features(tables, as_of=as_of, config=config)
         customers, pairs = built.customers, built.pairs
+    consents = tables.consents if consents is None and tables is not None else consents
+    if consents is None:
+        raise BadInputError("score: the consents table is needed (marketing scores need consent)")
+    allowed = consent_in_force(consents, "marketing", pd.Timestamp(as_of))
     frames = score_frames(
         customers, pairs, as_of=as_of, champions=champions, versions=versions, config=config
     )
-    from training.tracking import REGISTERED
-
+    withheld = {}
+    for name, frame in frames.items():
+        if PURPOSES[name] == "marketing":
+            keep = frame["customer_id"].isin(allowed).to_numpy()
+            withheld[name] = int((~keep).sum())
+            frames[name] = frame[keep].reset_index(drop=True)
     meta = {
         "as_of": as_of.isoformat(),
         "models": {REGISTERED[k]: v for k, v in versions.items()},
         "rows": {name: len(frame) for name, frame in frames.items()},
+        "withheld": {
+            "reason": "no marketing consent in force at as_of (the models serve marketing)",
+            "rows": withheld,
+        },
         "config": asdict(config),
     }
     with atomic_folder(out, overwrite=overwrite) as tmp:

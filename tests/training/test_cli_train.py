@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 from conftest import AS_OF
@@ -29,6 +31,14 @@ def test_train_then_score(small_world_dir, tmp_path):
     assert scored.returncode == 0, scored.stderr
     churn = pd.read_parquet(out / "churn.parquet")
     assert churn["churn_probability"].between(0, 1).all() and churn["customer_id"].is_unique
+    # purpose limitation: only customers with marketing consent in force are scored
+    consents = pd.read_parquet(small_world_dir / "consents.parquet")
+    consents = consents[(consents["purpose"] == "marketing") & (consents["recorded_at"] <= AS_OF)]
+    latest = consents.sort_values("recorded_at").drop_duplicates("customer_id", keep="last")
+    allowed = set(latest.loc[latest["granted"], "customer_id"])
+    assert set(churn["customer_id"]) <= allowed
+    meta = json.loads((out / "scores.json").read_text())
+    assert meta["withheld"]["rows"]["churn"] > 0 and "consent" in meta["withheld"]["reason"]
     pairs = pd.read_parquet(out / "replenishment.parquet")
     assert (pairs["next_purchase_p10_at"] <= pairs["expected_next_purchase_at"]).all()
     assert (pairs["expected_next_purchase_at"] <= pairs["next_purchase_p90_at"]).all()
@@ -44,7 +54,15 @@ def test_train_then_score(small_world_dir, tmp_path):
     assert built.returncode == 0, built.stderr
     again = tmp_path / "again"
     result = nextbest(
-        "score", "--features", str(snapshot), "--mlruns", str(mlruns), "--out", str(again)
+        "score",
+        "--features",
+        str(snapshot),
+        "--data",
+        str(small_world_dir),
+        "--mlruns",
+        str(mlruns),
+        "--out",
+        str(again),
     )
     assert result.returncode == 0, result.stderr
     for name in ("churn", "clv", "replenishment"):
@@ -52,7 +70,7 @@ def test_train_then_score(small_world_dir, tmp_path):
             pd.read_parquet(out / f"{name}.parquet"), pd.read_parquet(again / f"{name}.parquet")
         )
     both = nextbest("score", "--features", str(snapshot), *args, "--out", str(tmp_path / "x"))
-    assert both.returncode == 2 and "either --features DIR, or both" in both.stderr
+    assert both.returncode == 2 and "either --as-of or --features DIR" in both.stderr
 
 
 def test_train_rejects_a_bad_horizon(small_world_dir, tmp_path):
