@@ -53,6 +53,45 @@ create index if not exists ingested_customer on ingested (customer);
 TABLES = ("suggestions", "feedback", "ingested")
 
 
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Bring a store written before pseudonyms (raw ``customer_id`` columns, one JSON
+    payload per ingested batch) to the current schema: ids become pseudonyms, batches
+    become one row per contract row, and the old tables are dropped and their pages
+    overwritten. Idempotent; needs ``NEXTBEST_PSEUDONYM_KEY``."""
+    columns = {row[1] for row in db.execute("pragma table_info(suggestions)")}
+    if "customer_id" not in columns:
+        return
+    from nextbest.privacy import keys, pseudonym
+
+    key = keys()[0]
+
+    def name(customer_id):
+        return pseudonym(customer_id, key) if customer_id else None
+
+    db.execute("begin")
+    for table in ("suggestions", "feedback"):
+        db.execute(f"alter table {table} rename to old_{table}")
+    for statement in filter(str.strip, SCHEMA.split(";")):  # executescript would commit
+        db.execute(statement)
+    db.executemany(
+        "insert into suggestions values (?, ?, ?, ?)",
+        [(r, name(c), at, a) for r, c, at, a in db.execute("select * from old_suggestions")],
+    )
+    db.executemany(
+        "insert into feedback values (?, ?, ?, ?, ?, ?)",
+        [(r, name(c), *rest) for r, c, *rest in db.execute("select * from old_feedback")],
+    )
+    rows = []
+    for at, payload in db.execute("select at, payload from events"):
+        for kind, items in json.loads(payload).items():
+            rows += [(at, kind, name(item.get("customer_id")), json.dumps(item)) for item in items]
+    db.executemany("insert into ingested values (?, ?, ?, ?)", rows)
+    for table in ("old_suggestions", "old_feedback", "events"):
+        db.execute(f"drop table {table}")
+    db.execute("commit")
+    db.execute("vacuum")
+
+
 class FeedbackStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,6 +100,7 @@ class FeedbackStore:
         self._db.execute("pragma journal_mode=wal")
         self._db.execute("pragma synchronous=normal")
         self._db.execute("pragma secure_delete=on")
+        _upgrade(self._db)
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
         self._shown: dict[str, dict[tuple[str, str | None], list[datetime]]] = defaultdict(

@@ -69,3 +69,49 @@ def test_the_store_erases_a_subject_and_leaves_no_bytes_on_disk(tmp_path):
     on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
     assert b"ps_gone_aaaa" not in on_disk and b"O-GONE-1" not in on_disk
     assert b"ps_stays_bbb" in on_disk
+
+
+def test_a_store_from_before_pseudonyms_is_upgraded_in_place(tmp_path, monkeypatch):
+    import json
+    import sqlite3
+
+    monkeypatch.setenv("NEXTBEST_PSEUDONYM_KEY", "a-secret-key-for-the-tests-0001")
+    from nextbest.privacy import pseudonym
+
+    path = tmp_path / "serving.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        """
+        create table suggestions (request_id text primary key, customer_id text, at text,
+                                  actions text);
+        create table feedback (request_id text, customer_id text, action text, product_id text,
+                               outcome text, at text);
+        create table events (at text not null, payload text not null);
+        """
+    )
+    old.execute(
+        "insert into suggestions values ('r1', 'C0000001', ?, '[\"cross_sell\"]')",
+        (T0.isoformat(),),
+    )
+    old.execute(
+        "insert into feedback values ('r1', 'C0000001', 'cross_sell', null, 'shown', ?)",
+        (T0.isoformat(),),
+    )
+    batch = {"orders": [{"customer_id": "C0000001", "order_id": "O1"}], "consents": []}
+    old.execute("insert into events values (?, ?)", (T0.isoformat(), json.dumps(batch)))
+    old.commit()
+    old.close()
+
+    store = FeedbackStore(path)
+    who = pseudonym("C0000001")
+    held = store.subject({who})
+    assert [r["request_id"] for r in held["suggestions"]] == ["r1"]
+    assert held["feedback"][0]["outcome"] == "shown"
+    assert held["ingested"][0]["row"]["order_id"] == "O1"
+    assert store.exposures(who, T0)
+    FeedbackStore(path)  # opening again is a no-op
+    db = sqlite3.connect(path)
+    tables = {row[0] for row in db.execute("select name from sqlite_master where type='table'")}
+    assert tables == {"suggestions", "feedback", "ingested"}
+    assert {row[0] for row in db.execute("select customer from suggestions")} == {who}
+    assert {row[0] for row in db.execute("select customer from feedback")} == {who}

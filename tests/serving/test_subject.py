@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 
 import httpx
 import pandas as pd
@@ -235,6 +236,7 @@ def test_audit_records_hold_no_raw_ids_and_no_keys(site):
     customers = pd.read_parquet(site["root"] / "features" / "customers.parquet")["customer_id"]
     for customer_id in customers.head(5):
         _chat(site, "/suggest", {"customer_id": customer_id})
+    time.sleep(0.5)  # audit lines are written in 50 ms batches
     text = "".join(p.read_text() for p in (site["root"] / "state" / "audit").glob("*.jsonl"))
     entries = [json.loads(line) for line in text.splitlines()]
     assert len(entries) >= 5
