@@ -742,12 +742,9 @@ def subject_export(
     if service_url:
         document["service"] = _service_call(service_url, "/admin/subject/export", customer_id)
     elif state is not None:
-        store, audit = _local_state(state)
-        names = privacy.pseudonyms(customer_id)
-        document["service"] = {
-            "stores": store.subject(names),
-            "audit": [e for e in audit.entries() if e.get("customer") in names],
-        }
+        from serving.audit import held
+
+        document["service"] = held(*_local_state(state), privacy.pseudonyms(customer_id))
     text = json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n"
     if out is None:
         sys.stdout.write(text)
@@ -777,19 +774,14 @@ def subject_erase(
     if service_url:
         summary["service"] = _service_call(service_url, "/admin/subject/erase", customer_id)
     elif state is not None:
-        store, audit = _local_state(state)
-        names = privacy.pseudonyms(customer_id)
-        summary["service"] = {**store.erase(names), "audit": audit.erase(names)}
-        audit.append(
-            {
-                "at": datetime.now().astimezone().isoformat(),
-                "route": "nextbest subject erase",
-                "key_id": None,
-                "customer": None,
-                "purposes": ["legal obligation"],
-                "actions": ["erasure"],
-                "erased": summary["service"],
-            }
+        from serving.audit import erase_held
+
+        summary["service"] = erase_held(
+            *_local_state(state),
+            privacy.pseudonyms(customer_id),
+            datetime.now().astimezone(),
+            "nextbest subject erase",
+            None,
         )
     else:
         err_console.print(

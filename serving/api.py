@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from fastapi import FastAPI, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from serving.audit import erase_held, held
 from serving.policy import Context, rank
 from serving.security import CALLER
 
@@ -376,12 +377,7 @@ def events(batch: EventBatch) -> Applied:
     rows = []
     for kind in ("orders", "events", "consents", "identities"):
         for item in getattr(batch, kind):
-            owner = item.customer_id or (
-                state.identities.get(("cookie", item.anonymous_id or ""))
-                or state.identities.get(("device", item.anonymous_id or ""))
-                if kind == "events"
-                else None
-            )
+            owner = state.owner(item.customer_id, getattr(item, "anonymous_id", None))
             who = RUNTIME.pseudonym(owner) if owner else None
             rows.append((kind, who, item.model_dump(mode="json")))
     RUNTIME.feedback.record_events(rows, RUNTIME.clock())
@@ -430,8 +426,7 @@ def subject_export(subject: SubjectIn) -> dict:
         "known": c is not None,
         "exported_at": now,
         "served_profile": served,
-        "stores": RUNTIME.feedback.subject(names),
-        "audit": [e for e in RUNTIME.audit.entries() if e.get("customer") in names],
+        **held(RUNTIME.feedback, RUNTIME.audit, names),
     }
 
 
@@ -446,17 +441,12 @@ def subject_erase(subject: SubjectIn) -> ErasedOut:
     names = pseudonyms(subject.customer_id)
     known = subject.customer_id in state.customers
     identities = state.forget(subject.customer_id)
-    stores = RUNTIME.feedback.erase(names)
-    removed = RUNTIME.audit.erase(names)
-    RUNTIME.audit.append(
-        {
-            "at": now.isoformat(),
-            "route": "/admin/subject/erase",
-            "key_id": CALLER.get(),
-            "customer": None,
-            "purposes": ["legal obligation"],
-            "actions": ["erasure"],
-            "erased": {"identities": identities, **stores, "audit": removed},
-        }
+    erased = erase_held(
+        RUNTIME.feedback, RUNTIME.audit, names, now, "/admin/subject/erase", CALLER.get()
     )
-    return ErasedOut(known=known, identities=identities, stores=stores, audit_entries=removed)
+    return ErasedOut(
+        known=known,
+        identities=identities,
+        stores={k: v for k, v in erased.items() if k != "audit"},
+        audit_entries=erased["audit"],
+    )

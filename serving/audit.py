@@ -168,3 +168,30 @@ def query(
         if until is not None and at > until:
             continue
         yield entry
+
+
+def held(store, log: AuditLog, pseudonyms: set[str]) -> dict:
+    """What the service's stores (:class:`serving.feedback.FeedbackStore`) and the audit
+    ``log`` hold about these pseudonyms (for an export)."""
+    return {
+        "stores": store.subject(pseudonyms),
+        "audit": [e for e in log.entries() if e.get("customer") in pseudonyms],
+    }
+
+
+def erase_held(store, log: AuditLog, pseudonyms: set[str], at, route: str, key_id) -> dict:
+    """Erase these pseudonyms from the stores and the audit log, then audit the erasure
+    with counts only; returns the counts (rows per store table, ``audit`` lines)."""
+    erased = {**store.erase(pseudonyms), "audit": log.erase(pseudonyms)}
+    log.append(
+        {
+            "at": at.isoformat(),
+            "route": route,
+            "key_id": key_id,
+            "customer": None,
+            "purposes": ["legal obligation"],
+            "actions": ["erasure"],
+            "erased": erased,
+        }
+    )
+    return erased

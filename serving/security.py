@@ -84,13 +84,14 @@ class SecurityMiddleware:
             auth = headers.get("authorization", "")
             if key is None and auth.lower().startswith("bearer "):
                 key = auth[7:].strip()
-            scopes = self._scopes(key)
+            digest = _digest(key) if key else None
+            scopes = self._scopes(digest)
             if scopes is None:
                 return await _problem(send, 401, "missing or unknown API key", auth=True)
             needed = "admin" if path in ADMIN else "chatbot"
             if needed not in scopes and "admin" not in scopes:
                 return await _problem(send, 403, f"this key lacks the {needed!r} scope")
-            CALLER.set(key_id(key))
+            CALLER.set(digest[:8])  # key_id: the digest's first 8 hex digits
             length = headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body:
                 return await _problem(send, 413, f"request body over {self.max_body} bytes")
@@ -108,10 +109,9 @@ class SecurityMiddleware:
             if not started:
                 await _problem(send, 413, f"request body over {self.max_body} bytes")
 
-    def _scopes(self, key: str | None) -> set[str] | None:
-        if not key:
+    def _scopes(self, digest: str | None) -> set[str] | None:
+        if not digest:
             return None
-        digest = _digest(key)
         for known, scopes in self.keys.items():
             if hmac.compare_digest(known, digest):
                 return scopes

@@ -326,11 +326,7 @@ class ServingState:
                         item, at, c.cycle_days.get(order.product_id), order.quantity
                     )
             for event in batch.events:
-                customer_id = (
-                    event.customer_id
-                    or self.identities.get(("cookie", event.anonymous_id or ""))
-                    or self.identities.get(("device", event.anonymous_id or ""))
-                )
+                customer_id = self.owner(event.customer_id, event.anonymous_id)
                 c = self.customers.get(customer_id) if customer_id else None
                 if c is None:
                     counts["ignored"] += 1
@@ -346,6 +342,15 @@ class ServingState:
                 elif event.event_type == "ticket_resolved":
                     c.open_tickets = max(0, c.open_tickets - 1)
         return counts
+
+    def owner(self, customer_id: str | None, anonymous_id: str | None) -> str | None:
+        """Whose event this is: its customer id, or the customer whose cookie or device
+        identity is the anonymous id (identity stitching)."""
+        return (
+            customer_id
+            or self.identities.get(("cookie", anonymous_id or ""))
+            or self.identities.get(("device", anonymous_id or ""))
+        )
 
     def forget(self, customer_id: str) -> int:
         """Remove a customer and every identity that points at them (an erasure); returns
