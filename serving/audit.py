@@ -6,10 +6,11 @@ the raw id), for which purpose, what was returned (actions, model versions) and 
 Files live in ``<state>/audit/``: ``audit.jsonl`` is written, and when it passes
 ``max_bytes`` it is renamed ``audit-<UTC time>.jsonl`` and a new one begins.
 
-Lines are written by a background thread every 50 ms (one ``O_APPEND`` write per batch,
-so concurrent writers never interleave): a write to a page the kernel is flushing can
-block for milliseconds, and that wait must not sit in a chatbot's request. A crash loses
-at most the last 50 ms of lines; :meth:`AuditLog.flush` waits for them.
+Lines are written by a background thread every 50 ms (:mod:`serving.batching`; one
+``O_APPEND`` write per batch, so concurrent writers never interleave): a write to a page
+the kernel is flushing can block for milliseconds, and that wait must not sit in a
+chatbot's request. A crash loses at most the last 50 ms of lines; :meth:`AuditLog.flush`
+writes them.
 
 The only rewrite is erasure (:meth:`AuditLog.erase`): the law that asks for records also
 asks that an erased person's data go, so their lines are removed from every file (through
@@ -19,59 +20,41 @@ and no personal data.
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
-import queue
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from serving.batching import BatchWriter
+
 CURRENT = "audit.jsonl"
 MAX_BYTES = 10_000_000
-BATCH_SECONDS = 0.05
 
 
 class AuditLog:
     def __init__(self, folder: Path, max_bytes: int = MAX_BYTES) -> None:
         self.folder = Path(folder)
         self.max_bytes = max_bytes
-        self._lock = threading.Lock()
-        self._pending: queue.Queue = queue.Queue()
-        self._writer: threading.Thread | None = None
+        self._lock = threading.Lock()  # the files: batches and erasure
+        self._batches = BatchWriter(self._append_locked, name="audit")
 
     @property
     def path(self) -> Path:
         return self.folder / CURRENT
 
     def append(self, record: dict) -> None:
-        """Queue one line (written within 50 ms by the background thread)."""
-        self._pending.put(json.dumps(record, default=str, ensure_ascii=False) + "\n")
-        if self._writer is None:
-            with self._lock:
-                if self._writer is None:
-                    self._writer = threading.Thread(target=self._write, daemon=True, name="audit")
-                    self._writer.start()
-                    atexit.register(self.flush)
+        """Add one line (written within 50 ms by the background thread)."""
+        self._batches.add(json.dumps(record, default=str, ensure_ascii=False) + "\n")
 
     def flush(self) -> None:
-        """Wait until every line appended so far is in the file."""
-        self._pending.join()
+        """Write every line appended so far."""
+        self._batches.flush()
 
-    def _write(self) -> None:
-        while True:
-            lines = [self._pending.get()]
-            time.sleep(BATCH_SECONDS)
-            while not self._pending.empty():
-                lines.append(self._pending.get_nowait())
-            try:
-                with self._lock:
-                    self._append(lines)
-            finally:
-                for _ in lines:
-                    self._pending.task_done()
+    def _append_locked(self, lines: list[str]) -> None:
+        with self._lock:
+            self._append(lines)
 
     def _append(self, lines: list[str]) -> None:
         """Append ``lines``, rotating whenever the next line would pass ``max_bytes``."""

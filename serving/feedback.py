@@ -11,7 +11,8 @@ request returns; feedback is kept in memory as exposures too, so cooldowns and f
 caps cost a dictionary lookup per request, and on start the exposures are rebuilt from the
 file.
 
-Suggestions served are written by a background thread in batches (every 50 ms): a write
+Suggestions served are written by a background thread in batches (every 50 ms,
+:mod:`serving.batching`): a write
 and its occasional WAL checkpoint (an fsync) then never sit in a chatbot's request, which
 kept the p99 latency of ``/suggest`` at concurrency 8 from tens of milliseconds of disk
 stalls. Recent request ids are also held in memory, so feedback on a suggestion served a
@@ -21,20 +22,17 @@ moment ago finds its customer before the batch lands. A crash loses at most the 
 
 from __future__ import annotations
 
-import atexit
 import json
-import queue
 import sqlite3
 import threading
-import time
 from collections import OrderedDict, defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from serving.batching import BatchWriter
 from serving.policy import Exposure
 
 RECENT = 100_000  # request ids kept in memory for feedback
-BATCH_SECONDS = 0.05
 
 SCHEMA = """
 create table if not exists suggestions (
@@ -111,10 +109,7 @@ class FeedbackStore:
         ):
             self._shown[customer][(action, product_id)].append(datetime.fromisoformat(at))
         self._recent: OrderedDict[str, str | None] = OrderedDict()
-        self._pending: queue.Queue = queue.Queue()
-        self._writer = threading.Thread(target=self._write, daemon=True, name="suggestions")
-        self._writer.start()
-        atexit.register(self.flush)
+        self._batches = BatchWriter(self._insert_suggestions, name="suggestions")
 
     def record_suggestion(
         self, request_id: str, customer: str | None, actions: list, at: datetime
@@ -122,22 +117,15 @@ class FeedbackStore:
         self._recent[request_id] = customer
         if len(self._recent) > RECENT:
             self._recent.popitem(last=False)
-        self._pending.put((request_id, customer, at.isoformat(), json.dumps(actions)))
+        self._batches.add((request_id, customer, at.isoformat(), json.dumps(actions)))
 
-    def _write(self) -> None:
-        while True:
-            rows = [self._pending.get()]
-            time.sleep(BATCH_SECONDS)
-            while not self._pending.empty():
-                rows.append(self._pending.get_nowait())
-            with self._lock:
-                self._db.executemany("insert into suggestions values (?, ?, ?, ?)", rows)
-            for _ in rows:
-                self._pending.task_done()
+    def _insert_suggestions(self, rows: list[tuple]) -> None:
+        with self._lock:
+            self._db.executemany("insert into suggestions values (?, ?, ?, ?)", rows)
 
     def flush(self) -> None:
-        """Wait until every suggestion record so far is in the file."""
-        self._pending.join()
+        """Write every suggestion record so far."""
+        self._batches.flush()
 
     def record_feedback(self, item, at: datetime) -> bool:
         """Store ``item`` (a :class:`serving.api.FeedbackIn`); ``False`` for an unknown

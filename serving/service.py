@@ -29,8 +29,13 @@ from pathlib import Path
 
 import bentoml
 
-from serving import api
+from serving import api, traffic
 from serving.security import SecurityMiddleware
+
+# The one thing done at import: BentoML assembles its middlewares after importing this
+# module, and its request timeout keeps every request of the last minute alive (see
+# serving.traffic).
+traffic.install()
 
 logger = logging.getLogger("nextbest.serving")
 

@@ -1,0 +1,66 @@
+"""Records written in batches by a background thread, without locks on the request path.
+
+The audit log and the suggestion records are written every 50 ms by a thread, so a disk
+stall (a page under writeback, a WAL checkpoint's fsync) never sits in a chatbot's request.
+A request only appends to a ``collections.deque`` (atomic under the GIL: no lock, no
+condition to notify); the writer wakes on a timer and pops what is there.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+BATCH_SECONDS = 0.05
+
+
+class BatchWriter:
+    """Collect items with :meth:`add`; ``write(items)`` gets them in batches, in order,
+    from one background thread every ``seconds`` (started on the first item).
+
+    :meth:`flush` writes everything added so far before it returns, in the caller's thread.
+    A crash loses at most the last ``seconds`` of items.
+    """
+
+    def __init__(self, write: Callable[[list[Any]], None], *, name: str, seconds=BATCH_SECONDS):
+        self._write = write
+        self._seconds = seconds
+        self._name = name
+        self._items: deque = deque()
+        self._writing = threading.Lock()  # one batch at a time, in order
+        self._thread: threading.Thread | None = None
+        self._starting = threading.Lock()
+
+    def add(self, item: Any) -> None:
+        self._items.append(item)
+        if self._thread is None:
+            self._start()
+
+    def _start(self) -> None:
+        with self._starting:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True, name=self._name)
+                self._thread.start()
+                atexit.register(self.flush)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._seconds)
+            if self._items:
+                self.flush()
+
+    def flush(self) -> None:
+        """Write every item added so far."""
+        with self._writing:
+            batch = []
+            try:
+                while True:
+                    batch.append(self._items.popleft())
+            except IndexError:
+                pass
+            if batch:
+                self._write(batch)

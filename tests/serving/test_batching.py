@@ -1,0 +1,47 @@
+"""Batched background writes: in order, all of them, without a flush too."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from serving.batching import BatchWriter
+
+
+def test_flush_writes_every_item_in_order():
+    batches: list[list[int]] = []
+    writer = BatchWriter(batches.append, name="test", seconds=60)
+    for i in range(1000):
+        writer.add(i)
+    writer.flush()
+    assert [i for batch in batches for i in batch] == list(range(1000))
+    writer.flush()  # nothing new: no empty batch
+    assert sum(map(len, batches)) == 1000
+
+
+def test_the_thread_writes_within_its_interval():
+    written = threading.Event()
+    writer = BatchWriter(lambda items: written.set(), name="test", seconds=0.02)
+    writer.add("line")
+    assert written.wait(2)
+
+
+def test_adds_from_many_threads_all_land_once():
+    seen: list[tuple[int, int]] = []
+    writer = BatchWriter(seen.extend, name="test", seconds=0.001)
+
+    def produce(n: int) -> None:
+        for i in range(2000):
+            writer.add((n, i))
+            if i % 500 == 0:
+                time.sleep(0.002)
+
+    threads = [threading.Thread(target=produce, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    writer.flush()
+    assert sorted(seen) == [(n, i) for n in range(4) for i in range(2000)]
+    for n in range(4):  # each producer's items in the order it added them
+        assert [i for m, i in seen if m == n] == list(range(2000))
