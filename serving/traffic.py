@@ -66,4 +66,9 @@ def install() -> None:
     up in ``bentoml._internal.server.http.traffic`` when it assembles the middlewares)."""
     from bentoml._internal.server.http import traffic
 
+    if not hasattr(traffic, "TimeoutMiddleware"):  # a BentoML that no longer has it
+        raise RuntimeError(
+            "bentoml._internal.server.http.traffic has no TimeoutMiddleware to replace: "
+            "check serving/traffic.py against this BentoML version"
+        )
     traffic.TimeoutMiddleware = TimeoutMiddleware

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -73,3 +74,11 @@ def test_install_replaces_bentomls_middleware(monkeypatch):
     monkeypatch.setattr(traffic, "TimeoutMiddleware", traffic.TimeoutMiddleware)
     install()
     assert traffic.TimeoutMiddleware is TimeoutMiddleware
+
+
+def test_install_refuses_a_bentoml_without_the_class(monkeypatch):
+    from bentoml._internal.server.http import traffic
+
+    monkeypatch.delattr(traffic, "TimeoutMiddleware")
+    with pytest.raises(RuntimeError, match="TimeoutMiddleware"):
+        install()
