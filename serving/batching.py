@@ -9,6 +9,7 @@ condition to notify); the writer wakes on a timer and pops what is there.
 from __future__ import annotations
 
 import atexit
+import logging
 import threading
 import time
 from collections import deque
@@ -17,13 +18,16 @@ from typing import Any
 
 BATCH_SECONDS = 0.05
 
+logger = logging.getLogger("nextbest.serving")
+
 
 class BatchWriter:
     """Collect items with :meth:`add`; ``write(items)`` gets them in batches, in order,
     from one background thread every ``seconds`` (started on the first item).
 
     :meth:`flush` writes everything added so far before it returns, in the caller's thread.
-    A crash loses at most the last ``seconds`` of items.
+    A crash loses at most the last ``seconds`` of items; a batch whose write fails in the
+    thread is logged and dropped, and the thread goes on with the next.
     """
 
     def __init__(self, write: Callable[[list[Any]], None], *, name: str, seconds=BATCH_SECONDS):
@@ -51,7 +55,10 @@ class BatchWriter:
         while True:
             time.sleep(self._seconds)
             if self._items:
-                self.flush()
+                try:
+                    self.flush()
+                except Exception:  # keep writing later batches; this one is lost
+                    logger.exception("%s: writing a batch failed", self._name)
 
     def flush(self) -> None:
         """Write every item added so far."""

@@ -12,12 +12,10 @@ caps cost a dictionary lookup per request, and on start the exposures are rebuil
 file.
 
 Suggestions served are written by a background thread in batches (every 50 ms,
-:mod:`serving.batching`): a write
-and its occasional WAL checkpoint (an fsync) then never sit in a chatbot's request, which
-kept the p99 latency of ``/suggest`` at concurrency 8 from tens of milliseconds of disk
-stalls. Recent request ids are also held in memory, so feedback on a suggestion served a
-moment ago finds its customer before the batch lands. A crash loses at most the last
-50 ms of suggestion records, never feedback.
+:mod:`serving.batching`): a write and its occasional WAL checkpoint (an fsync) then never
+sit in a chatbot's request. Recent request ids are also held in memory, so feedback on a
+suggestion served a moment ago finds its customer before the batch lands. A crash loses at
+most the last 50 ms of suggestion records, never feedback.
 """
 
 from __future__ import annotations

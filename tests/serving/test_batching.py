@@ -45,3 +45,24 @@ def test_adds_from_many_threads_all_land_once():
     assert sorted(seen) == [(n, i) for n in range(4) for i in range(2000)]
     for n in range(4):  # each producer's items in the order it added them
         assert [i for m, i in seen if m == n] == list(range(2000))
+
+
+def test_a_failed_batch_does_not_stop_the_writer(caplog):
+    written = threading.Event()
+    calls = []
+
+    def write(items):
+        calls.append(list(items))
+        if len(calls) == 1:
+            raise OSError("disk full")
+        written.set()
+
+    writer = BatchWriter(write, name="flaky", seconds=0.01)
+    writer.add("first")
+    deadline = time.monotonic() + 2
+    while len(calls) < 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    writer.add("second")
+    assert written.wait(2)
+    assert calls[-1] == ["second"]
+    assert "flaky: writing a batch failed" in caplog.text
