@@ -4,9 +4,9 @@ BentoML 1.4 wraps each HTTP request in ``TimeoutMiddleware``, which schedules
 ``loop.call_later(timeout, ...)`` and never cancels the timer. The timer handle holds the
 request's contextvars ``Context`` (its OpenTelemetry span, futures, locks), so with the
 default 60 s timeout every request of the last minute stays reachable: ~40k requests
-and 0.2-0.7 million objects at 700 req/s. The garbage collector traverses them in full
-collections of 140-480 ms about once a second, which is the p99 of every endpoint at
-concurrency 8.
+and 0.2-0.7 million objects at 700 req/s. The garbage collector traversed them in full
+collections of 140-480 ms about once a second, a pause every request in flight waited
+through.
 
 :class:`TimeoutMiddleware` keeps BentoML's behaviour (a 504 when no response has started
 within the timeout) and cancels its timer as soon as the response starts; asyncio drops
