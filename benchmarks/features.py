@@ -99,14 +99,14 @@ def _stage_build(folder: Path) -> str:
 
 
 def _summary(folder: Path):
+    from features.config import FeatureConfig
     from features.inputs import as_inputs
-    from features.rfm import daily_purchases, purchase_summary
+    from features.purchases import daily_purchases, purchase_history
     from features.time import as_utc
 
     as_of = as_utc(AS_OF)
-    return purchase_summary(
-        daily_purchases(as_inputs(folder).orders, as_of=as_of), as_of=as_of
-    ).collect()
+    daily = daily_purchases(as_inputs(folder).orders, as_of=as_of)
+    return purchase_history(daily, as_of=as_of, config=FeatureConfig())
 
 
 def _stage_fits(folder: Path) -> str:

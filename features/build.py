@@ -24,16 +24,9 @@ from features.clv import LifetimesParams, fit_lifetimes, lifetimes_features
 from features.config import FeatureConfig
 from features.engagement import engagement_features
 from features.inputs import as_inputs
-from features.intervals import purchase_interval_stats
+from features.purchases import daily_purchases, purchase_history, returned_amounts
 from features.replenishment import pair_features
-from features.rfm import (
-    NO_PURCHASE,
-    daily_purchases,
-    purchase_summary,
-    returned_amounts,
-    rfm_edges,
-    rfm_scores,
-)
+from features.rfm import NO_PURCHASE, rfm_edges, rfm_scores
 from features.time import as_utc, days_between
 
 
@@ -60,7 +53,8 @@ def fit_population(tables, *, as_of, config: FeatureConfig | None = None) -> Pop
     """RFM edges and lifetimes fits on every customer's purchases at or before ``as_of``."""
     config = config or FeatureConfig()
     inputs, as_of = as_inputs(tables), as_utc(as_of)
-    summary = purchase_summary(daily_purchases(inputs.orders, as_of=as_of), as_of=as_of).collect()
+    daily = daily_purchases(inputs.orders, as_of=as_of)
+    summary = purchase_history(daily, as_of=as_of, config=config)
     return PopulationParams(
         as_of=as_of,
         rfm_edges=rfm_edges(summary),
@@ -90,11 +84,8 @@ def build_features(
         raise ValueError(f"population parameters are for {population.as_of}, not {as_of}")
 
     daily = daily_purchases(inputs.orders, as_of=as_of)
-    summary = purchase_summary(daily, as_of=as_of)
-    scored = rfm_scores(summary, population.rfm_edges)
-    intervals = purchase_interval_stats(
-        daily, as_of=as_of, recent_gaps=config.recent_gaps, trend_days=config.spend_trend_days
-    )
+    history = purchase_history(daily, as_of=as_of, config=config)
+    scored = rfm_scores(history.lazy(), population.rfm_edges)
     engagement = engagement_features(
         inputs.events,
         inputs.identities,
@@ -107,7 +98,6 @@ def build_features(
     )
     plan = (
         customers.join(scored, on="customer_id", how="left")
-        .join(intervals, on="customer_id", how="left")
         .join(returned_amounts(inputs.orders, as_of=as_of), on="customer_id", how="left")
         .join(engagement, on="customer_id", how="left")
     )

@@ -13,23 +13,24 @@ from __future__ import annotations
 import polars as pl
 
 
-def _grid(expr: pl.Expr, scale: float) -> pl.Expr:
+def on_grid(expr: pl.Expr, scale: float = 1e6) -> pl.Expr:
+    """``expr`` in whole units of ``1/scale`` (Int64): sums of these are exact."""
     return (expr * scale).round(0).cast(pl.Int64)
 
 
 def exact_sum(expr: pl.Expr, scale: float = 1e6) -> pl.Expr:
     """Sum of ``expr`` on a ``1/scale`` grid (nulls ignored; 0 for none)."""
-    return _grid(expr, scale).sum() / scale
+    return on_grid(expr, scale).sum() / scale
 
 
 def exact_mean(expr: pl.Expr, scale: float = 1e6) -> pl.Expr:
     """Mean of the non-null values of ``expr`` on a ``1/scale`` grid; null for none."""
-    return _grid(expr, scale).sum() / scale / expr.count().replace(0, None)
+    return on_grid(expr, scale).sum() / scale / expr.count().replace(0, None)
 
 
 def exact_std(expr: pl.Expr, scale: float = 1e3) -> pl.Expr:
     """Sample standard deviation (ddof 1) of ``expr`` on a ``1/scale`` grid; null below 2 values."""
-    x = _grid(expr, scale)
+    x = on_grid(expr, scale)
     n = expr.count().cast(pl.Float64)
     s1 = x.sum().cast(pl.Float64)
     s2 = (x * x).sum().cast(pl.Float64)

@@ -29,7 +29,7 @@ assert set(_COUNT_DOCS) == set(COUNTED)
 #: (purpose limitation: a family is computed for these purposes and no other).
 FAMILIES = {
     "rfm": {"module": "features.rfm", "purposes": ["service", "marketing", "analytics"]},
-    "intervals": {"module": "features.intervals", "purposes": ["marketing", "analytics"]},
+    "intervals": {"module": "features.purchases", "purposes": ["marketing", "analytics"]},
     "engagement": {"module": "features.engagement", "purposes": ["service", "marketing"]},
     "lifetimes": {"module": "features.clv", "purposes": ["marketing", "analytics"]},
     "replenishment": {"module": "features.replenishment", "purposes": ["marketing"]},

@@ -9,7 +9,8 @@ import pytest
 from lifetimes import BetaGeoFitter, GammaGammaFitter
 
 from features.clv import LifetimesFitWarning, fit_lifetimes, lifetimes_features
-from features.rfm import daily_purchases, purchase_summary
+from features.config import FeatureConfig
+from features.purchases import daily_purchases, purchase_history
 from features.time import as_utc
 from nextbest.cdnow import cdnow_tables
 
@@ -19,7 +20,8 @@ AS_OF = as_utc("1997-09-30")
 @pytest.fixture(scope="module")
 def summary() -> pl.DataFrame:
     orders = pl.from_pandas(cdnow_tables()["orders"]).lazy()
-    return purchase_summary(daily_purchases(orders, as_of=AS_OF), as_of=AS_OF).collect()
+    daily = daily_purchases(orders, as_of=AS_OF)
+    return purchase_history(daily, as_of=AS_OF, config=FeatureConfig())
 
 
 def test_weighted_fit_equals_plain_lifetimes_fit(summary):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import statistics
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from conftest import at, contract
+from features import purchases
 from features.build import build_features
 from features.config import FeatureConfig
 
@@ -56,3 +58,43 @@ def test_one_purchase_day_has_no_gaps():
     row = row.set_index("customer_id").loc["00001"]
     assert row["purchase_days"] == 1 and row["orders"] == 2
     assert pd.isna(row["gap_median_days"]) and pd.isna(row["overdue_ratio"])
+
+
+def _many_customers() -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    days = rng.integers(0, 400, size=300)
+    return pd.DataFrame(
+        {
+            "order_id": [f"O{i}" for i in range(days.size)],
+            "customer_id": [f"{i % 40:05d}" for i in range(days.size)],
+            "ordered_at": [at(d + 0.25) for d in days],
+            "product_id": "P-INK",
+            "quantity": 1,
+            "amount": rng.integers(1, 90, size=days.size).astype(float),
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("day_bits", "why"),
+    [(62, "two hash bits: customers share a sort-key prefix"), (6, "purchases 64+ days ago")],
+)
+def test_packed_sort_falls_back_to_the_exact_sort(monkeypatch, day_bits, why):
+    orders = _many_customers()
+    customers = pd.DataFrame(
+        {"customer_id": sorted(orders["customer_id"].unique()), "created_at": at(-10)}
+    )
+    tables = contract(orders=orders, customers=customers)
+    expected = build_features(tables, as_of=at(420)).customers
+    calls = []
+    original = purchases._history
+
+    def spy(*args, packed, **kwargs):
+        calls.append(packed)
+        return original(*args, packed=packed, **kwargs)
+
+    monkeypatch.setattr(purchases, "DAY_BITS", day_bits)
+    monkeypatch.setattr(purchases, "_history", spy)
+    got = build_features(tables, as_of=at(420)).customers
+    assert False in calls, why
+    pd.testing.assert_frame_equal(got, expected)
