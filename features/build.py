@@ -24,9 +24,15 @@ from features.clv import LifetimesParams, fit_lifetimes, lifetimes_features
 from features.config import FeatureConfig
 from features.engagement import engagement_features
 from features.inputs import as_inputs
-from features.purchases import daily_purchases, purchase_history, returned_amounts
+from features.purchases import (
+    INTERVALS,
+    SUMMARY,
+    daily_purchases,
+    purchase_history,
+    returned_amounts,
+)
 from features.replenishment import pair_features
-from features.rfm import NO_PURCHASE, rfm_edges, rfm_scores
+from features.rfm import NO_PURCHASE, SCORES, rfm_edges, rfm_scores
 from features.time import as_utc, days_between
 
 
@@ -85,7 +91,9 @@ def build_features(
 
     daily = daily_purchases(inputs.orders, as_of=as_of)
     history = purchase_history(daily, as_of=as_of, config=config)
-    scored = rfm_scores(history.lazy(), population.rfm_edges)
+    scored = rfm_scores(history.lazy(), population.rfm_edges).select(
+        "customer_id", *SUMMARY, *SCORES, *INTERVALS
+    )
     engagement = engagement_features(
         inputs.events,
         inputs.identities,
@@ -101,14 +109,8 @@ def build_features(
         .join(returned_amounts(inputs.orders, as_of=as_of), on="customer_id", how="left")
         .join(engagement, on="customer_id", how="left")
     )
-    pairs_plan = pair_features(inputs.orders, inputs.products, as_of=as_of).sort(
-        "customer_id", "product_id"
-    )
-    frame, pairs = pl.collect_all(
-        [plan, pairs_plan],
-        engine="streaming",
-        optimizations=pl.QueryOptFlags(comm_subplan_elim=False),
-    )
+    pairs = pair_features(inputs.orders, inputs.products, as_of=as_of)
+    frame = plan.collect(engine="streaming")
 
     lifetimes = lifetimes_features(
         frame.filter(pl.col("purchase_days").is_not_null()).select(

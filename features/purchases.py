@@ -10,13 +10,7 @@ to the row before it when that row is the same customer's, and a row is among it
 customer's last ``recent_gaps`` when the row that many places ahead belongs to someone else
 (cheaper than window functions).
 
-The sort is on one 64-bit key rather than on (customer_id, day), which costs several times
-more: the high bits are a hash of ``customer_id``, the low :data:`DAY_BITS` bits the day.
-Two customers whose hashes share those high bits could interleave; every run of one
-customer's rows becomes one group, so that shows as a customer with two groups, and the
-history is then computed again with the exact (customer_id, day) sort. So is a history
-with a purchase more than ``2 ** DAY_BITS`` days before ``as_of``. Either way the result is
-the same; only the time differs.
+The sort is :func:`features.runs.day_runs` (a packed 64-bit key, with an exact fallback).
 """
 
 from __future__ import annotations
@@ -27,11 +21,31 @@ import polars as pl
 
 from features.config import FeatureConfig
 from features.exact import exact_sum, on_grid
+from features.runs import day_runs, needs_exact_sort, oldest
 from features.time import day_of, days_between
 
-#: Days before ``as_of`` that the packed sort key orders (2 ** 13 days: about 22 years).
-DAY_BITS = 13
-_SEED = 0x6E657874
+#: The columns of :func:`purchase_history` after ``customer_id``: RFM and lifetimes, intervals.
+SUMMARY = (
+    "last_purchase_at",
+    "purchase_days",
+    "orders",
+    "monetary_total",
+    "recency_days",
+    "monetary_mean",
+    "frequency",
+    "recency",
+    "T",
+    "monetary_value",
+)
+INTERVALS = (
+    "gap_mean_days",
+    "gap_median_days",
+    "gap_std_days",
+    "spend_last",
+    "spend_before",
+    "gap_trend",
+    "spend_trend",
+)
 
 
 def daily_purchases(orders: pl.LazyFrame, *, as_of: datetime) -> pl.LazyFrame:
@@ -75,38 +89,29 @@ def purchase_history(
       ``config.spend_trend_days`` days up to ``as_of``'s day and in as many days before;
       ``spend_trend`` = (last - before) / (last + before), in [-1, 1], null if both are 0.
     """
-    history = _history(daily, as_of=as_of, config=config, packed=True).collect(engine="streaming")
-    if history["customer_id"].is_duplicated().any() or history["T"].max() >= 2**DAY_BITS:
-        history = _history(daily, as_of=as_of, config=config, packed=False).collect()
-    return history.drop("run")
+    history = _history(daily, as_of=as_of, config=config, exact=False).collect(engine="streaming")
+    if needs_exact_sort(history, ["customer_id"]):
+        history = _history(daily, as_of=as_of, config=config, exact=True).collect(
+            engine="streaming"
+        )
+    return history.select("customer_id", *SUMMARY, *INTERVALS)
 
 
-def _packed_key(today: datetime) -> pl.Expr:
-    """A sort key ordering rows by a hash of the customer, then by day (see the module doc)."""
-    last = 2**DAY_BITS - 1
-    high = pl.lit((2**64 - 1) ^ last, pl.UInt64)
-    days_ago = (pl.lit(today) - pl.col("day")).dt.total_days().clip(0, last).cast(pl.UInt64)
-    return (pl.col("customer_id").hash(_SEED) & high) | (pl.lit(last, pl.UInt64) - days_ago)
-
-
-def _history(daily: pl.LazyFrame, *, as_of: datetime, config: FeatureConfig, packed: bool):
+def _history(daily: pl.LazyFrame, *, as_of: datetime, config: FeatureConfig, exact: bool):
     """The history plan; sums are of exact integers (cents on a 1e-6 grid, whole days)."""
     today = day_of(as_of)
     trend_days = config.spend_trend_days
     customer, day, gap, cents = pl.col("customer_id"), pl.col("day"), pl.col("gap"), pl.col("v")
-    first = customer.shift(1).is_null() | (customer != customer.shift(1))
+    first, age = pl.col("first"), pl.col("days_ago")
     ahead = customer.shift(-config.recent_gaps)
-    age = (pl.lit(today) - day).dt.total_days()
     rows = (
-        daily.sort(_packed_key(today) if packed else ["customer_id", "day"])
+        day_runs(daily, today=today, exact=exact)
         .with_columns(
-            first=first,
             gap=pl.when(~first).then((day - day.shift(1)).dt.total_days()),
             recent=ahead.is_null() | (ahead != customer),
             v=on_grid(pl.col("value")),
         )
         .with_columns(
-            run=pl.col("first").cum_sum(),
             first_v=pl.when(pl.col("first")).then(cents),
             gap_sq=gap * gap,
             recent_gap=pl.when(pl.col("recent")).then(gap),
@@ -119,6 +124,7 @@ def _history(daily: pl.LazyFrame, *, as_of: datetime, config: FeatureConfig, pac
     counts = ["gap", "recent_gap", "earlier_gap"]
     totals = rows.group_by("run").agg(
         customer.first(),
+        oldest(),
         day.min().alias("first_day"),
         day.max().alias("last_day"),
         pl.col("last_at").max().alias("last_purchase_at"),

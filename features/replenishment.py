@@ -12,13 +12,14 @@ from datetime import datetime
 
 import polars as pl
 
-from features.exact import exact_mean, exact_std, exact_sum
-from features.time import days_between
+from features.exact import on_grid
+from features.runs import day_runs, needs_exact_sort, oldest
+from features.time import day_of, days_between
 
 MIN_PURCHASE_DAYS = 2
 
 
-def pair_features(orders: pl.LazyFrame, products: pl.LazyFrame, *, as_of: datetime) -> pl.LazyFrame:
+def pair_features(orders: pl.LazyFrame, products: pl.LazyFrame, *, as_of: datetime) -> pl.DataFrame:
     """Per customer x consumable bought on 2+ days by ``as_of``:
 
     ``purchase_days``, ``units_total``; ``cycle_mean_days`` / ``cycle_median_days`` /
@@ -28,56 +29,120 @@ def pair_features(orders: pl.LazyFrame, products: pl.LazyFrame, *, as_of: dateti
     expected cycle (1 = due now); ``expected_next_purchase_at``; ``category_share``: the
     pair's share of the customer's spend in the product's category;
     ``owns_related_durable``: the customer bought the durable the consumable serves
-    (``products.related_product_id``) by ``as_of``.
+    (``products.related_product_id``) by ``as_of``. Sorted by customer and product.
     """
     catalog = products.select(
         "product_id", "category", "consumable", "pack_size", "related_product_id"
     ).collect()
-    consumables = catalog.filter(pl.col("consumable"))
-    pack = dict(zip(consumables["product_id"], consumables["pack_size"], strict=True))
-    category = dict(zip(catalog["product_id"], catalog["category"], strict=True))
-    related = consumables.select("product_id", "related_product_id").lazy()
-    durables = consumables["related_product_id"].drop_nulls().unique().to_list()
-    shared = consumables["category"].unique().to_list()
-
+    consumables = catalog.filter(pl.col("consumable")).sort("product_id")
+    # Consumables by a small integer code (the packed sort key has room for a few bits).
+    code = {p: i for i, p in enumerate(consumables["product_id"])}
+    by_code = consumables.with_columns(code=pl.int_range(pl.len(), dtype=pl.UInt32))
     bought = orders.filter((pl.col("ordered_at") <= as_of) & (pl.col("quantity") > 0))
-    # The catalog is small: map columns through dicts rather than joining every order line.
     daily = (
-        bought.filter(pl.col("product_id").is_in(list(pack)))
-        .group_by("customer_id", "product_id", pl.col("ordered_at").dt.truncate("1d").alias("day"))
+        bought.filter(pl.col("product_id").is_in(list(code)))
+        .group_by(
+            "customer_id",
+            pl.col("product_id").replace_strict(code, return_dtype=pl.UInt32).alias("code"),
+            pl.col("ordered_at").dt.truncate("1d").alias("day"),
+        )
         .agg(
-            units=(pl.col("quantity") * pl.col("product_id").replace_strict(pack)).sum(),
+            quantity=pl.col("quantity").sum(),
             last_at=pl.col("ordered_at").max(),
-            spend=exact_sum(pl.col("amount")),
+            cents=on_grid(pl.col("amount")).sum(),
         )
+        .join(by_code.select("code", "pack_size").lazy(), on="code")
+        .with_columns(units=pl.col("quantity") * pl.col("pack_size"))
     )
-    # Sorted by pair and day: a row's gap is to the row before it if that row is the same
-    # pair's, divided by the units bought then (cheaper than window functions).
-    same_pair = (pl.col("customer_id") == pl.col("customer_id").shift(1)) & (
-        pl.col("product_id") == pl.col("product_id").shift(1)
+    bits = max(len(code) - 1, 0).bit_length()
+    pairs = _cycles(daily, as_of=as_of, bits=bits, exact=False).collect(engine="streaming")
+    if needs_exact_sort(pairs, ["customer_id", "code"]):
+        pairs = _cycles(daily, as_of=as_of, bits=bits, exact=True).collect(engine="streaming")
+
+    shared = consumables["category"].unique().to_list()
+    durables = consumables["related_product_id"].drop_nulls().unique().to_list()
+    category = dict(zip(catalog["product_id"], catalog["category"], strict=True))
+    in_shared = [p for p, c in category.items() if c in shared]
+    category_spend, owned = pl.collect_all(
+        [
+            bought.filter(pl.col("product_id").is_in(in_shared))
+            .group_by(
+                "customer_id", pl.col("product_id").replace_strict(category).alias("category")
+            )
+            .agg(category_cents=on_grid(pl.col("amount")).sum()),
+            bought.filter(pl.col("product_id").is_in(durables))
+            .select("customer_id", pl.col("product_id").alias("related_product_id"))
+            .unique()
+            .with_columns(owns_related_durable=pl.lit(True)),
+        ],
+        engine="streaming",
     )
-    per_unit = pl.when(same_pair).then(
-        days_between(pl.col("day"), pl.col("day").shift(1)) / pl.col("units").shift(1)
-    )
-    pairs = (
-        daily.sort("customer_id", "product_id", "day")
-        .with_columns(per_unit=per_unit)
-        .group_by("customer_id", "product_id")
-        .agg(
-            purchase_days=pl.len().cast(pl.Int32),
-            units_total=pl.col("units").sum(),
-            cycle_mean_days=exact_mean(pl.col("per_unit"), 1e3),
-            cycle_median_days=pl.col("per_unit").median(),
-            cycle_std_days=exact_std(pl.col("per_unit")),
-            last_purchase_at=pl.col("last_at").max(),
-            last_units=pl.col("units").sort_by("day").last(),
-            spend=exact_sum(pl.col("spend")),
-        )
-        .filter(pl.col("purchase_days") >= MIN_PURCHASE_DAYS)
+    return (
+        pairs.filter(pl.col("purchase_days") >= MIN_PURCHASE_DAYS)
+        .join(by_code.select("code", "product_id", "category", "related_product_id"), on="code")
+        .join(category_spend, on=["customer_id", "category"], how="left")
+        .join(owned, on=["customer_id", "related_product_id"], how="left")
         .with_columns(
+            owns_related_durable=pl.col("owns_related_durable").fill_null(False),
+            category_share=pl.col("cents") / pl.col("category_cents"),
+        )
+        .select(
+            "customer_id",
+            "product_id",
+            "purchase_days",
+            "units_total",
+            "cycle_mean_days",
+            "cycle_median_days",
+            "cycle_std_days",
+            "last_purchase_at",
+            "last_units",
+            "days_since_last",
+            "expected_cycle_days",
+            "cycle_position",
+            "expected_next_purchase_at",
+            "owns_related_durable",
+            "category_share",
+        )
+        .sort("customer_id", "product_id")
+    )
+
+
+def _cycles(daily: pl.LazyFrame, *, as_of: datetime, bits: int, exact: bool) -> pl.LazyFrame:
+    """Per customer x consumable code: purchase days, units, cycles per unit, last purchase."""
+    first, day, units = pl.col("first"), pl.col("day"), pl.col("units")
+    # A row's cycle is the gap to the row before it in the same run, over the units bought then.
+    per_unit = (day - day.shift(1)).dt.total_days() / units.shift(1)
+    rows = day_runs(daily, today=day_of(as_of), code="code", code_bits=bits, exact=exact)
+    rows = rows.with_columns(
+        cycle=pl.when(~first).then(per_unit),
+        last_units=pl.when(pl.col("run") != pl.col("run").shift(-1, fill_value=0)).then(units),
+    ).with_columns(grid=on_grid(pl.col("cycle"), 1e3))  # sums of these are exact
+
+    n = pl.col("cycles").cast(pl.Float64)
+    s1, s2 = pl.col("cycle_sum").cast(pl.Float64), pl.col("cycle_sq_sum").cast(pl.Float64)
+    return (
+        rows.group_by("run")
+        .agg(
+            pl.col("customer_id").first(),
+            pl.col("code").first(),
+            oldest(),
+            pl.len().cast(pl.Int32).alias("purchase_days"),
+            units.sum().alias("units_total"),
+            pl.col("cycle").count().alias("cycles"),
+            pl.col("grid").sum().alias("cycle_sum"),
+            (pl.col("grid") * pl.col("grid")).sum().alias("cycle_sq_sum"),
+            pl.col("cycle").median().alias("cycle_median_days"),
+            pl.col("last_at").max().alias("last_purchase_at"),
+            pl.col("last_units").sum(),
+            pl.col("cents").sum(),
+        )
+        .with_columns(
+            cycle_mean_days=pl.when(n > 0).then(s1 / n / 1e3),
+            cycle_std_days=pl.when(n >= 2).then(
+                ((s2 - s1 * s1 / n) / (n - 1)).clip(0).sqrt() / 1e3
+            ),
             days_since_last=days_between(as_of, pl.col("last_purchase_at")),
             expected_cycle_days=pl.col("cycle_median_days") * pl.col("last_units"),
-            category=pl.col("product_id").replace_strict(category),
         )
         .with_columns(
             cycle_position=pl.col("days_since_last") / pl.col("expected_cycle_days"),
@@ -86,26 +151,5 @@ def pair_features(orders: pl.LazyFrame, products: pl.LazyFrame, *, as_of: dateti
                 microseconds=(pl.col("expected_cycle_days") * 86_400e6).round(0).cast(pl.Int64)
             ),
         )
-    )
-    category_spend = (
-        bought.with_columns(category=pl.col("product_id").replace_strict(category, default=None))
-        .filter(pl.col("category").is_in(shared))
-        .group_by("customer_id", "category")
-        .agg(category_spend=exact_sum(pl.col("amount")))
-    )
-    owned = (
-        bought.filter(pl.col("product_id").is_in(durables))
-        .select("customer_id", pl.col("product_id").alias("related_product_id"))
-        .unique()
-        .with_columns(owns_related_durable=pl.lit(True))
-    )
-    return (
-        pairs.join(category_spend, on=["customer_id", "category"], how="left")
-        .join(related, on="product_id", how="left")
-        .join(owned, on=["customer_id", "related_product_id"], how="left")
-        .with_columns(
-            owns_related_durable=pl.col("owns_related_durable").fill_null(False),
-            category_share=pl.col("spend") / pl.col("category_spend"),
-        )
-        .drop("spend", "category", "category_spend", "related_product_id")
+        .drop("run", "cycles", "cycle_sum", "cycle_sq_sum")
     )

@@ -31,6 +31,8 @@ import numpy as np
 import polars as pl
 
 SCORED = ("recency_days", "purchase_days", "monetary_total")
+#: The columns :func:`rfm_scores` adds.
+SCORES = ("r_score", "f_score", "m_score", "rfm_score", "segment")
 
 _GRID = {
     5: ["New", "Potential loyalist", "Potential loyalist", "Champions", "Champions"],

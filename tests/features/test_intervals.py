@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import at, contract
-from features import purchases
+from features import purchases, runs
 from features.build import build_features
 from features.config import FeatureConfig
 
@@ -89,12 +89,12 @@ def test_packed_sort_falls_back_to_the_exact_sort(monkeypatch, day_bits, why):
     calls = []
     original = purchases._history
 
-    def spy(*args, packed, **kwargs):
-        calls.append(packed)
-        return original(*args, packed=packed, **kwargs)
+    def spy(*args, exact, **kwargs):
+        calls.append(exact)
+        return original(*args, exact=exact, **kwargs)
 
-    monkeypatch.setattr(purchases, "DAY_BITS", day_bits)
+    monkeypatch.setattr(runs, "DAY_BITS", day_bits)
     monkeypatch.setattr(purchases, "_history", spy)
     got = build_features(tables, as_of=at(420)).customers
-    assert False in calls, why
+    assert calls[:2] == [False, True], why  # packed, then exact (population fit, then build)
     pd.testing.assert_frame_equal(got, expected)

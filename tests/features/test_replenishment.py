@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from conftest import at, contract, tiny_tables
+from features import replenishment, runs
 from features.build import build_features
 
 AS_OF = at(100)
@@ -75,3 +76,20 @@ def test_pack_size_counts_units(pairs):
 
 def test_only_consumables_bought_on_two_days(pairs):
     assert set(pairs.index) == {("00001", "P-INK"), ("00002", "P-INK-2")}
+
+
+def test_the_exact_sort_gives_the_same_pairs(monkeypatch, pairs):
+    """Days that do not fit the packed sort key send the pairs through the exact sort."""
+    calls = []
+    original = replenishment._cycles
+
+    def spy(*args, exact, **kwargs):
+        calls.append(exact)
+        return original(*args, exact=exact, **kwargs)
+
+    monkeypatch.setattr(runs, "DAY_BITS", 5)  # 31 days; these purchases span 90
+    monkeypatch.setattr(replenishment, "_cycles", spy)
+    tables = contract(orders=_orders(), products=_products())
+    got = build_features(tables, as_of=AS_OF).pairs.set_index(["customer_id", "product_id"])
+    assert calls == [False, True]
+    pd.testing.assert_frame_equal(got, pairs)
