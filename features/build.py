@@ -94,20 +94,21 @@ def build_features(
     scored = rfm_scores(history.lazy(), population.rfm_edges).select(
         "customer_id", *SUMMARY, *SCORES, *INTERVALS
     )
+    customers = inputs.customers.filter(pl.col("created_at") <= as_of).select(
+        "customer_id", "locale", "country", tenure_days=days_between(as_of, pl.col("created_at"))
+    )
     engagement = engagement_features(
         inputs.events,
         inputs.identities,
+        customers,
         as_of=as_of,
         windows=config.engagement_windows,
         negative_sentiment=config.negative_sentiment,
     )
-    customers = inputs.customers.filter(pl.col("created_at") <= as_of).select(
-        "customer_id", "locale", "country", tenure_days=days_between(as_of, pl.col("created_at"))
-    )
     plan = (
         customers.join(scored, on="customer_id", how="left")
         .join(returned_amounts(inputs.orders, as_of=as_of), on="customer_id", how="left")
-        .join(engagement, on="customer_id", how="left")
+        .join(engagement.lazy(), on="customer_id", how="left")
     )
     pairs = pair_features(inputs.orders, inputs.products, as_of=as_of)
     frame = plan.collect(engine="streaming")
@@ -121,7 +122,7 @@ def build_features(
         clv_months=config.clv_months,
         monthly_discount_rate=config.monthly_discount_rate,
     )
-    counts = [c for c, t in engagement.collect_schema().items() if t == pl.Int32]
+    counts = [c for c, t in engagement.schema.items() if t == pl.Int32]
     frame = (
         frame.join(lifetimes, on="customer_id", how="left")
         .with_columns(

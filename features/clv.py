@@ -132,13 +132,19 @@ def bgnbd_expected_purchases(
     direct series overflows, as lifetimes does.
     """
     r, alpha, a, b = (params[k] for k in ("r", "alpha", "a", "b"))
-    x = np.asarray(frequency, dtype=float)
+    x, recency, T = np.broadcast_arrays(
+        *(np.asarray(v, dtype=float) for v in (frequency, recency, T))
+    )
     c = a + b + x - 1
     z = t / (alpha + T + t)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         ln_hyp = np.log(hyp2f1(r + x, b + x, c, z))
-        euler = np.log(hyp2f1(c - r - x, c - b - x, c, z)) + (c - r - 2 * x - b) * np.log(1 - z)
-        ln_hyp = np.where(np.isinf(ln_hyp), euler, ln_hyp)
+        far = np.isinf(ln_hyp)  # the rare rows that need Euler's form: evaluate only those
+        if far.any():
+            xf, cf, zf = x[far], c[far], z[far]
+            ln_hyp[far] = np.log(hyp2f1(cf - r - xf, cf - b - xf, cf, zf)) + (
+                cf - r - 2 * xf - b
+            ) * np.log(1 - zf)
         numerator = (
             (a + b + x - 1)
             / (a - 1)

@@ -7,8 +7,14 @@ import pandas as pd
 import polars as pl
 import pytest
 from lifetimes import BetaGeoFitter, GammaGammaFitter
+from scipy.special import hyp2f1
 
-from features.clv import LifetimesFitWarning, fit_lifetimes, lifetimes_features
+from features.clv import (
+    LifetimesFitWarning,
+    bgnbd_expected_purchases,
+    fit_lifetimes,
+    lifetimes_features,
+)
 from features.config import FeatureConfig
 from features.purchases import daily_purchases, purchase_history
 from features.time import as_utc
@@ -104,3 +110,23 @@ def test_fits_reproduce_fader_hardie_lee_on_the_cdnow_sample():
         assert params.bgnbd[name] == pytest.approx(value, rel=0.01), name
     for name, value in published_gg.items():
         assert params.gamma_gamma[name] == pytest.approx(value, rel=0.01), name
+
+
+def test_expected_purchases_where_the_direct_series_overflows():
+    """Heavy buyers make hyp2f1 overflow; only those rows take Euler's form, as in lifetimes."""
+    params = {"r": 0.8, "alpha": 20.0, "a": 0.5, "b": 3.0}
+    f = np.array([0.0, 3.0, 400.0, 1500.0, 2.0])
+    r = np.array([0.0, 30.0, 700.0, 720.0, 10.0])
+    t = np.array([50.0, 60.0, 730.0, 730.0, 400.0])
+    z = 730.0 / (params["alpha"] + t + 730.0)
+    with np.errstate(all="ignore"):
+        direct = hyp2f1(params["r"] + f, params["b"] + f, params["a"] + params["b"] + f - 1, z)
+    assert np.isinf(direct).any() and np.isfinite(direct).any()
+    bgf = BetaGeoFitter()
+    bgf.params_ = pd.Series(params)
+    for horizon in (30.0, 730.0):
+        np.testing.assert_allclose(
+            bgnbd_expected_purchases(params, horizon, f, r, t),
+            bgf.conditional_expected_number_of_purchases_up_to_time(horizon, f, r, t),
+            rtol=1e-9,
+        )

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import pandas as pd
+import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from conftest import at, contract
+from features import engagement
 from features.build import build_features
+from features.engagement import exact_engagement
+from features.inputs import as_inputs
+from features.time import as_utc
+from nextbest.contract import ContractTables
+from nextbest.world.generate import WorldConfig, generate_world
 
 AS_OF = at(100)
 
@@ -78,3 +86,37 @@ def test_no_events_means_zero_counts_and_null_sentiment(built):
     c = built.loc["00003"]
     assert c["chat_messages_90d"] == 0
     assert pd.isna(c["sentiment_mean_90d"]) and pd.isna(c["days_since_last_event"])
+
+
+@pytest.fixture(scope="module")
+def world_inputs():
+    world = generate_world(WorldConfig(customers=3_000, seed=5, as_of=pd.Timestamp("2025-06-30")))
+    return as_inputs(ContractTables(**world.tables)), as_utc("2025-06-30")
+
+
+def _direct(inputs, as_of, windows=(7, 30, 90)) -> pl.DataFrame:
+    plan = exact_engagement(
+        inputs.events, inputs.identities, as_of=as_of, windows=windows, negative_sentiment=-0.3
+    )
+    return plan.join(inputs.customers.select("customer_id"), on="customer_id").collect()
+
+
+def test_hashed_keys_give_the_direct_answer(world_inputs):
+    inputs, as_of = world_inputs
+    args = dict(as_of=as_of, windows=(7, 30, 90), negative_sentiment=-0.3)
+    fast = engagement._hashed_engagement(inputs.events, inputs.identities, inputs.customers, **args)
+    assert fast is not None, "the hashed way refused a world without collisions"
+    assert fast["stitched_events_90d"].sum() > 0
+    assert_frame_equal(fast.sort("customer_id"), _direct(inputs, as_of).sort("customer_id"))
+
+
+def test_colliding_keys_fall_back_to_the_direct_way(world_inputs, monkeypatch):
+    inputs, as_of = world_inputs
+    monkeypatch.setattr(engagement, "SLOT_BITS", 62)  # two hash bits: identifiers collide
+    args = dict(as_of=as_of, windows=(7, 30, 90), negative_sentiment=-0.3)
+    assert (
+        engagement._hashed_engagement(inputs.events, inputs.identities, inputs.customers, **args)
+        is None
+    )
+    got = engagement.engagement_features(inputs.events, inputs.identities, inputs.customers, **args)
+    assert_frame_equal(got.sort("customer_id"), _direct(inputs, as_of).sort("customer_id"))
