@@ -72,7 +72,7 @@ def returned_amounts(orders: pl.LazyFrame, *, as_of: datetime) -> pl.LazyFrame:
 
 def purchase_history(
     daily: pl.LazyFrame, *, as_of: datetime, config: FeatureConfig
-) -> pl.LazyFrame:
+) -> pl.DataFrame:
     """Per customer with a purchase by ``as_of``, from :func:`daily_purchases`:
 
     - RFM: ``recency_days`` (days from the last purchase to ``as_of``), ``purchase_days``
