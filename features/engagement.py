@@ -145,7 +145,8 @@ _CLASSES_OF = {
     "chat_messages": (6,),
 }
 assert set(_CLASSES_OF) == set(COUNTED)
-#: Low bits of the packed key: the slot, (class or "other") x (window or "older").
+#: Low bits of the packed key: the slot, (class or "other") x window, or "older" for any
+#: event before the longest window (those only count for the last event's time).
 SLOT_BITS = 6
 _SEEDS = {"customer": (0x6E657874, 0x62657374), "anonymous": (0x636F6F6B, 0x69657321)}
 
@@ -165,7 +166,8 @@ def _hashed_engagement(
 ) -> pl.DataFrame | None:
     """The fast way (see the module doc), or None where it cannot vouch for its answer."""
     n_windows = len(windows)
-    if (len(_CLASSES) + 1) * (n_windows + 1) > 2**SLOT_BITS:
+    older = (len(_CLASSES) + 1) * n_windows  # the slot of every event before the windows
+    if older >= 2**SLOT_BITS:
         return None
     age = days_between(as_of, pl.col("occurred_at"))
     bucket = pl.lit(n_windows)
@@ -174,7 +176,7 @@ def _hashed_engagement(
     kind = pl.lit(len(_CLASSES))  # other
     for i, cond in reversed(list(enumerate(_CLASSES))):
         kind = pl.when(cond).then(i).otherwise(kind)
-    slot = kind * (n_windows + 1) + bucket
+    slot = pl.when(bucket < n_windows).then(kind * n_windows + bucket).otherwise(older)
     anonymous = pl.col("customer_id").is_null()
     customer_key, customer_check = _hashes("customer_id", "customer")
     anonymous_key, anonymous_check = _hashes("anonymous_id", "anonymous")
@@ -236,50 +238,75 @@ def _hashed_engagement(
         stitched = frame.filter(pl.col("anonymous")).join(links, on="prefix")
         if (stitched["lo"] != stitched["link"]).any():
             return None
-        owned.append(
-            pl.concat([known, stitched.drop("link")], how="diagonal_relaxed")
-            .join(people, on="owner", suffix="_customer")
-            .drop("key", "prefix", "lo", "hi")
-        )
+        owned.append(pl.concat([known, stitched.drop("link")], how="diagonal_relaxed"))
     by_slot, by_sentiment = owned
-    if (by_slot["owner_check"] != by_slot["owner_check_customer"]).any() or (
-        by_sentiment["owner_check"] != by_sentiment["owner_check_customer"]
-    ).any():
+    built = _assemble(by_slot, by_sentiment, windows=windows, as_of=as_of, older=older)
+    built = built.join(people, on="owner")
+    # every key attributed to a customer must carry that customer's check hash
+    checks = ["lo", "hi", "rated_lo", "rated_hi"]
+    if built.select(pl.any_horizontal(pl.col(checks) != pl.col("owner_check")).any()).item():
         return None
-    return _assemble(by_slot, by_sentiment, windows=windows, as_of=as_of)
+    return built.select("customer_id", pl.exclude("customer_id", "owner", "owner_check", *checks))
 
 
-def _assemble(by_slot, by_sentiment, *, windows, as_of) -> pl.DataFrame:
+def _assemble(by_slot, by_sentiment, *, windows, as_of, older) -> pl.DataFrame:
     """Per customer: the engagement columns from counts per slot and sentiment per window
-    (in ``by_sentiment`` the slot is the window alone)."""
+    (in ``by_sentiment`` the slot is the window alone). Each row's share of every column is
+    laid out first, so the group-by only adds and takes minima and maxima."""
     n_windows, longest = len(windows), max(windows)
     slot = pl.col("slot")
-    bucket = slot % (n_windows + 1)
-    counts, sentiment = [], []
+    counts, sentiment = {}, {}
     for i, w in enumerate(windows):
         for name, classes in _CLASSES_OF.items():
-            slots = [c * (n_windows + 1) + b for c in classes for b in range(i + 1)]
-            n = pl.col("n").filter(slot.is_in(slots)).sum().cast(pl.Int32)
-            counts.append(n.alias(f"{name}_{w}d"))
-        inside = slot <= i
-        rated = pl.col("rated").filter(inside).sum()
-        mean = pl.col("cents").filter(inside).sum() / 1e6 / rated.replace(0, None)
-        sentiment.append(mean.alias(f"sentiment_mean_{w}d"))
-        sentiment.append(pl.col("lowest").filter(inside).min().alias(f"sentiment_min_{w}d"))
-    stitched = pl.col("n").filter(pl.col("anonymous") & (bucket < n_windows)).sum()
-    last_event = days_between(as_of, pl.col("last_at").max())
-    last_negative = days_between(as_of, pl.col("negative_at").max())
-    events = by_slot.group_by("customer_id").agg(
-        last_event.alias("days_since_last_event"),
-        *counts,
-        stitched.cast(pl.Int32).alias(f"stitched_events_{longest}d"),
+            slots = [c * n_windows + b for c in classes for b in range(i + 1)]
+            counts[f"{name}_{w}d"] = pl.when(slot.is_in(slots)).then(pl.col("n")).otherwise(0)
+        sentiment[f"cents_{w}"] = pl.when(slot <= i).then(pl.col("cents"))
+        sentiment[f"rated_{w}"] = pl.when(slot <= i).then(pl.col("rated"))
+        sentiment[f"sentiment_min_{w}d"] = pl.when(slot <= i).then(pl.col("lowest"))
+    stitched = f"stitched_events_{longest}d"
+    in_window = pl.col("anonymous") & (slot < older)
+    counts[stitched] = pl.when(in_window).then(pl.col("n")).otherwise(0)
+    events = (
+        by_slot.with_columns(**counts)
+        .group_by("owner")
+        .agg(
+            pl.col("owner_check").min().alias("lo"),
+            pl.col("owner_check").max().alias("hi"),
+            pl.col("last_at").max(),
+            pl.col(list(counts)).sum().cast(pl.Int32),
+        )
+        .with_columns(days_since_last_event=days_between(as_of, pl.col("last_at")))
     )
-    rated = by_sentiment.group_by("customer_id").agg(
-        last_negative.alias("days_since_negative_sentiment"), *sentiment
+    means = {
+        f"sentiment_mean_{w}d": pl.col(f"cents_{w}") / 1e6 / pl.col(f"rated_{w}").replace(0, None)
+        for w in windows
+    }
+    minima = [c for c in sentiment if c.startswith("sentiment_min")]
+    rated = (
+        by_sentiment.with_columns(**sentiment)
+        .group_by("owner")
+        .agg(
+            pl.col("owner_check").min().alias("rated_lo"),
+            pl.col("owner_check").max().alias("rated_hi"),
+            pl.col("negative_at").max(),
+            pl.col([c for c in sentiment if c not in minima]).sum(),
+            pl.col(minima).min(),
+        )
+        .with_columns(
+            days_since_negative_sentiment=days_between(as_of, pl.col("negative_at")), **means
+        )
     )
-    order = ["customer_id", "days_since_last_event", "days_since_negative_sentiment"]
+    order = [
+        "owner",
+        "lo",
+        "hi",
+        "rated_lo",
+        "rated_hi",
+        "days_since_last_event",
+        "days_since_negative_sentiment",
+    ]
     for w in windows:
         order += [f"{name}_{w}d" for name in COUNTED]
         order += [f"sentiment_mean_{w}d", f"sentiment_min_{w}d"]
-    order.append(f"stitched_events_{longest}d")
-    return events.join(rated, on="customer_id", how="left").select(order)
+    order.append(stitched)
+    return events.join(rated, on="owner", how="left").select(order)
