@@ -1,4 +1,4 @@
-"""Order-independent sums, means and standard deviations.
+"""Order-independent sums and means.
 
 Floating-point addition is not associative, and a parallel group-by adds a group's rows in
 whatever order its threads meet them: the last bits of a sum could differ between two runs
@@ -26,13 +26,3 @@ def exact_sum(expr: pl.Expr, scale: float = 1e6) -> pl.Expr:
 def exact_mean(expr: pl.Expr, scale: float = 1e6) -> pl.Expr:
     """Mean of the non-null values of ``expr`` on a ``1/scale`` grid; null for none."""
     return on_grid(expr, scale).sum() / scale / expr.count().replace(0, None)
-
-
-def exact_std(expr: pl.Expr, scale: float = 1e3) -> pl.Expr:
-    """Sample standard deviation (ddof 1) of ``expr`` on a ``1/scale`` grid; null below 2 values."""
-    x = on_grid(expr, scale)
-    n = expr.count().cast(pl.Float64)
-    s1 = x.sum().cast(pl.Float64)
-    s2 = (x * x).sum().cast(pl.Float64)
-    variance = ((s2 - s1 * s1 / n) / (n - 1)).clip(lower_bound=0)
-    return pl.when(n >= 2).then(variance.sqrt() / scale)
