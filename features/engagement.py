@@ -234,7 +234,9 @@ def _hashed_engagement(
         )
         if (frame["lo"] != frame["hi"]).any():
             return None
-        known = frame.filter(~pl.col("anonymous")).with_columns(owner="prefix", owner_check="lo")
+        known = frame.filter(~pl.col("anonymous")).with_columns(
+            owner=pl.col("prefix"), owner_check=pl.col("lo")
+        )
         stitched = frame.filter(pl.col("anonymous")).join(links, on="prefix")
         if (stitched["lo"] != stitched["link"]).any():
             return None

@@ -26,3 +26,11 @@ def exact_sum(expr: pl.Expr, scale: float = 1e6) -> pl.Expr:
 def exact_mean(expr: pl.Expr, scale: float = 1e6) -> pl.Expr:
     """Mean of the non-null values of ``expr`` on a ``1/scale`` grid; null for none."""
     return on_grid(expr, scale).sum() / scale / expr.count().replace(0, None)
+
+
+def std_from_sums(count: str, total: str, squares: str) -> pl.Expr:
+    """Sample standard deviation (ddof 1) from the columns holding a group's count, sum and
+    sum of squares (exact integers); null below 2 values."""
+    n = pl.col(count).cast(pl.Float64)
+    s1, s2 = pl.col(total).cast(pl.Float64), pl.col(squares).cast(pl.Float64)
+    return pl.when(n >= 2).then(((s2 - s1 * s1 / n) / (n - 1)).clip(0).sqrt())

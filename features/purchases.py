@@ -20,7 +20,7 @@ from datetime import datetime
 import polars as pl
 
 from features.config import FeatureConfig
-from features.exact import exact_sum, on_grid
+from features.exact import exact_sum, on_grid, std_from_sums
 from features.runs import day_runs, needs_exact_sort, oldest
 from features.time import day_of, days_between
 
@@ -134,8 +134,6 @@ def _history(daily: pl.LazyFrame, *, as_of: datetime, config: FeatureConfig, exa
         *[pl.col(c).sum().alias(f"{c}_sum") for c in sums],
         *[pl.col(c).count().replace(0, None).alias(f"{c}_n") for c in counts],
     )
-    n = pl.col("gap_n").cast(pl.Float64)
-    s1, s2 = pl.col("gap_sum").cast(pl.Float64), pl.col("gap_sq_sum").cast(pl.Float64)
     spend_last, spend_before = pl.col("v_last_sum") / 1e6, pl.col("v_before_sum") / 1e6
     return (
         totals.with_columns(
@@ -144,8 +142,8 @@ def _history(daily: pl.LazyFrame, *, as_of: datetime, config: FeatureConfig, exa
             frequency=(pl.col("purchase_days") - 1).cast(pl.Float64),
             recency=(pl.col("last_day") - pl.col("first_day")).dt.total_days().cast(pl.Float64),
             T=(pl.lit(today) - pl.col("first_day")).dt.total_days().cast(pl.Float64),
-            gap_mean_days=s1 / n,
-            gap_std_days=pl.when(n >= 2).then(((s2 - s1 * s1 / n) / (n - 1)).clip(0).sqrt()),
+            gap_mean_days=pl.col("gap_sum") / pl.col("gap_n"),
+            gap_std_days=std_from_sums("gap_n", "gap_sum", "gap_sq_sum"),
             gap_trend=(pl.col("recent_gap_sum") / pl.col("recent_gap_n"))
             / (pl.col("earlier_gap_sum") / pl.col("earlier_gap_n")),
             spend_last=spend_last,

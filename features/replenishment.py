@@ -12,7 +12,7 @@ from datetime import datetime
 
 import polars as pl
 
-from features.exact import on_grid
+from features.exact import on_grid, std_from_sums
 from features.runs import day_runs, needs_exact_sort, oldest
 from features.time import day_of, days_between
 
@@ -118,8 +118,6 @@ def _cycles(daily: pl.LazyFrame, *, as_of: datetime, bits: int, exact: bool) -> 
         last_units=pl.when(pl.col("run") != pl.col("run").shift(-1, fill_value=0)).then(units),
     ).with_columns(grid=on_grid(pl.col("cycle"), 1e3))  # sums of these are exact
 
-    n = pl.col("cycles").cast(pl.Float64)
-    s1, s2 = pl.col("cycle_sum").cast(pl.Float64), pl.col("cycle_sq_sum").cast(pl.Float64)
     return (
         rows.group_by("run")
         .agg(
@@ -137,10 +135,10 @@ def _cycles(daily: pl.LazyFrame, *, as_of: datetime, bits: int, exact: bool) -> 
             pl.col("cents").sum(),
         )
         .with_columns(
-            cycle_mean_days=pl.when(n > 0).then(s1 / n / 1e3),
-            cycle_std_days=pl.when(n >= 2).then(
-                ((s2 - s1 * s1 / n) / (n - 1)).clip(0).sqrt() / 1e3
+            cycle_mean_days=pl.when(pl.col("cycles") > 0).then(
+                pl.col("cycle_sum") / pl.col("cycles") / 1e3
             ),
+            cycle_std_days=std_from_sums("cycles", "cycle_sum", "cycle_sq_sum") / 1e3,
             days_since_last=days_between(as_of, pl.col("last_purchase_at")),
             expected_cycle_days=pl.col("cycle_median_days") * pl.col("last_units"),
         )
