@@ -120,21 +120,25 @@ def _stage_plain_polars(folder: Path) -> str:
         ]
     )
     age = (pl.lit(as_of) - pl.col("occurred_at")).dt.total_days()
-    kinds = ["page_view", "product_view", "email_open", "email_click", "ticket_opened"]
+    kinds = [
+        "page_view",
+        "product_view",
+        "email_open",
+        "email_click",
+        "ticket_opened",
+        "chat_message",
+    ]
     aggs = [pl.col("occurred_at").max().alias("last_event_at")]
     for w in (7, 30, 90):
         aggs += [
             ((pl.col("event_type") == kind) & (age < w)).sum().alias(f"{kind}_{w}d")
-            for kind in [*kinds, "chat_message"]
+            for kind in kinds
         ]
         aggs += [
             pl.col("sentiment").filter(age < w).mean().alias(f"sentiment_mean_{w}d"),
             pl.col("sentiment").filter(age < w).min().alias(f"sentiment_min_{w}d"),
         ]
-    engagement = (
-        events.filter(pl.col("customer_id").is_not_null()).group_by("customer_id").agg(aggs)
-    )
-    a, b = pl.collect_all([purchases, engagement], engine="streaming")
+    a, b = pl.collect_all([purchases, events.group_by("customer_id").agg(aggs)], engine="streaming")
     return f"{a.height:,} + {b.height:,} customers"
 
 
