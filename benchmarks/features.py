@@ -86,6 +86,7 @@ def _stage_plain_polars(folder: Path) -> str:
     import polars as pl
 
     from features.time import as_utc
+    from nextbest.contract import STITCHABLE_ID_TYPES
 
     as_of = as_utc(AS_OF)
     orders = pl.scan_parquet(folder / "orders.parquet")
@@ -107,7 +108,7 @@ def _stage_plain_polars(folder: Path) -> str:
     )
     links = (
         pl.scan_parquet(folder / "identities.parquet")
-        .filter(pl.col("id_type").is_in(["cookie", "device"]))
+        .filter(pl.col("id_type").is_in(STITCHABLE_ID_TYPES))
         .select(pl.col("id_value").alias("anonymous_id"), pl.col("customer_id").alias("owner"))
     )
     seen = pl.scan_parquet(folder / "events.parquet").filter(pl.col("occurred_at") <= as_of)
