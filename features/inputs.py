@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -81,3 +82,12 @@ def read_tables_for(name: str, folder: Path) -> pd.DataFrame:
     """One small table through the contract loader (types, defaults)."""
     typed, _, _ = read_tables(folder, only=(name,))
     return typed[name]
+
+
+def order_span(tables: ContractTables | FeatureInputs) -> tuple[datetime | None, datetime | None]:
+    """The first and the last order time (UTC) in the tables; ``(None, None)`` without orders."""
+    times = pl.col("ordered_at")
+    first, last = (
+        as_inputs(tables).orders.select(times.min(), times.max().alias("last")).collect().row(0)
+    )
+    return first, last

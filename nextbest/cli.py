@@ -196,10 +196,17 @@ def features(
         Path, typer.Option(help="Folder for customers.parquet, pairs.parquet and manifest.json.")
     ],
     overwrite: Overwrite = False,
+    allow_empty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-empty", help="Build even when --as-of lies outside the orders' time span."
+        ),
+    ] = False,
 ) -> None:
     """Build point-in-time customer and customer x consumable features from a contract folder."""
     from features.build import build_features
     from features.config import FeatureConfig
+    from features.inputs import order_span
     from features.io import write_snapshot
     from nextbest.validation import load_contract
 
@@ -207,6 +214,8 @@ def features(
     moment = _as_of(as_of)
     with err_console.status(f"validating {data}…"):
         tables = load_contract(data)
+    if not allow_empty:
+        _check_in_span(moment, *order_span(tables), data)
     with err_console.status(f"building features as of {moment}…"):
         built = build_features(tables, as_of=moment, config=config)
     with err_console.status(f"writing {out}…"):
@@ -217,6 +226,21 @@ def features(
         f" pairs as of {meta['as_of']}",
         soft_wrap=True,
     )
+
+
+def _check_in_span(moment: pd.Timestamp, first, last, data: Path) -> None:
+    """Refuse an as-of before the first order or after the last one: the features would be
+    empty, or describe customers long after the data ends (a mistyped year)."""
+    at = moment.tz_localize("UTC") if moment.tz is None else moment.tz_convert("UTC")
+    if first is None:
+        raise BadInputError(f"--as-of: {data} has no orders; pass --allow-empty to build anyway")
+    span = f"the orders in {data} run from {first:%Y-%m-%d} to {last:%Y-%m-%d}"
+    if at < first or at > last:
+        where = "before the first order" if at < first else "after the last order"
+        raise BadInputError(
+            f"--as-of {at:%Y-%m-%d} is {where}: {span}; pick an --as-of in that span, or pass"
+            " --allow-empty to build anyway"
+        )
 
 
 Horizon = Annotated[
@@ -363,6 +387,13 @@ def score(
     rows = ", ".join(f"{name} {n:,} rows" for name, n in meta["rows"].items())
     models = ", ".join(f"{name} v{v}" for name, v in meta["models"].items())
     withheld = sum(meta["withheld"]["rows"].values())
+    if not sum(meta["rows"].values()):
+        err_console.print(
+            f"warning: no customer has marketing consent in force at {meta['as_of']} (the"
+            f" consents table of {data}): 0 scores written",
+            highlight=False,
+            soft_wrap=True,
+        )
     out_console.print(
         f"wrote {out}: {rows} as of {meta['as_of']} (models {models}); {withheld:,} rows"
         " withheld: no marketing consent in force",

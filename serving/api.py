@@ -14,11 +14,21 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import FastAPI, HTTPException, Query
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from serving.audit import erase_held, held
+from serving.feedback import Recorded
+from serving.locales import answer_locale, standard_tag
 from serving.policy import Context, rank
 from serving.security import CALLER
+
+#: What every model score may be used for (purpose limitation): churn, CLV and repurchase
+#: scores drive marketing actions, so a route returns them only when :meth:`ServingState.allows`
+#: says this purpose's consent is in force.
+MODEL_PURPOSE = "marketing"
+SKIPPED = (
+    "skipped: no marketing consent in force (churn, CLV and repurchase scores serve marketing only)"
+)
 
 Locale = Literal["en", "zh-TW", "zh-CN"]
 Outcome = Literal["shown", "accepted", "dismissed", "converted"]
@@ -48,10 +58,21 @@ class CustomerRef(Strict):
 
 class ContextIn(Strict):
     channel: str = Field(default="chat", max_length=32)
-    locale: Locale | None = None
+    locale: str | None = Field(
+        default=None,
+        max_length=35,
+        description="A BCP 47 tag (en-US, zh_TW, zh-Hant, zh-HK, zh-Hans, ...): the answer"
+        " uses the closest of en, zh-TW, zh-CN, else the customer's locale, else en",
+        examples=["zh-Hant"],
+    )
     intent: str | None = Field(default=None, max_length=64, examples=["order_status"])
     message: str | None = Field(default=None, max_length=4000)
     sentiment: float | None = Field(default=None, ge=-1, le=1)
+
+    @field_validator("locale")
+    @classmethod
+    def _tag(cls, value: str | None) -> str | None:
+        return None if value is None else standard_tag(value)
 
 
 class SuggestRequest(CustomerRef):
@@ -82,7 +103,10 @@ class SuggestResponse(BaseModel):
     request_id: str
     known: bool
     customer_id: str | None
-    locale: Locale
+    locale: Locale = Field(description="the locale of every message and reason in the answer")
+    locale_requested: str | None = Field(
+        description="the context's locale as sent (standardised), if any; null: the customer's"
+    )
     features_as_of: datetime
     now: datetime
     frustrated: bool
@@ -273,21 +297,22 @@ def suggest_one(request: SuggestRequest) -> SuggestResponse:
         window_days=state.window_days,
         max_actions=request.max_actions,
     )
-    locale = context.locale or (profile.locale if profile else "en")
-    locale = locale if locale in ("en", "zh-TW", "zh-CN") else "en"
+    locale = answer_locale(context.locale, profile.locale if profile else None)
     request_id = uuid.uuid4().hex
     actions = [
         Action(score=s.expected_value, **{k: v for k, v in asdict(s).items() if k != "value"})
         for s in ranking.suggestions
     ]
     names = [a.action for a in actions]
-    RUNTIME.feedback.record_suggestion(request_id, who, names, now)
+    answered = [(a.action, a.product_id) for a in actions]
+    RUNTIME.feedback.record_suggestion(request_id, who, answered, now)
     _audit("/suggest", who, now, [a.purpose for a in actions], names, request_id)
     return SuggestResponse(
         request_id=request_id,
         known=customer_id is not None,
         customer_id=customer_id,
         locale=locale,
+        locale_requested=context.locale,
         features_as_of=state.as_of,
         now=now,
         frustrated=ranking.frustrated,
@@ -324,8 +349,8 @@ async def profile(
         raise HTTPException(404, "unknown customer")
     c = state.customers[resolved]
     now = RUNTIME.clock()
-    marketing, _ = c.consents.get("marketing", (False, None))
     # purpose limitation: the churn, CLV and repurchase scores serve marketing only
+    marketing = state.allows(resolved, MODEL_PURPOSE, now)
     churn, clv = (c.churn_probability, c.clv_12m) if marketing else (None, None)
     _audit("/profile", RUNTIME.pseudonym(resolved), now, ["service"], [])
     return {
@@ -336,12 +361,9 @@ async def profile(
         "churn_probability": churn,
         "clv_band": _band(clv, (50.0, 200.0)),
         "clv_12m": clv,
-        "consents": {purpose: granted for purpose, (granted, _) in c.consents.items()},
+        "consents": state.consents_at(resolved, now),
         "marketing_allowed": marketing,
-        "marketing_scoring": "used"
-        if marketing
-        else "skipped: no marketing consent in force (churn, CLV and repurchase scores"
-        " serve marketing only)",
+        "marketing_scoring": "used" if marketing else SKIPPED,
         "do_not_suggest": [] if marketing else ["marketing: no marketing consent in force"],
         "preferred_channel": c.preferred_channel,
         "open_support_tickets": c.open_tickets,
@@ -349,7 +371,7 @@ async def profile(
         "consumables": [
             {
                 "product_id": item.product_id,
-                "name": item.names.get(c.locale) or item.names["en"],
+                "name": item.names.get(answer_locale(None, c.locale)) or item.names["en"],
                 "last_purchase_at": item.last_purchase_at,
                 "expected_run_out_at": item.expected_next_purchase_at,
                 "run_out_interval": [item.next_purchase_p10_at, item.next_purchase_p90_at],
@@ -391,9 +413,24 @@ def events(batch: EventBatch) -> Applied:
     tags=["chatbot"],
 )
 async def feedback(item: FeedbackIn) -> FeedbackOut:
-    """shown / accepted / dismissed / converted for a suggestion, by request id."""
-    if not RUNTIME.feedback.record_feedback(item, RUNTIME.clock()):
+    """shown / accepted / dismissed / converted for a suggestion, by request id. The action
+    and product must be among what that answer returned (else 422); one answer counts as one
+    exposure for cooldowns and caps, whatever outcomes follow."""
+    recorded = RUNTIME.feedback.record_feedback(item, RUNTIME.clock())
+    if recorded is Recorded.UNKNOWN_REQUEST:
         raise HTTPException(404, f"unknown request_id {item.request_id!r}")
+    if recorded is Recorded.NOT_OFFERED:
+        raise HTTPException(
+            422,
+            [
+                {
+                    "loc": ["body", "action"],
+                    "msg": f"request {item.request_id!r} did not return action"
+                    f" {item.action!r} for product {item.product_id!r}",
+                    "type": "value_error",
+                }
+            ],
+        )
     return FeedbackOut(stored=True)
 
 

@@ -9,7 +9,9 @@ are overwritten (``secure_delete``) and the WAL truncated, so no copy stays on d
 Feedback (shown, accepted, dismissed, converted) and ingested events are written before the
 request returns; feedback is kept in memory as exposures too, so cooldowns and frequency
 caps cost a dictionary lookup per request, and on start the exposures are rebuilt from the
-file.
+file. One answer is one exposure of each action it returned that got feedback, whatever
+outcomes follow (``shown`` then ``dismissed`` is still one display). Feedback must name an
+action (and product) that the answer returned: anything else is refused, not stored.
 
 Suggestions served are written by a background thread in batches (every 50 ms,
 :mod:`serving.batching`): a write and its occasional WAL checkpoint (an fsync) then never
@@ -25,12 +27,31 @@ import sqlite3
 import threading
 from collections import OrderedDict, defaultdict
 from datetime import datetime, timedelta
+from enum import Enum
 from pathlib import Path
 
 from serving.batching import BatchWriter
 from serving.policy import Exposure
 
 RECENT = 100_000  # request ids kept in memory for feedback
+ANY = object()  # a product_id that matches any (suggestions stored before products were)
+
+
+class Recorded(Enum):
+    """What became of a feedback item."""
+
+    STORED = "stored"
+    UNKNOWN_REQUEST = "unknown request"
+    NOT_OFFERED = "not offered"
+
+
+def _offered(actions_json: str) -> set:
+    """The ``(action, product_id)`` pairs of a stored answer; rows written before products
+    were stored hold action names only, which match any product."""
+    return {
+        (item, ANY) if isinstance(item, str) else tuple(item) for item in json.loads(actions_json)
+    }
+
 
 SCHEMA = """
 create table if not exists suggestions (
@@ -99,23 +120,34 @@ class FeedbackStore:
         _upgrade(self._db)
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
-        self._shown: dict[str, dict[tuple[str, str | None], list[datetime]]] = defaultdict(
-            lambda: defaultdict(list)
+        # customer -> (action, product) -> request id -> when first given feedback
+        self._shown: dict[str, dict[tuple[str, str | None], dict[str, datetime]]] = defaultdict(
+            lambda: defaultdict(dict)
         )
-        for customer, action, product_id, at in self._db.execute(
-            "select customer, action, product_id, at from feedback where customer is not null"
+        for request_id, customer, action, product_id, at in self._db.execute(
+            "select request_id, customer, action, product_id, at from feedback"
+            " where customer is not null order by at"
         ):
-            self._shown[customer][(action, product_id)].append(datetime.fromisoformat(at))
-        self._recent: OrderedDict[str, str | None] = OrderedDict()
+            seen = self._shown[customer][(action, product_id)]
+            seen.setdefault(request_id, datetime.fromisoformat(at))
+        # request id -> (customer, the (action, product_id) pairs answered)
+        self._recent: OrderedDict[str, tuple[str | None, set]] = OrderedDict()
         self._batches = BatchWriter(self._insert_suggestions, name="suggestions")
 
     def record_suggestion(
-        self, request_id: str, customer: str | None, actions: list, at: datetime
+        self,
+        request_id: str,
+        customer: str | None,
+        actions: list[tuple[str, str | None]],
+        at: datetime,
     ) -> None:
-        self._recent[request_id] = customer
+        """Remember an answer: its customer (pseudonym) and its ``(action, product_id)``
+        pairs, which feedback must then name."""
+        self._recent[request_id] = (customer, set(actions))
         if len(self._recent) > RECENT:
             self._recent.popitem(last=False)
-        self._batches.add((request_id, customer, at.isoformat(), json.dumps(actions)))
+        pairs = json.dumps([list(pair) for pair in actions])
+        self._batches.add((request_id, customer, at.isoformat(), pairs))
 
     def _insert_suggestions(self, rows: list[tuple]) -> None:
         with self._lock:
@@ -125,19 +157,22 @@ class FeedbackStore:
         """Write every suggestion record so far."""
         self._batches.flush()
 
-    def record_feedback(self, item, at: datetime) -> bool:
-        """Store ``item`` (a :class:`serving.api.FeedbackIn`); ``False`` for an unknown
-        request id."""
+    def record_feedback(self, item, at: datetime) -> Recorded:
+        """Store ``item`` (a :class:`serving.api.FeedbackIn`) if its request id is known and
+        its action and product are among what that answer returned."""
         with self._lock:
             if item.request_id in self._recent:
-                customer = self._recent[item.request_id]
+                customer, offered = self._recent[item.request_id]
             else:
                 row = self._db.execute(
-                    "select customer from suggestions where request_id = ?", (item.request_id,)
+                    "select customer, actions from suggestions where request_id = ?",
+                    (item.request_id,),
                 ).fetchone()
                 if row is None:
-                    return False
-                customer = row[0]
+                    return Recorded.UNKNOWN_REQUEST
+                customer, offered = row[0], _offered(row[1])
+            if not {(item.action, item.product_id), (item.action, ANY)} & offered:
+                return Recorded.NOT_OFFERED
             self._db.execute(
                 "insert into feedback values (?, ?, ?, ?, ?, ?)",
                 (
@@ -150,8 +185,10 @@ class FeedbackStore:
                 ),
             )
             if customer is not None:
-                self._shown[customer][(item.action, item.product_id)].append(at)
-        return True
+                self._shown[customer][(item.action, item.product_id)].setdefault(
+                    item.request_id, at
+                )
+        return Recorded.STORED
 
     def record_events(self, rows: list[tuple[str, str | None, dict]], at: datetime) -> None:
         """Store ingested contract rows: ``(table, subject pseudonym, row)`` each."""
@@ -195,7 +232,7 @@ class FeedbackStore:
             self._db.execute("pragma wal_checkpoint(truncate)")
             for who in pseudonyms:
                 self._shown.pop(who, None)
-            for request_id in [r for r, who in self._recent.items() if who in pseudonyms]:
+            for request_id in [r for r, (who, _) in self._recent.items() if who in pseudonyms]:
                 del self._recent[request_id]
         return counts
 
@@ -205,7 +242,7 @@ class FeedbackStore:
             return {}
         month = now - timedelta(days=30)
         return {
-            key: Exposure(max(times), sum(1 for t in times if t >= month))
+            key: Exposure(max(times.values()), sum(1 for t in times.values() if t >= month))
             for key, times in shown.items()
         }
 

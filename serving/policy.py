@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from serving.catalog import Catalog
+from serving.locales import answer_locale
 
 NEGATIVE = -0.3  # a sentiment at or below this is negative
 RECENT_ORDER_DAYS = 14
@@ -158,8 +159,7 @@ def rank(
 ) -> Ranking:
     """Ranked suggestions for ``profile`` (``None``: an unknown visitor) in ``context``."""
     exposures = exposures or {}
-    locale = context.locale or (profile.locale if profile else "en")
-    locale = locale if locale in ("en", "zh-TW", "zh-CN") else "en"
+    locale = answer_locale(context.locale, profile.locale if profile else None)
     frustrated = is_frustrated(profile, context)
     asks_order = context.intent == "order_status" or bool(
         context.message and ORDER_WORDS.search(context.message)

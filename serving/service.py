@@ -164,26 +164,28 @@ class NextBest:
     @bentoml.api(route="/score/churn")
     def churn(self, customer_id: str) -> dict:
         """The churn probability of one customer: one row through the LightGBM booster on
-        one thread (the bare model endpoint)."""
+        one thread (the bare model endpoint). The score serves marketing: without marketing
+        consent in force it is withheld (``churn_probability`` null and the reason)."""
         state = api.RUNTIME.state
         if state is None:
             raise bentoml.exceptions.ServiceUnavailable("not ready")
         row = state.churn_row.get(customer_id)
         if row is None:
             raise bentoml.exceptions.NotFound(f"unknown customer {customer_id!r}")
+        now = api.RUNTIME.clock()
+        who = api.RUNTIME.pseudonym(customer_id)
+        answer = {"customer_id": customer_id, "model_version": state.versions["churn"]}
+        if not state.allows(customer_id, api.MODEL_PURPOSE, now):
+            api._audit("/score/churn", who, now, [], [])
+            return answer | {"churn_probability": None, "marketing_scoring": api.SKIPPED}
         model = state.churn_model
         raw = model.booster_.predict(
             state.churn_matrix[row : row + 1], raw_score=True, num_threads=1
         )
         c = model.calibration_
         probability = 1 / (1 + math.exp(-(c["slope"] * float(raw[0]) + c["intercept"])))
-        who = api.RUNTIME.pseudonym(customer_id)
-        api._audit("/score/churn", who, api.RUNTIME.clock(), ["marketing"], ["churn_score"])
-        return {
-            "customer_id": customer_id,
-            "churn_probability": probability,
-            "model_version": state.versions["churn"],
-        }
+        api._audit("/score/churn", who, now, [api.MODEL_PURPOSE], ["churn_score"])
+        return answer | {"churn_probability": probability, "marketing_scoring": "used"}
 
 
 NextBest.add_asgi_middleware(SecurityMiddleware)

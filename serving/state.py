@@ -13,6 +13,7 @@ may be proposed, a new identity resolves to its customer.
 
 from __future__ import annotations
 
+import bisect
 import threading
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,16 @@ def _utc(value) -> datetime:
     return pd.Timestamp(value).tz_convert("UTC").floor("us").to_pydatetime()  # no ns warning
 
 
+def consent_in_force(history: list[tuple[datetime, bool]] | None, now: datetime) -> bool:
+    """Whether a purpose's consent is granted at ``now``: the latest record at or before
+    ``now`` decides (the data contract's rule); a record dated later is not in force yet, and
+    no record means no consent."""
+    if not history:
+        return False
+    i = bisect.bisect_right(history, now, key=lambda record: record[0])
+    return i > 0 and history[i - 1][1]
+
+
 @dataclass
 class Customer:
     """One customer's served state (mutable by online updates, under the state's lock)."""
@@ -45,7 +56,8 @@ class Customer:
     min_sentiment_30d: float | None
     last_order_at: datetime | None
     preferred_channel: str | None
-    consents: dict[str, tuple[bool, datetime]] = field(default_factory=dict)
+    #: purpose -> every record ``(recorded_at, granted)`` in time order
+    consents: dict[str, list[tuple[datetime, bool]]] = field(default_factory=dict)
     open_tickets: int = 0
     consumables: dict[str, Consumable] = field(default_factory=dict)
     cycle_days: dict[str, float] = field(default_factory=dict)  # per unit, per consumable
@@ -146,15 +158,13 @@ class ServingState:
             )
         for row in tables["identities"].to_dict("records"):
             self.identities[(row["id_type"], row["id_value"])] = row["customer_id"]
-        consents = tables["consents"]
-        consents = consents[consents["recorded_at"] <= as_of].sort_values("recorded_at")
-        for row in consents.drop_duplicates(["customer_id", "purpose"], keep="last").to_dict(
-            "records"
-        ):
-            if row["customer_id"] in self.customers:
-                self.customers[row["customer_id"]].consents[row["purpose"]] = (
-                    bool(row["granted"]),
-                    _utc(row["recorded_at"]),
+        # every record, in time order: which one is in force depends on the request's clock
+        consents = tables["consents"].sort_values("recorded_at", kind="stable")
+        for row in consents.to_dict("records"):
+            customer = self.customers.get(row["customer_id"])
+            if customer is not None:
+                customer.consents.setdefault(row["purpose"], []).append(
+                    (_utc(row["recorded_at"]), bool(row["granted"]))
                 )
         tickets = events[events["event_type"].isin(["ticket_opened", "ticket_resolved"])]
         balance = (
@@ -248,9 +258,20 @@ class ServingState:
             customer_id = self.identities.get((id_type, id_value))
         return customer_id if customer_id in self.customers else None
 
+    def allows(self, customer_id: str, purpose: str, now: datetime) -> bool:
+        """Whether the customer's consent for ``purpose`` is in force at ``now``: the one
+        check every route makes before it returns a score that serves that purpose."""
+        c = self.customers.get(customer_id)
+        return c is not None and consent_in_force(c.consents.get(purpose), now)
+
+    def consents_at(self, customer_id: str, now: datetime) -> dict[str, bool]:
+        """Purpose -> granted, as in force at ``now``."""
+        c = self.customers[customer_id]
+        return {purpose: consent_in_force(history, now) for purpose, history in c.consents.items()}
+
     def profile(self, customer_id: str, now: datetime) -> Profile:
         c = self.customers[customer_id]
-        granted, _ = c.consents.get("marketing", (False, None))
+        granted = self.allows(customer_id, "marketing", now)
         cross = []
         for owned in c.owned:
             for product_id, confidence, lift in self.rules.get(owned, ()):
@@ -294,10 +315,10 @@ class ServingState:
                 if c is None:
                     counts["ignored"] += 1
                     continue
-                at = _utc(consent.recorded_at)
-                current = c.consents.get(consent.purpose)
-                if current is None or at >= current[1]:
-                    c.consents[consent.purpose] = (consent.granted, at)
+                history = c.consents.setdefault(consent.purpose, [])
+                record = (_utc(consent.recorded_at), consent.granted)
+                # after every record of the same moment: the latest sent wins a tie
+                history.insert(bisect.bisect_right(history, record[0], key=lambda r: r[0]), record)
                 counts["consents"] += 1
             for order in batch.orders:
                 c = self.customers.get(order.customer_id)

@@ -27,6 +27,7 @@ from features.config import FeatureConfig
 from features.inputs import as_inputs
 from features.labels import churn_labels
 from features.time import as_utc
+from nextbest.errors import BadInputError
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,30 @@ def training_cutoffs(as_of, *, horizon_days: int, n_train: int = 6, step_days: i
     newest = valid - timedelta(days=horizon_days)
     train = tuple(newest - timedelta(days=step_days * k) for k in reversed(range(n_train)))
     return Cutoffs(train=train, valid=valid)
+
+
+def check_history(
+    first_order: datetime | None, as_of: datetime, cutoffs: Cutoffs, horizon_days: int
+) -> None:
+    """Refuse (``BadInputError``, one line) when the orders start too late for ``cutoffs``:
+    choosing the model's settings needs a training cutoff whose label window of
+    ``horizon_days`` ends by the newest one, with buyers before it (:func:`selection_split`),
+    so the data must reach back to ``newest - horizon_days``."""
+    need = cutoffs.train[-1] - timedelta(days=horizon_days)
+    if first_order is not None and first_order <= need:
+        return
+    n = len(cutoffs.train)
+    found = "no orders" if first_order is None else f"the first order is on {first_order:%Y-%m-%d}"
+    later = (
+        ""
+        if first_order is None
+        else f", or an --as-of on or after {first_order + (as_of - need):%Y-%m-%d}"
+    )
+    raise BadInputError(
+        f"too little history before AS_OF {as_of:%Y-%m-%d} for {n} training cutoffs of"
+        f" {horizon_days} days: need data from {need:%Y-%m-%d} and {found};"
+        f" give more history{later}"
+    )
 
 
 def churn_examples(tables, cutoff: datetime, config: FeatureConfig) -> pd.DataFrame:

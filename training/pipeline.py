@@ -27,7 +27,7 @@ import pandas as pd
 
 from features.build import FeatureTables, build_features
 from features.config import FeatureConfig
-from features.inputs import as_inputs
+from features.inputs import as_inputs, order_span
 from features.io import read_snapshot
 from features.manifest import FEATURES_VERSION, describe, file_digest
 from features.time import as_utc
@@ -35,7 +35,7 @@ from nextbest.errors import BadInputError
 from nextbest.io import atomic_folder, locate_tables, write_table
 from training.churn import train_churn
 from training.clv import clv_holdout, train_clv
-from training.dataset import churn_dataset, training_cutoffs
+from training.dataset import check_history, churn_dataset, training_cutoffs
 from training.drift import reference_profile
 from training.replenishment import pair_frame_from, replenishment_dataset, train_replenishment
 
@@ -108,6 +108,12 @@ def _train(tables, as_of, config, root, margin, tags, progress, current, report)
     logging = {"margin": margin, "root": root, "tags": tags, "promote": False}
 
     cutoffs = training_cutoffs(as_of, horizon_days=h)
+    replenishment_cutoffs = training_cutoffs(
+        as_of, horizon_days=w, n_train=REPLENISHMENT_CUTOFFS, step_days=w
+    )
+    first_order, _ = order_span(inputs)
+    check_history(first_order, as_of, cutoffs, h)  # before any work: one line, exit 2
+    check_history(first_order, as_of, replenishment_cutoffs, w)
     progress(f"churn examples at {len(cutoffs.train) + 1} cutoffs")
     dataset = churn_dataset(inputs, config, cutoffs)
     progress("churn model")
@@ -135,7 +141,7 @@ def _train(tables, as_of, config, root, margin, tags, progress, current, report)
     )
     report.metrics["clv"] = clv.metrics
 
-    cutoffs = training_cutoffs(as_of, horizon_days=w, n_train=REPLENISHMENT_CUTOFFS, step_days=w)
+    cutoffs = replenishment_cutoffs
     progress(f"replenishment examples at {len(cutoffs.train) + 1} cutoffs")
     pairs = replenishment_dataset(inputs, config, cutoffs)
     why = _cannot_train(pairs, "repurchased")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import tiny_tables, write_folder
 from features.config import FeatureConfig
 from features.manifest import describe
@@ -49,3 +51,16 @@ def test_features_refuses_an_invalid_contract(tmp_path):
 def test_every_column_is_described():
     docs = describe(FeatureConfig(engagement_windows=(3, 10)))
     assert "views_3d" in docs["customers"] and "stitched_events_10d" in docs["customers"]
+
+
+@pytest.mark.parametrize("as_of", ["2020-01-01", "2030-01-01"], ids=["before", "after"])
+def test_features_refuses_an_as_of_outside_the_orders(small_world_dir, tmp_path, as_of):
+    out = tmp_path / "features"
+    args = ("features", "--data", str(small_world_dir), "--as-of", as_of, "--out", str(out))
+    refused = nextbest(*args)
+    assert refused.returncode == 2 and not out.exists()
+    line = refused.stderr.strip()
+    assert "\n" not in line and f"--as-of {as_of}" in line and "--allow-empty" in line
+    assert ("before the first order" if as_of < "2025" else "after the last order") in line
+    allowed = nextbest(*args, "--allow-empty")
+    assert allowed.returncode == 0, allowed.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from serving.audit import AuditLog, query
-from serving.feedback import FeedbackStore
+from serving.feedback import FeedbackStore, Recorded
 
 T0 = datetime(2025, 6, 30, 12, tzinfo=UTC)
 
@@ -49,14 +49,14 @@ def test_the_store_erases_a_subject_and_leaves_no_bytes_on_disk(tmp_path):
     path = tmp_path / "serving.db"
     store = FeedbackStore(path)
     for i, who in enumerate(["ps_gone_aaaa", "ps_stays_bbb"] * 3):
-        store.record_suggestion(f"r{i}", who, ["cross_sell"], T0)
+        store.record_suggestion(f"r{i}", who, [("cross_sell", None)], T0)
     store.record_events([("orders", "ps_gone_aaaa", {"order_id": "O-GONE-1"})], T0)
     store.flush()
 
     class Feedback:
         request_id, action, product_id, outcome = "r0", "cross_sell", None, "shown"
 
-    assert store.record_feedback(Feedback(), T0)
+    assert store.record_feedback(Feedback(), T0) is Recorded.STORED
     held = store.subject({"ps_gone_aaaa"})
     assert len(held["suggestions"]) == 3 and len(held["feedback"]) == 1
     assert held["ingested"][0]["row"] == {"order_id": "O-GONE-1"}

@@ -130,7 +130,7 @@ def test_bad_input_is_422_naming_the_field(server):
     both = server.post("/suggest", json={}, headers=H_CHAT)
     assert both.status_code == 422 and "exactly one of customer_id or identity" in both.text
     locale = server.post(
-        "/suggest", json={"customer_id": "x", "context": {"locale": "fr"}}, headers=H_CHAT
+        "/suggest", json={"customer_id": "x", "context": {"locale": "en US!"}}, headers=H_CHAT
     )
     assert locale.status_code == 422 and "locale" in locale.text
 
@@ -290,6 +290,188 @@ def test_ingested_order_and_consent_change_the_next_answer(server, small_world_d
         for s in later["do_not_suggest"]
         if s["action"] != "nothing_now"
     )
+
+
+@pytest.mark.parametrize(
+    ("sent", "used"),
+    [
+        ("en-US", "en"),
+        ("en-GB", "en"),
+        ("zh_TW", "zh-TW"),
+        ("zh-Hant", "zh-TW"),
+        ("zh-HK", "zh-TW"),
+        ("zh-MO", "zh-TW"),
+        ("zh-Hans", "zh-CN"),
+        ("zh-SG", "zh-CN"),
+        ("zh-cn", "zh-CN"),
+    ],
+)
+def test_locales_people_send_map_to_the_closest_supported_one(server, due, sent, used):
+    body = {"customer_id": due["customer_id"], "context": {"locale": sent}}
+    answer = suggest(server, body)
+    assert answer["locale"] == used and answer["locale_requested"] is not None
+    templates = {"en": "Your ", "zh-TW": "您的", "zh-CN": "您的"}
+    reminders = [a for a in answer["actions"] if a["action"] == "replenishment_reminder"]
+    assert reminders and all(a["message"].startswith(templates[used]) for a in reminders)
+
+
+def test_an_unsupported_locale_falls_back_to_the_customers_then_en(server, due, small_world_dir):
+    customers = pd.read_parquet(small_world_dir / "customers.parquet").set_index("customer_id")
+    answer = suggest(server, {"customer_id": due["customer_id"], "context": {"locale": "fr-FR"}})
+    assert answer["locale"] == customers.loc[due["customer_id"], "locale"]
+    assert answer["locale_requested"] == "fr-FR"
+    visitor = suggest(server, {"customer_id": "nobody", "context": {"locale": "ja"}})
+    assert visitor["locale"] == "en"
+
+
+def test_feedback_names_what_the_answer_returned_and_one_answer_is_one_exposure(server, due):
+    first = suggest(server, {"customer_id": due["customer_id"], "max_actions": 10})
+    pony = {"request_id": first["request_id"], "action": "free_pony", "outcome": "shown"}
+    refused = server.post("/feedback", json=pony, headers=H_CHAT)
+    assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "action"]
+    offered = {(a["action"], a["product_id"]) for a in first["actions"]}
+    wrong = next(
+        {**pony, "action": a["action"], "product_id": "P-NOT-RETURNED"} for a in first["actions"]
+    )
+    assert (wrong["action"], wrong["product_id"]) not in offered
+    assert server.post("/feedback", json=wrong, headers=H_CHAT).status_code == 422
+
+
+# -- purpose limitation on every route ------------------------------------------------------
+
+#: Keys whose values are model scores that serve marketing (churn, CLV, repurchase).
+MARKETING_SCORES = {
+    "churn_probability",
+    "churn_risk",
+    "clv_12m",
+    "clv_band",
+    "p_alive",
+    "repurchase_probability",
+}
+#: How to ask each route of the OpenAPI about one customer, as a chatbot would.
+ASK = {
+    ("post", "/suggest"): lambda c: {"json": {"customer_id": c}},
+    ("post", "/suggest/batch"): lambda c: {"json": {"requests": [{"customer_id": c}] * 2}},
+    ("get", "/profile"): lambda c: {"params": {"customer_id": c}},
+    ("post", "/score/churn"): lambda c: {"json": {"customer_id": c}},
+}
+#: Routes that return no score about a customer (ingestion, feedback, reload), or that answer
+#: a data subject's right of access (the export shows everything held, by design).
+NO_SCORE = {
+    ("post", "/feedback"),
+    ("post", "/events"),
+    ("post", "/admin/reload"),
+    ("post", "/admin/subject/export"),
+    ("post", "/admin/subject/erase"),
+}
+
+
+def _marketing_scores(answer) -> list:
+    """Every marketing-purpose score in an answer, wherever it is nested."""
+    found = []
+    if isinstance(answer, dict):
+        if answer.get("purpose") == "marketing":
+            found.append(answer)
+        for key, value in answer.items():
+            if key in MARKETING_SCORES and value is not None:
+                found.append({key: value})
+            found += _marketing_scores(value)
+    elif isinstance(answer, list):
+        for value in answer:
+            found += _marketing_scores(value)
+    return found
+
+
+def _without_consent(small_world_dir) -> list[str]:
+    """Customers known at the features' as-of with no marketing consent in force at NOW."""
+    consents = pd.read_parquet(small_world_dir / "consents.parquet")
+    customers = pd.read_parquet(small_world_dir / "customers.parquet")
+    orders = pd.read_parquet(small_world_dir / "orders.parquet")
+    buyers = set(orders.loc[orders["ordered_at"] <= AS_OF, "customer_id"])
+    marketing = consents[
+        (consents["purpose"] == "marketing") & (consents["recorded_at"] <= pd.Timestamp(NOW))
+    ]
+    latest = marketing.sort_values("recorded_at").drop_duplicates("customer_id", keep="last")
+    allowed = set(latest.loc[latest["granted"], "customer_id"])
+    known = customers.loc[customers["created_at"] <= AS_OF, "customer_id"]
+    return sorted(c for c in known if c not in allowed and c in buyers)
+
+
+def test_every_route_is_classified_for_purpose_limitation(server):
+    spec = server.get("/docs.json").json()
+    routes = {
+        (method, path)
+        for path, operations in spec["paths"].items()
+        for method in operations
+        if path not in {"/livez", "/readyz", "/healthz", "/metrics"}
+    }
+    assert routes == set(ASK) | NO_SCORE, "classify the new route in ASK or NO_SCORE"
+
+
+def test_no_route_returns_a_marketing_score_without_marketing_consent(server, small_world_dir):
+    """Property: for any customer without marketing consent in force and any route that
+    returns scores, the answer holds no marketing score (and /score/churn says why)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    never = _without_consent(small_world_dir)
+    assert len(never) > 20
+
+    @settings(
+        max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
+    @given(customer=st.sampled_from(never), route=st.sampled_from(sorted(ASK)))
+    def check(customer, route):
+        method, path = route
+        response = server.request(method, path, headers=H_CHAT, **ASK[route](customer))
+        assert response.status_code == 200, response.text
+        assert _marketing_scores(response.json()) == [], (route, customer)
+
+    check()
+
+
+def test_a_consent_withdrawn_online_withholds_every_score_at_once(server, due, world):
+    from conftest import PSEUDONYM_KEY
+    from nextbest.privacy import pseudonym
+
+    consents = pd.read_parquet(world / "features" / "customers.parquet")["customer_id"]
+    candidates = [c for c in consents if c != due["customer_id"]]
+    customer = next(
+        c
+        for c in candidates
+        if server.post("/score/churn", json={"customer_id": c}, headers=H_CHAT)
+        .json()
+        .get("churn_probability")
+        is not None
+    )
+    for route, ask in ASK.items():  # in force before: the scores are there
+        answer = server.request(*route, headers=H_CHAT, **ask(customer)).json()
+        if route != ("post", "/suggest") and route != ("post", "/suggest/batch"):
+            assert _marketing_scores(answer), route
+    withdraw = {
+        "customer_id": customer,
+        "purpose": "marketing",
+        "granted": False,
+        "recorded_at": NOW,
+    }
+    assert server.post("/events", json={"consents": [withdraw]}, headers=H_ADMIN).status_code == 200
+    for route, ask in ASK.items():
+        answer = server.request(*route, headers=H_CHAT, **ask(customer)).json()
+        assert _marketing_scores(answer) == [], route
+    score = server.post("/score/churn", json={"customer_id": customer}, headers=H_CHAT).json()
+    assert (
+        score["churn_probability"] is None and "no marketing consent" in score["marketing_scoring"]
+    )
+    time.sleep(0.3)  # audit lines are written in 50 ms batches
+    who = pseudonym(customer, PSEUDONYM_KEY.encode())
+    lines = [
+        json.loads(line)
+        for path in (world / "state" / "audit").glob("*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    churn = [e for e in lines if e["route"] == "/score/churn" and e["customer"] == who]
+    assert churn[-1]["purposes"] == [] and churn[-1]["actions"] == []
+    assert "marketing" in churn[0]["purposes"]
 
 
 def test_hot_reload_under_load_then_a_corrupt_champion_is_rejected(server, world, small_world_dir):

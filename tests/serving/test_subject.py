@@ -112,6 +112,7 @@ def test_export_then_erase_leaves_no_trace_and_a_retrain_cannot_bring_them_back(
             {
                 "request_id": answer["request_id"],
                 "action": answer["actions"][0]["action"],
+                "product_id": answer["actions"][0]["product_id"],
                 "outcome": "shown",
             },
         )

@@ -72,6 +72,33 @@ def test_train_then_score(small_world_dir, tmp_path):
     both = nextbest("score", "--features", str(snapshot), *args, "--out", str(tmp_path / "x"))
     assert both.returncode == 2 and "either --as-of or --features DIR" in both.stderr
 
+    # a folder without a consents table: nobody may be scored, and the user is told so
+    bare = tmp_path / "no-consents"
+    bare.mkdir()
+    for path in small_world_dir.glob("*.parquet"):
+        if path.name != "consents.parquet":
+            (bare / path.name).symlink_to(path)
+    empty = nextbest(
+        "score", "--features", str(snapshot), "--data", str(bare), "--mlruns", str(mlruns),
+        "--out", str(tmp_path / "empty"),
+    )  # fmt: skip
+    assert empty.returncode == 0, empty.stderr
+    assert "warning: no customer has marketing consent in force" in empty.stderr
+    assert "0 scores written" in empty.stderr
+
+
+def test_train_refuses_an_as_of_with_too_little_history(small_world_dir, tmp_path):
+    mlruns = tmp_path / "mlruns"
+    args = ("--data", str(small_world_dir), "--mlruns", str(mlruns))
+    result = nextbest("train", *args, "--as-of", "2023-09-01")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unexpected" not in result.stderr
+    assert (
+        "too little history before AS_OF 2023-09-01 for 6 training cutoffs of 90 days" in lines[0]
+    )
+    assert "need data from 2022-12-05" in lines[0] and "first order is on 2023-" in lines[0]
+
 
 def test_train_rejects_a_bad_horizon(small_world_dir, tmp_path):
     result = nextbest(
