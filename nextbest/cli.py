@@ -34,8 +34,88 @@ import_app = typer.Typer(
 )
 app.add_typer(import_app, name="import")
 
-out_console = Console()
-err_console = Console(stderr=True)
+#: Width of tables printed to a pipe or a log file: wide enough that nothing is cut ("rfm_lo…").
+PIPE_WIDTH = 1_000
+
+
+def _console(stderr: bool = False) -> Console:
+    """A console on stdout or stderr: the terminal's width on a terminal; to a pipe or file
+    (which has no width, whatever ``COLUMNS`` says), no colour and no width limit, so tables
+    and lines arrive whole."""
+    console = Console(stderr=stderr)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, width=PIPE_WIDTH)
+    return console
+
+
+out_console = _console()
+err_console = _console(stderr=True)
+
+
+class Stages:
+    """Progress of a long command on stderr: on a terminal, a rich progress bar over its
+    ``total`` stages (spinner, stage, count, elapsed time); otherwise one plain line per stage
+    with the time the previous stage took, so logs show where the time went."""
+
+    def __init__(self, command: str, total: int, console: Console | None = None) -> None:
+        self.command, self.total = command, total
+        self.console = console or err_console
+        self.bar = None
+        self.done = -1
+
+    def __enter__(self) -> Stages:
+        import time
+
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.started = self.mark = time.monotonic()
+        if self.console.is_terminal:
+            self.bar = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task(self.command, total=self.total)
+        return self
+
+    def __call__(self, message: str) -> None:
+        """The next stage begins."""
+        import time
+
+        now = time.monotonic()
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(
+                self.task, completed=self.done, description=f"{self.command}: {message}"
+            )
+        else:
+            took = f" (previous stage {now - self.mark:.1f} s)" if self.done else ""
+            self.console.print(f"{self.command}: {message}…{took}", highlight=False, soft_wrap=True)
+        self.mark = now
+
+    def __exit__(self, *exc) -> None:
+        import time
+
+        if self.bar is not None:
+            self.bar.stop()
+        elif exc[0] is None:
+            self.console.print(
+                f"{self.command}: done in {time.monotonic() - self.started:.1f} s",
+                highlight=False,
+            )
+
 
 Format = Annotated[str, typer.Option("--format", help="Table file format: parquet or csv.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out folder.")]
@@ -212,13 +292,14 @@ def features(
 
     config = FeatureConfig()
     moment = _as_of(as_of)
-    with err_console.status(f"validating {data}…"):
+    with Stages("features", 3) as stage:
+        stage(f"validating {data}")
         tables = load_contract(data)
-    if not allow_empty:
-        _check_in_span(moment, *order_span(tables), data)
-    with err_console.status(f"building features as of {moment}…"):
+        if not allow_empty:
+            _check_in_span(moment, *order_span(tables), data)
+        stage(f"building features as of {moment}")
         built = build_features(tables, as_of=moment, config=config)
-    with err_console.status(f"writing {out}…"):
+        stage(f"writing {out}")
         meta = write_snapshot(built, config, data, out, overwrite=overwrite)
     rows = meta["rows"]
     out_console.print(
@@ -255,6 +336,27 @@ Tracking = Annotated[
         "--mlruns", help="Folder of the MLflow SQLite store (MLFLOW_TRACKING_URI overrides)."
     ),
 ]
+
+
+Margin = Annotated[
+    float,
+    typer.Option(
+        help="How much better (on the gate metric) a challenger must be to become champion."
+    ),
+]
+Confidence = Annotated[
+    float,
+    typer.Option(
+        help="Promote only when the challenger beats the champion by more than --margin with"
+        " this confidence (paired bootstrap on the validation examples; 0: point estimate)."
+    ),
+]
+
+
+def _confidence(value: float) -> float:
+    if not 0 <= value < 1:
+        raise BadInputError(f"--confidence: must be in [0, 1), got {value}")
+    return value
 
 
 def _quiet_mlflow() -> None:
@@ -299,15 +401,23 @@ def _train_table(report) -> Table:
     return table
 
 
+def _print_reasons(decisions) -> None:
+    """Why the gate decided as it did, one line per model."""
+    for d in decisions:
+        verdict = "promoted" if d.promoted else f"kept champion v{d.champion_version}"
+        out_console.print(
+            f"{d.kind} v{d.version} {verdict}: {d.reason}", highlight=False, soft_wrap=True
+        )
+
+
 @app.command()
 def train(
     data: Annotated[Path, typer.Option(help="The contract folder to read.")],
     as_of: Annotated[str, typer.Option(help="Train to score at this moment (UTC).")],
     horizon: Horizon = 90,
     window: Window = 14,
-    margin: Annotated[
-        float, typer.Option(help="How much better a challenger must be to become champion.")
-    ] = 0.0,
+    margin: Margin = 0.0,
+    confidence: Confidence = 0.95,
     mlruns: Tracking = Path("mlruns"),
 ) -> None:
     """Train churn, replenishment and CLV models; log, register and gate them in MLflow."""
@@ -316,21 +426,24 @@ def train(
 
     config = _feature_config(horizon, window)
     moment = _as_of(as_of)
-    with err_console.status(f"validating {data}…"):
+    confidence = _confidence(confidence)
+    with Stages("train", 1 + len(pipeline.TRAIN_STAGES)) as stage:
+        stage(f"validating {data}")
         tables = load_contract(data)
-    _quiet_mlflow()
-    tracking.configure(mlruns)
-    with err_console.status("training…") as status:
+        _quiet_mlflow()
+        tracking.configure(mlruns)
         report = pipeline.train(
             tables,
             as_of=moment,
             config=config,
             root=mlruns,
             margin=margin,
+            confidence=confidence,
             tags={"nextbest.data_digest": pipeline.data_digest(data, config)},
-            progress=lambda message: status.update(f"training: {message}…"),
+            progress=stage,
         )
     out_console.print(_train_table(report))
+    _print_reasons(report.decisions)
     for kind, why in report.skipped.items():
         out_console.print(f"{kind}: not trained: {why}", soft_wrap=True)
 
@@ -425,9 +538,8 @@ def retrain(
     ] = None,
     horizon: Horizon = 90,
     window: Window = 14,
-    margin: Annotated[
-        float, typer.Option(help="How much better a challenger must be to become champion.")
-    ] = 0.0,
+    margin: Margin = 0.0,
+    confidence: Confidence = 0.95,
     drift_moderate: Annotated[
         float, typer.Option(help="PSI from which a feature's shift is reported moderate.")
     ] = 0.1,
@@ -467,6 +579,7 @@ def retrain(
         features_out=features_out,
         features=_feature_config(horizon, window),
         margin=margin,
+        confidence=_confidence(confidence),
         thresholds=thresholds,
         service_url=service_url,
         admin_key=os.environ.get("NEXTBEST_ADMIN_KEY"),
@@ -508,6 +621,7 @@ def _print_job(job) -> None:
                 "promote" if d.promoted else f"keep v{d.champion_version}",
             )
         out_console.print(table)
+        _print_reasons(job.decisions)
     out_console.print(
         f"{job.outcome}: {job.message} (exit {job.exit_code})", highlight=False, soft_wrap=True
     )
@@ -531,9 +645,7 @@ def serve(
         float, typer.Option(help="Check the registry for a new champion this often (0: off).")
     ] = 0.0,
 ) -> None:
-    """Serve next best actions over HTTP (BentoML); stops with Ctrl-C."""
-    import subprocess
-
+    """Serve next best actions over HTTP (BentoML); stops with Ctrl-C or SIGTERM."""
     from serving.security import load_keys
     from training import pipeline, tracking
 
@@ -550,6 +662,7 @@ def serve(
     from nextbest.privacy import keys as pseudonym_keys
 
     pseudonym_keys()  # one line and exit 2 without NEXTBEST_PSEUDONYM_KEY
+    _check_port(host, port)  # before the champions load: a port in use is one quick line
     _quiet_mlflow()
     tracking.configure(mlruns)
     _, versions = pipeline.load_champions()  # refuses with one line when there is none
@@ -561,6 +674,10 @@ def serve(
         "NEXTBEST_STATE": str(state.resolve()),
         "NEXTBEST_POLL_SECONDS": str(poll_seconds),
         **({"NEXTBEST_NOW": now} if now else {}),
+        # BentoML keeps its Prometheus files in BENTOML_HOME/prometheus_multiproc_dir and
+        # wipes that folder whenever a server starts: a second service on the machine would
+        # delete this one's counters (its /metrics would stop counting). One home per state.
+        "BENTOML_HOME": str((state / "bentoml").resolve()),
     }
     models = ", ".join(f"{k} v{v}" for k, v in versions.items())
     err_console.print(f"serving {models} on http://{host}:{port}", highlight=False)
@@ -577,7 +694,40 @@ def serve(
         "--api-workers",
         str(workers),
     ]
-    raise typer.Exit(subprocess.call(command, env=env, cwd=Path(__file__).resolve().parents[1]))
+    raise typer.Exit(_run_server(command, env))
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse, with one line, a port another process listens on."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise BadInputError(
+                f"--port {port}: {host}:{port} is in use ({error.strerror}); stop what listens"
+                " there or pick another --port"
+            ) from None
+
+
+def _run_server(command: list[str], env: dict) -> int:
+    """Run BentoML's server as a child and pass SIGTERM / SIGINT on to it, so stopping
+    ``nextbest serve`` stops the whole tree (server and workers) and frees the port."""
+    import signal
+    import subprocess
+
+    child = subprocess.Popen(command, env=env, cwd=Path(__file__).resolve().parents[1])
+
+    def forward(signum, _frame) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    code = child.wait()
+    return code if code >= 0 else 128 - code
 
 
 @app.command()
@@ -775,7 +925,8 @@ def subject_export(
     elif state is not None:
         from serving.audit import held
 
-        document["service"] = held(*_local_state(state), privacy.pseudonyms(customer_id))
+        tokens = set().union(*(privacy.identity_tokens(v) for v in values))
+        document["service"] = held(*_local_state(state), privacy.pseudonyms(customer_id), tokens)
     text = json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n"
     if out is None:
         sys.stdout.write(text)
@@ -813,6 +964,7 @@ def subject_erase(
             datetime.now().astimezone(),
             "nextbest subject erase",
             None,
+            set().union(*(privacy.identity_tokens(v) for v in values)),
         )
     else:
         err_console.print(
@@ -829,9 +981,19 @@ def subject_erase(
     out_console.print_json(json.dumps(summary, default=str))
     if left:
         raise NextbestError("erasure incomplete: still found in " + ", ".join(left))
+    searched = ", ".join(
+        ["the data", *(["the outputs"] if outputs else []), *(["--state"] if state else [])]
+    )
+    service = (
+        "the service erased what it holds"
+        if service_url
+        else "the service's state was not searched (give --state DIR or --service-url)"
+        if state is None
+        else "the state folder's stores and audit log were erased"
+    )
     out_console.print(
         f"erased {customer_id} and {len(values)} identities; suppressed for later imports;"
-        " no trace left in the data, outputs, state or MLflow store",
+        f" no trace left in {searched} and the MLflow store; {service}",
         highlight=False,
         soft_wrap=True,
     )
@@ -888,6 +1050,11 @@ def audit_query(
     if not as_json:
         out_console.print(table)
         out_console.print(f"{n} entries", highlight=False)
+    for name, count in log.torn.items():
+        err_console.print(
+            f"warning: skipped {count} torn line{'s' if count != 1 else ''} in {name}",
+            highlight=False,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

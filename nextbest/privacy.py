@@ -66,6 +66,35 @@ def pseudonyms(customer_id: str) -> set[str]:
     return {pseudonym(customer_id, key) for key in keys()}
 
 
+def identity_token(value: str, key: bytes | None = None) -> str:
+    """A keyed token of an identity value or anonymous id (cookie, device, messenger id):
+    ``id_`` and 24 hex digits of HMAC-SHA256, a derivation of its own."""
+    return "id_" + _mac(key or keys()[0], "identity", value)[:24]
+
+
+def identity_tokens(value: str) -> set[str]:
+    """The value's token under every current and previous key."""
+    return {identity_token(value, key) for key in keys()}
+
+
+#: Fields of contract rows that identify a person, and how each is replaced when a row is
+#: kept by the service (:func:`sealed_row`).
+IDENTIFYING = {"customer_id": "pseudonym", "anonymous_id": "identity", "id_value": "identity"}
+
+
+def sealed_row(row: dict, key: bytes | None = None) -> tuple[dict, str | None]:
+    """A contract row as the service may keep it: ``customer_id`` as its pseudonym,
+    ``anonymous_id`` and ``id_value`` as identity tokens; and the anonymous id's token (to
+    find an anonymous event again when its cookie turns out to be someone's)."""
+    key = key or keys()[0]
+    out = dict(row)
+    for name, kind in IDENTIFYING.items():
+        if out.get(name):
+            value = str(out[name])
+            out[name] = pseudonym(value, key) if kind == "pseudonym" else identity_token(value, key)
+    return out, out.get("anonymous_id") or None
+
+
 def pseudonymise(customer_ids: pd.Series, key: bytes | None = None) -> pd.Series:
     """``pseudonym`` of each id (``None`` stays ``None``)."""
     key = key or keys()[0]

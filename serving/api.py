@@ -8,16 +8,26 @@ through :data:`RUNTIME`, which the service sets on start and swaps on reload.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import asdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import FastAPI, HTTPException, Query
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from serving.audit import erase_held, held
-from serving.feedback import Recorded
+from serving.feedback import Recorded, StoreUnavailable
 from serving.locales import answer_locale, standard_tag
 from serving.policy import Context, rank
 from serving.security import CALLER
@@ -30,12 +40,30 @@ SKIPPED = (
     "skipped: no marketing consent in force (churn, CLV and repurchase scores serve marketing only)"
 )
 
+MAX_QUANTITY = 10_000  # units in one order line (negative: a return)
+MAX_AMOUNT = 1e9  # currency units in one order line
+#: How far in the future (by the service's clock) an ingested row's time may lie.
+CLOCK_SKEW = timedelta(minutes=5)
+
 Locale = Literal["en", "zh-TW", "zh-CN"]
 Outcome = Literal["shown", "accepted", "dismissed", "converted"]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown fields, NaN / Infinity and text that is not UTF-8 (a lone
+    surrogate such as ``"\\ud800"``) are 422s naming the field, never stored or echoed."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _utf8(cls, value):
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("not valid UTF-8 text (a lone surrogate)") from None
+        return value
 
 
 class Identity(Strict):
@@ -115,6 +143,78 @@ class SuggestResponse(BaseModel):
     model_versions: dict[str, str]
 
 
+Band = Literal["low", "medium", "high"]
+
+
+class RecentOrder(BaseModel):
+    order_id: str
+    ordered_at: datetime
+    amount: float = Field(description="the order's amount, in the shop's currency")
+    lines: int
+
+
+class ConsumableOut(BaseModel):
+    product_id: str
+    name: str = Field(description="in the customer's locale")
+    last_purchase_at: datetime
+    expected_run_out_at: datetime
+    run_out_interval: tuple[datetime, datetime] = Field(
+        description="10th and 90th percentile of the run-out date"
+    )
+    repurchase_probability: float | None = Field(
+        description="P(re-buys within the window); null without marketing consent in force"
+    )
+
+
+class ProfileOut(BaseModel):
+    """The 360-degree summary of one customer."""
+
+    customer_id: str
+    locale: str = Field(description="the customer's locale (BCP 47) from the CDP")
+    segment: str
+    churn_risk: Band | None = Field(description="null without marketing consent in force")
+    churn_probability: float | None = Field(
+        description="P(no order in the churn horizon); null without marketing consent in force"
+    )
+    clv_band: Band | None
+    clv_12m: float | None = Field(description="expected 12-month value; null without consent")
+    consents: dict[str, bool] = Field(description="purpose -> granted, as in force now")
+    marketing_allowed: bool
+    marketing_scoring: str
+    do_not_suggest: list[str]
+    preferred_channel: str | None
+    open_support_tickets: int
+    recent_orders: list[RecentOrder]
+    consumables: list[ConsumableOut]
+    features_as_of: datetime
+    now: datetime
+    model_versions: dict[str, str]
+
+
+class ChurnScore(BaseModel):
+    """One customer's churn probability (the bare model endpoint)."""
+
+    customer_id: str
+    churn_probability: float | None = Field(
+        description="P(no order in the churn horizon); null without marketing consent in force"
+    )
+    marketing_scoring: str = Field(description='"used", or why the score was withheld')
+    model_version: str
+
+
+class SubjectExport(BaseModel):
+    """Everything the running service holds about one customer."""
+
+    customer_id: str
+    known: bool
+    exported_at: datetime
+    served_profile: dict | None = Field(description="the customer's served state, if known")
+    stores: dict[str, list[dict]] = Field(
+        description="rows of the suggestion, feedback and ingested stores, by table"
+    )
+    audit: list[dict] = Field(description="audit entries about the customer")
+
+
 class BatchRequest(Strict):
     requests: list[SuggestRequest] = Field(min_length=1, max_length=500)
 
@@ -126,10 +226,10 @@ class BatchResponse(BaseModel):
 class OrderIn(Strict):
     order_id: str = Field(min_length=1)
     customer_id: str = Field(min_length=1)
-    ordered_at: datetime
+    ordered_at: AwareDatetime
     product_id: str = Field(min_length=1)
-    quantity: int
-    amount: float
+    quantity: int = Field(ge=-MAX_QUANTITY, le=MAX_QUANTITY)
+    amount: float = Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT)
 
     @model_validator(mode="after")
     def _nonzero(self):
@@ -142,7 +242,7 @@ class EventIn(Strict):
     event_id: str = Field(min_length=1)
     customer_id: str | None = None
     anonymous_id: str | None = None
-    occurred_at: datetime
+    occurred_at: AwareDatetime
     source: str = Field(min_length=1)
     event_type: str = Field(min_length=1)
     product_id: str | None = None
@@ -159,7 +259,7 @@ class ConsentIn(Strict):
     customer_id: str = Field(min_length=1)
     purpose: str = Field(min_length=1)
     granted: bool
-    recorded_at: datetime
+    recorded_at: AwareDatetime
     source: str | None = None
 
 
@@ -197,6 +297,10 @@ class FeedbackOut(BaseModel):
     stored: bool
 
 
+class ChurnRequest(Strict):
+    customer_id: str = Field(min_length=1, max_length=128)
+
+
 class SubjectIn(Strict):
     customer_id: str = Field(min_length=1, max_length=128)
 
@@ -222,6 +326,11 @@ ERRORS = {
     401: {"model": Problem, "description": "missing or unknown API key"},
     403: {"model": Problem, "description": "the key lacks the scope"},
     413: {"model": Problem, "description": "request body over the limit"},
+    503: {
+        "model": Problem,
+        "description": "not ready yet, or the store or audit log cannot take writes now;"
+        " retry after the Retry-After seconds",
+    },
 }
 
 
@@ -235,6 +344,7 @@ class Runtime:
     reload = None  # () -> ReloadOut-like dict
     audit = None  # AuditLog
     pseudonym = None  # customer id -> pseudonym (nextbest.privacy), bound to the key
+    seal = None  # contract row -> (sealed row, anonymous token), bound to the key
 
 
 def _audit(route: str, who: str | None, now, purposes, actions, request_id=None) -> None:
@@ -261,6 +371,8 @@ RUNTIME = Runtime()
 # insert) takes well under a millisecond, less than a hop to the thread pool. Ingestion and
 # reload may take longer and stay plain functions, run in the thread pool.
 
+logger = logging.getLogger("nextbest.serving")
+
 app = FastAPI(
     title="nextbest",
     description="Proactive, explained, consent-aware next best actions for chatbots.",
@@ -271,14 +383,60 @@ app = FastAPI(
 )
 
 
+def _printable(value):
+    """``value`` safe to send as UTF-8 JSON (lone surrogates escaped)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+@app.exception_handler(RequestValidationError)
+async def _invalid(request, error: RequestValidationError) -> JSONResponse:
+    """422 naming each field and what is wrong, without echoing the input (it may be NaN,
+    Infinity or not UTF-8, which JSON cannot carry, or a customer's data)."""
+    detail = [
+        {
+            "loc": [_printable(part) for part in item.get("loc", ())],
+            "msg": _printable(item.get("msg", "")),
+            "type": item.get("type", "value_error"),
+        }
+        for item in error.errors()
+    ]
+    return JSONResponse(status_code=422, content={"detail": detail})
+
+
+@app.exception_handler(StoreUnavailable)
+async def _unavailable(request, error: StoreUnavailable) -> JSONResponse:
+    """503 with Retry-After: nothing of the request was acknowledged."""
+    logger.warning("store unavailable: %s", error)
+    return JSONResponse(
+        status_code=503,
+        content={"detail": f"the service's store cannot take writes now ({error}); retry"},
+        headers={"Retry-After": "5"},
+    )
+
+
 def _state():
     if RUNTIME.state is None:
         raise HTTPException(503, "not ready: models and features are still loading")
     return RUNTIME.state
 
 
-def suggest_one(request: SuggestRequest) -> SuggestResponse:
+def _scoring_state():
+    """The state, for a route that scores: every scoring call is audited, so while the
+    audit log cannot be written (a full disk) the answer is 503 with Retry-After."""
     state = _state()
+    if not RUNTIME.audit.healthy:
+        raise HTTPException(
+            503,
+            "the audit log cannot be written (disk full or unavailable); retry shortly",
+            headers={"Retry-After": "5"},
+        )
+    return state
+
+
+def suggest_one(request: SuggestRequest) -> SuggestResponse:
+    state = _scoring_state()
     now = RUNTIME.clock()
     identity = request.identity
     customer_id = state.resolve(
@@ -334,16 +492,21 @@ async def suggest_batch(request: BatchRequest) -> BatchResponse:
     return BatchResponse(responses=[suggest_one(r) for r in request.requests])
 
 
-@app.get("/profile", responses={**ERRORS, 404: {"model": Problem}}, tags=["chatbot"])
+@app.get(
+    "/profile",
+    response_model=ProfileOut,
+    responses={**ERRORS, 404: {"model": Problem}},
+    tags=["chatbot"],
+)
 async def profile(
     customer_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
     id_type: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     id_value: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
-) -> dict:
+) -> ProfileOut:
     """The 360° summary a chatbot needs so it never asks again."""
     if (customer_id is None) == (id_type is None or id_value is None):
         raise HTTPException(422, "give customer_id, or both id_type and id_value")
-    state = _state()
+    state = _scoring_state()
     resolved = state.resolve(customer_id, id_type, id_value)
     if resolved is None:
         raise HTTPException(404, "unknown customer")
@@ -353,36 +516,38 @@ async def profile(
     marketing = state.allows(resolved, MODEL_PURPOSE, now)
     churn, clv = (c.churn_probability, c.clv_12m) if marketing else (None, None)
     _audit("/profile", RUNTIME.pseudonym(resolved), now, ["service"], [])
-    return {
-        "customer_id": resolved,
-        "locale": c.locale,
-        "segment": c.segment,
-        "churn_risk": _band(churn, (0.3, 0.6)),
-        "churn_probability": churn,
-        "clv_band": _band(clv, (50.0, 200.0)),
-        "clv_12m": clv,
-        "consents": state.consents_at(resolved, now),
-        "marketing_allowed": marketing,
-        "marketing_scoring": "used" if marketing else SKIPPED,
-        "do_not_suggest": [] if marketing else ["marketing: no marketing consent in force"],
-        "preferred_channel": c.preferred_channel,
-        "open_support_tickets": c.open_tickets,
-        "recent_orders": c.recent_orders,
-        "consumables": [
-            {
-                "product_id": item.product_id,
-                "name": item.names.get(answer_locale(None, c.locale)) or item.names["en"],
-                "last_purchase_at": item.last_purchase_at,
-                "expected_run_out_at": item.expected_next_purchase_at,
-                "run_out_interval": [item.next_purchase_p10_at, item.next_purchase_p90_at],
-                "repurchase_probability": item.repurchase_probability if marketing else None,
-            }
-            for item in c.consumables.values()
-        ],
-        "features_as_of": state.as_of,
-        "now": now,
-        "model_versions": state.versions,
-    }
+    return ProfileOut(
+        **{
+            "customer_id": resolved,
+            "locale": c.locale,
+            "segment": c.segment,
+            "churn_risk": _band(churn, (0.3, 0.6)),
+            "churn_probability": churn,
+            "clv_band": _band(clv, (50.0, 200.0)),
+            "clv_12m": clv,
+            "consents": state.consents_at(resolved, now),
+            "marketing_allowed": marketing,
+            "marketing_scoring": "used" if marketing else SKIPPED,
+            "do_not_suggest": [] if marketing else ["marketing: no marketing consent in force"],
+            "preferred_channel": c.preferred_channel,
+            "open_support_tickets": c.open_tickets,
+            "recent_orders": c.recent_orders,
+            "consumables": [
+                {
+                    "product_id": item.product_id,
+                    "name": item.names.get(answer_locale(None, c.locale)) or item.names["en"],
+                    "last_purchase_at": item.last_purchase_at,
+                    "expected_run_out_at": item.expected_next_purchase_at,
+                    "run_out_interval": [item.next_purchase_p10_at, item.next_purchase_p90_at],
+                    "repurchase_probability": item.repurchase_probability if marketing else None,
+                }
+                for item in c.consumables.values()
+            ],
+            "features_as_of": state.as_of,
+            "now": now,
+            "model_versions": state.versions,
+        }
+    )
 
 
 def _band(value: float | None, edges: tuple[float, float]) -> str | None:
@@ -391,19 +556,68 @@ def _band(value: float | None, edges: tuple[float, float]) -> str | None:
     return "low" if value < edges[0] else "medium" if value < edges[1] else "high"
 
 
+@app.post(
+    "/score/churn",
+    response_model=ChurnScore,
+    responses={**ERRORS, 404: {"model": Problem}},
+    tags=["chatbot"],
+)
+def score_churn(request: ChurnRequest) -> ChurnScore:
+    """The churn probability of one customer who has bought: one row through the LightGBM
+    booster on one thread (the bare model endpoint). The score serves marketing: without
+    marketing consent in force it is withheld (``churn_probability`` null and the reason).
+    An unknown, erased or never-buying customer is a 404 (not an error, and not logged)."""
+    state, now = _scoring_state(), RUNTIME.clock()
+    customer_id = request.customer_id
+    row = state.churn_row.get(customer_id)
+    if row is None:
+        raise HTTPException(404, "unknown customer, or one who has not bought yet")
+    who = RUNTIME.pseudonym(customer_id)
+    answer = {"customer_id": customer_id, "model_version": state.versions["churn"]}
+    if not state.allows(customer_id, MODEL_PURPOSE, now):
+        _audit("/score/churn", who, now, [], [])
+        return ChurnScore(**answer, churn_probability=None, marketing_scoring=SKIPPED)
+    probability = state.churn_probability(row)
+    _audit("/score/churn", who, now, [MODEL_PURPOSE], ["churn_score"])
+    return ChurnScore(**answer, churn_probability=probability, marketing_scoring="used")
+
+
 @app.post("/events", response_model=Applied, responses=ERRORS, tags=["admin"])
 def events(batch: EventBatch) -> Applied:
-    """Ingest new orders, events, consents and identities; they apply at once."""
-    state = _state()
-    counts = state.apply(batch)
+    """Ingest new orders, events, consents and identities. A row dated after the service's
+    clock (beyond a small skew) is refused with 422 naming it, and nothing is applied; else
+    the rows are stored, then applied at once."""
+    state, now = _state(), RUNTIME.clock()
+    future = _from_the_future(batch, now)
+    if future:
+        raise HTTPException(422, future)
     rows = []
     for kind in ("orders", "events", "consents", "identities"):
         for item in getattr(batch, kind):
             owner = state.owner(item.customer_id, getattr(item, "anonymous_id", None))
             who = RUNTIME.pseudonym(owner) if owner else None
-            rows.append((kind, who, item.model_dump(mode="json")))
-    RUNTIME.feedback.record_events(rows, RUNTIME.clock())
-    return Applied(**counts)
+            rows.append((kind, who, *RUNTIME.seal(item.model_dump(mode="json"))))
+    RUNTIME.feedback.record_events(rows, now)
+    return Applied(**state.apply(batch))
+
+
+TIMES = (("orders", "ordered_at"), ("events", "occurred_at"), ("consents", "recorded_at"))
+
+
+def _from_the_future(batch: EventBatch, now: datetime) -> list[dict]:
+    """A 422 item for every row whose time lies after ``now`` + :data:`CLOCK_SKEW`."""
+    limit = now + CLOCK_SKEW
+    return [
+        {
+            "loc": ["body", kind, i, name],
+            "msg": f"{name} {getattr(item, name).isoformat()} is after the service's clock"
+            f" {now.isoformat()} (+{CLOCK_SKEW}): a row from the future",
+            "type": "value_error",
+        }
+        for kind, name in TIMES
+        for i, item in enumerate(getattr(batch, kind))
+        if getattr(item, name) > limit
+    ]
 
 
 @app.post(
@@ -412,7 +626,7 @@ def events(batch: EventBatch) -> Applied:
     responses={**ERRORS, 404: {"model": Problem}},
     tags=["chatbot"],
 )
-async def feedback(item: FeedbackIn) -> FeedbackOut:
+def feedback(item: FeedbackIn) -> FeedbackOut:
     """shown / accepted / dismissed / converted for a suggestion, by request id. The action
     and product must be among what that answer returned (else 422); one answer counts as one
     exposure for cooldowns and caps, whatever outcomes follow."""
@@ -440,14 +654,15 @@ def reload() -> ReloadOut:
     return ReloadOut(**RUNTIME.reload())
 
 
-@app.post("/admin/subject/export", responses=ERRORS, tags=["admin"])
-def subject_export(subject: SubjectIn) -> dict:
+@app.post("/admin/subject/export", response_model=SubjectExport, responses=ERRORS, tags=["admin"])
+def subject_export(subject: SubjectIn) -> SubjectExport:
     """Everything the running service holds about one customer (right of access): the
     served profile, suggestions, feedback, ingested rows and audit entries."""
     from nextbest.privacy import pseudonyms
 
     state, now = _state(), RUNTIME.clock()
     names = pseudonyms(subject.customer_id)
+    tokens = _identity_tokens(state, subject.customer_id)
     c = state.customers.get(subject.customer_id)
     served = None
     if c is not None:
@@ -458,13 +673,21 @@ def subject_export(subject: SubjectIn) -> dict:
                 if who == subject.customer_id
             ]
         }
-    return {
-        "customer_id": subject.customer_id,
-        "known": c is not None,
-        "exported_at": now,
-        "served_profile": served,
-        **held(RUNTIME.feedback, RUNTIME.audit, names),
-    }
+    return SubjectExport(
+        customer_id=subject.customer_id,
+        known=c is not None,
+        exported_at=now,
+        served_profile=served,
+        **held(RUNTIME.feedback, RUNTIME.audit, names, tokens),
+    )
+
+
+def _identity_tokens(state, customer_id: str) -> set[str]:
+    """The tokens (under every key) of the identity values that point at the customer."""
+    from nextbest.privacy import identity_tokens
+
+    values = {v for (_, v), who in state.identities.items() if who == customer_id}
+    return set().union(*(identity_tokens(v) for v in values))
 
 
 @app.post("/admin/subject/erase", response_model=ErasedOut, responses=ERRORS, tags=["admin"])
@@ -477,9 +700,16 @@ def subject_erase(subject: SubjectIn) -> ErasedOut:
     state, now = _state(), RUNTIME.clock()
     names = pseudonyms(subject.customer_id)
     known = subject.customer_id in state.customers
+    tokens = _identity_tokens(state, subject.customer_id)
     identities = state.forget(subject.customer_id)
     erased = erase_held(
-        RUNTIME.feedback, RUNTIME.audit, names, now, "/admin/subject/erase", CALLER.get()
+        RUNTIME.feedback,
+        RUNTIME.audit,
+        names,
+        now,
+        "/admin/subject/erase",
+        CALLER.get(),
+        tokens,
     )
     return ErasedOut(
         known=known,

@@ -14,12 +14,20 @@ writes them.
 
 The only rewrite is erasure (:meth:`AuditLog.erase`): the law that asks for records also
 asks that an erased person's data go, so their lines are removed from every file (through
-a temporary file and a rename) and one line records that an erasure happened, with counts
-and no personal data.
+a temporary file and a rename, keeping the file's permissions) and one line records that an
+erasure happened, with counts and no personal data.
+
+What a failing disk does (full, read-only, gone): lines are whole or absent. A write that
+fails part-way is cut back to the last whole line, the batch stays queued and is written
+again on the next tick, and :attr:`AuditLog.healthy` is false until a write succeeds, so
+the service answers its scoring routes 503 rather than serve what it cannot record.
+Readers skip a torn line (left by an older version or another writer) and count it in
+:attr:`AuditLog.torn` instead of failing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -38,7 +46,13 @@ class AuditLog:
         self.folder = Path(folder)
         self.max_bytes = max_bytes
         self._lock = threading.Lock()  # the files: batches and erasure
-        self._batches = BatchWriter(self._append_locked, name="audit")
+        self._batches = BatchWriter(self._append_locked, name="audit", keep_failed=True)
+        self.torn: dict[str, int] = {}  # file name -> torn lines skipped by the last read
+
+    @property
+    def healthy(self) -> bool:
+        """False while the last attempt to write lines failed (they are kept and retried)."""
+        return self._batches.healthy
 
     @property
     def path(self) -> Path:
@@ -84,26 +98,50 @@ class AuditLog:
         return target
 
     def _write_out(self, chunk: list[bytes]) -> None:
+        """Append whole lines, or none: a write that fails part-way (a full disk) is cut
+        back to where it began, and the error raised."""
         if not chunk:
             return
+        data = b"".join(chunk)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         try:
-            os.write(fd, b"".join(chunk))
+            start = os.fstat(fd).st_size
+            try:
+                written = 0
+                while written < len(data):
+                    written += os.write(fd, data[written:])
+            except OSError:
+                os.ftruncate(fd, start)  # no torn line for the next batch to follow
+                raise
         finally:
             os.close(fd)
 
     def files(self) -> list[Path]:
-        """Rotated files oldest first, then the current one (after a flush)."""
-        self.flush()
+        """Rotated files oldest first, then the current one (after a flush, when the disk
+        takes it: while it does not, the queued lines stay queued and readers read what is
+        on disk)."""
+        with contextlib.suppress(OSError):
+            self.flush()
         rotated = sorted(self.folder.glob("audit-*.jsonl"))
         return rotated + ([self.path] if self.path.exists() else [])
 
     def entries(self) -> Iterator[dict]:
+        """Every entry, oldest first. A torn line (part of a line, with the next one glued
+        on by an older writer) is counted in :attr:`torn`; the whole entry at its end, if
+        any, is kept."""
+        self.torn = {}
         for path in self.files():
-            with open(path, encoding="utf-8") as handle:
+            with open(path, encoding="utf-8", errors="replace") as handle:
                 for line in handle:
-                    if line.strip():
-                        yield json.loads(line)
+                    if not line.strip():
+                        continue
+                    entry = _entry(line)
+                    if entry is None:
+                        self.torn[path.name] = self.torn.get(path.name, 0) + 1
+                        tail = _tail(line)
+                        entry = tail and tail[1]
+                    if entry is not None:
+                        yield entry
 
     def erase(self, pseudonyms: set[str]) -> int:
         """Remove every line about one of ``pseudonyms``; return how many."""
@@ -111,15 +149,52 @@ class AuditLog:
         files = self.files()
         with self._lock:
             for path in files:
-                lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-                keep = [x for x in lines if json.loads(x).get("customer") not in pseudonyms]
-                if len(keep) == len(lines):
+                text = path.read_text(encoding="utf-8", errors="replace")
+                lines = text.splitlines(keepends=True)
+                keep = [kept for x in lines if (kept := _without(x, pseudonyms)) is not None]
+                if keep == lines:
                     continue
-                removed += len(lines) - len(keep)
+                removed += sum(1 for x in lines if _without(x, pseudonyms) != x)
                 tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
                 tmp.write_text("".join(keep), encoding="utf-8")
+                os.chmod(tmp, path.stat().st_mode & 0o777)  # the file keeps its permissions
                 tmp.replace(path)
         return removed
+
+
+def _entry(line: str) -> dict | None:
+    """The entry of one line, or ``None`` for a blank or torn one."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
+def _tail(line: str) -> tuple[int, dict] | None:
+    """Where the whole entry that ends a torn line starts (a line another batch was
+    appended to), and the entry."""
+    start = line.rfind('{"at"')
+    while start > 0:
+        entry = _entry(line[start:])
+        if entry is not None:
+            return start, entry
+        start = line.rfind('{"at"', 0, start)
+    return None
+
+
+def _without(line: str, pseudonyms: set[str]) -> str | None:
+    """The line with nothing about ``pseudonyms``: itself, ``None`` (it is theirs), or for a
+    torn line that names one of them, the whole entry at its end (if not theirs)."""
+    entry = _entry(line)
+    if entry is not None:
+        return None if entry.get("customer") in pseudonyms else line
+    if not any(p in line for p in pseudonyms):
+        return line
+    tail = _tail(line)
+    if tail is None or tail[1].get("customer") in pseudonyms:
+        return None
+    return line[tail[0] :]
 
 
 def query(
@@ -153,19 +228,28 @@ def query(
         yield entry
 
 
-def held(store, log: AuditLog, pseudonyms: set[str]) -> dict:
+def held(store, log: AuditLog, pseudonyms: set[str], anonymous: set[str] = frozenset()) -> dict:
     """What the service's stores (:class:`serving.feedback.FeedbackStore`) and the audit
-    ``log`` hold about these pseudonyms (for an export)."""
+    ``log`` hold about these pseudonyms (and identity tokens), for an export."""
     return {
-        "stores": store.subject(pseudonyms),
+        "stores": store.subject(pseudonyms, anonymous),
         "audit": [e for e in log.entries() if e.get("customer") in pseudonyms],
     }
 
 
-def erase_held(store, log: AuditLog, pseudonyms: set[str], at, route: str, key_id) -> dict:
-    """Erase these pseudonyms from the stores and the audit log, then audit the erasure
-    with counts only; returns the counts (rows per store table, ``audit`` lines)."""
-    erased = {**store.erase(pseudonyms), "audit": log.erase(pseudonyms)}
+def erase_held(
+    store,
+    log: AuditLog,
+    pseudonyms: set[str],
+    at,
+    route: str,
+    key_id,
+    anonymous: set[str] = frozenset(),
+) -> dict:
+    """Erase these pseudonyms (and identity tokens) from the stores and the audit log, then
+    audit the erasure with counts only; returns the counts (rows per store table,
+    ``audit`` lines)."""
+    erased = {**store.erase(pseudonyms, anonymous), "audit": log.erase(pseudonyms)}
     log.append(
         {
             "at": at.isoformat(),

@@ -26,12 +26,23 @@ class BatchWriter:
     from one background thread every ``seconds`` (started on the first item).
 
     :meth:`flush` writes everything added so far before it returns, in the caller's thread.
-    A crash loses at most the last ``seconds`` of items; a batch whose write fails in the
-    thread is logged and dropped, and the thread goes on with the next.
+    A crash loses at most the last ``seconds`` of items. A batch whose write fails in the
+    thread is logged; with ``keep_failed`` it goes back to the front of the queue and is
+    written again on the next tick (:attr:`healthy` is false until a write succeeds),
+    otherwise it is dropped and the thread goes on with the next.
     """
 
-    def __init__(self, write: Callable[[list[Any]], None], *, name: str, seconds=BATCH_SECONDS):
+    def __init__(
+        self,
+        write: Callable[[list[Any]], None],
+        *,
+        name: str,
+        seconds=BATCH_SECONDS,
+        keep_failed: bool = False,
+    ):
         self._write = write
+        self._keep_failed = keep_failed
+        self.healthy = True
         self._seconds = seconds
         self._name = name
         self._items: deque = deque()
@@ -55,10 +66,15 @@ class BatchWriter:
         while True:
             time.sleep(self._seconds)
             if self._items:
+                was_healthy = self.healthy
                 try:
                     self.flush()
-                except Exception:  # keep writing later batches; this one is lost
-                    logger.exception("%s: writing a batch failed", self._name)
+                except Exception:  # said once per outage, not every tick
+                    if was_healthy:
+                        logger.exception("%s: writing a batch failed", self._name)
+                else:
+                    if not was_healthy:
+                        logger.warning("%s: writing works again", self._name)
 
     def flush(self) -> None:
         """Write every item added so far."""
@@ -69,5 +85,13 @@ class BatchWriter:
                     batch.append(self._items.popleft())
             except IndexError:
                 pass
-            if batch:
+            if not batch:
+                return
+            try:
                 self._write(batch)
+            except BaseException:
+                self.healthy = False
+                if self._keep_failed:
+                    self._items.extendleft(reversed(batch))
+                raise
+            self.healthy = True

@@ -13,6 +13,13 @@ file. One answer is one exposure of each action it returned that got feedback, w
 outcomes follow (``shown`` then ``dismissed`` is still one display). Feedback must name an
 action (and product) that the answer returned: anything else is refused, not stored.
 
+What the store promises when its disk fails: a write the service acknowledged (feedback,
+ingested rows) is in the file, else the caller gets 503 with ``Retry-After``
+(:class:`StoreUnavailable`): a store locked by another process past a 2 s wait, a full or
+read-only disk. If ``serving.db`` is deleted under the running service, the next write
+restores it from the open connection (``VACUUM INTO``; nothing acknowledged is lost) and
+goes on; a file replaced by another one is left alone and writes answer 503.
+
 Suggestions served are written by a background thread in batches (every 50 ms,
 :mod:`serving.batching`): a write and its occasional WAL checkpoint (an fsync) then never
 sit in a chatbot's request. Recent request ids are also held in memory, so feedback on a
@@ -22,7 +29,10 @@ most the last 50 ms of suggestion records, never feedback.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
 import sqlite3
 import threading
 from collections import OrderedDict, defaultdict
@@ -34,6 +44,15 @@ from serving.batching import BatchWriter
 from serving.policy import Exposure
 
 RECENT = 100_000  # request ids kept in memory for feedback
+BUSY_SECONDS = 2.0  # how long a write waits for a lock held by another process
+
+logger = logging.getLogger("nextbest.serving")
+
+
+class StoreUnavailable(Exception):
+    """The store could not take a write now (locked, replaced, disk full): retry later."""
+
+
 ANY = object()  # a product_id that matches any (suggestions stored before products were)
 
 
@@ -62,10 +81,11 @@ create table if not exists feedback (
     outcome text not null, at text not null
 );
 create table if not exists ingested (
-    at text not null, kind text not null, customer text, row text not null
+    at text not null, kind text not null, customer text, row text not null, anonymous text
 );
 create index if not exists suggestions_customer on suggestions (customer);
 create index if not exists ingested_customer on ingested (customer);
+create index if not exists ingested_anonymous on ingested (anonymous);
 """
 TABLES = ("suggestions", "feedback", "ingested")
 
@@ -102,9 +122,31 @@ def _upgrade(db: sqlite3.Connection) -> None:
     for at, payload in db.execute("select at, payload from events"):
         for kind, items in json.loads(payload).items():
             rows += [(at, kind, name(item.get("customer_id")), json.dumps(item)) for item in items]
-    db.executemany("insert into ingested values (?, ?, ?, ?)", rows)
+    db.executemany("insert into ingested (at, kind, customer, row) values (?, ?, ?, ?)", rows)
     for table in ("old_suggestions", "old_feedback", "events"):
         db.execute(f"drop table {table}")
+    db.execute("commit")
+    db.execute("vacuum")
+
+
+def _seal(db: sqlite3.Connection) -> None:
+    """Bring a store whose ingested rows hold raw ids (before sealing) to the current
+    schema: each row sealed (:func:`nextbest.privacy.sealed_row`) with its anonymous id's
+    token beside it, and the old pages overwritten. Idempotent; needs the pseudonym key."""
+    columns = {row[1] for row in db.execute("pragma table_info(ingested)")}
+    if not columns or "anonymous" in columns:
+        return
+    from nextbest.privacy import keys, sealed_row
+
+    key = keys()[0]
+    db.execute("begin")
+    db.execute("alter table ingested add column anonymous text")
+    for rowid, text in db.execute("select rowid, row from ingested").fetchall():
+        sealed, anonymous = sealed_row(json.loads(text), key)
+        db.execute(
+            "update ingested set row = ?, anonymous = ? where rowid = ?",
+            (json.dumps(sealed), anonymous, rowid),
+        )
     db.execute("commit")
     db.execute("vacuum")
 
@@ -113,11 +155,9 @@ class FeedbackStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("pragma journal_mode=wal")
-        self._db.execute("pragma synchronous=normal")
-        self._db.execute("pragma secure_delete=on")
+        self._db = self._connect()
         _upgrade(self._db)
+        _seal(self._db)
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
         # customer -> (action, product) -> request id -> when first given feedback
@@ -132,7 +172,44 @@ class FeedbackStore:
             seen.setdefault(request_id, datetime.fromisoformat(at))
         # request id -> (customer, the (action, product_id) pairs answered)
         self._recent: OrderedDict[str, tuple[str | None, set]] = OrderedDict()
-        self._batches = BatchWriter(self._insert_suggestions, name="suggestions")
+        self._batches = BatchWriter(self._insert_suggestions, name="suggestions", keep_failed=True)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=BUSY_SECONDS
+        )
+        db.execute("pragma journal_mode=wal")
+        db.execute("pragma synchronous=normal")
+        db.execute("pragma secure_delete=on")
+        self._inode = os.stat(self.path).st_ino
+        return db
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """The connection, under the lock, for a write: the file checked first (restored
+        if it was deleted), and SQLite's failures raised as :class:`StoreUnavailable`."""
+        with self._lock:
+            try:
+                self._still_there()
+                yield self._db
+            except (sqlite3.OperationalError, sqlite3.DatabaseError, OSError) as error:
+                raise StoreUnavailable(f"{self.path.name}: {error}") from None
+
+    def _still_there(self) -> None:
+        try:
+            inode = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            inode = None
+        if inode == self._inode:
+            return
+        if inode is not None:
+            raise StoreUnavailable(f"{self.path} was replaced under the running service")
+        logger.warning("%s was deleted under the running service: restoring it", self.path)
+        restored = self.path.with_name(f".{self.path.name}.restore-{os.getpid()}")
+        self._db.execute("vacuum into ?", (str(restored),))
+        os.replace(restored, self.path)
+        self._db.close()
+        self._db = self._connect()
 
     def record_suggestion(
         self,
@@ -150,8 +227,8 @@ class FeedbackStore:
         self._batches.add((request_id, customer, at.isoformat(), pairs))
 
     def _insert_suggestions(self, rows: list[tuple]) -> None:
-        with self._lock:
-            self._db.executemany("insert into suggestions values (?, ?, ?, ?)", rows)
+        with self._writing() as db:
+            db.executemany("insert into suggestions values (?, ?, ?, ?)", rows)
 
     def flush(self) -> None:
         """Write every suggestion record so far."""
@@ -160,7 +237,7 @@ class FeedbackStore:
     def record_feedback(self, item, at: datetime) -> Recorded:
         """Store ``item`` (a :class:`serving.api.FeedbackIn`) if its request id is known and
         its action and product are among what that answer returned."""
-        with self._lock:
+        with self._writing():
             if item.request_id in self._recent:
                 customer, offered = self._recent[item.request_id]
             else:
@@ -190,24 +267,40 @@ class FeedbackStore:
                 )
         return Recorded.STORED
 
-    def record_events(self, rows: list[tuple[str, str | None, dict]], at: datetime) -> None:
-        """Store ingested contract rows: ``(table, subject pseudonym, row)`` each."""
-        with self._lock:
+    def record_events(
+        self, rows: list[tuple[str, str | None, dict, str | None]], at: datetime
+    ) -> None:
+        """Store ingested contract rows, sealed (:func:`nextbest.privacy.sealed_row`):
+        ``(table, subject pseudonym, sealed row, anonymous id token)`` each."""
+        with self._writing():
             self._db.executemany(
-                "insert into ingested values (?, ?, ?, ?)",
-                [(at.isoformat(), kind, who, json.dumps(row)) for kind, who, row in rows],
+                "insert into ingested (at, kind, customer, row, anonymous) values (?, ?, ?, ?, ?)",
+                [
+                    (at.isoformat(), kind, who, json.dumps(row), anonymous)
+                    for kind, who, row, anonymous in rows
+                ],
             )
 
-    def subject(self, pseudonyms: set[str]) -> dict[str, list[dict]]:
-        """Everything stored about the customers with these pseudonyms, by table."""
+    @staticmethod
+    def _about(table: str, pseudonyms: set[str], anonymous: set[str]) -> tuple[str, tuple]:
+        """The ``where`` clause for a subject's rows: by pseudonym, and for ingested rows
+        also by the tokens of their identities (anonymous events ingested before the
+        cookie was linked to them)."""
+        who = f"customer in ({','.join('?' * len(pseudonyms))})"
+        if table != "ingested" or not anonymous:
+            return who, tuple(pseudonyms)
+        marks = ",".join("?" * len(anonymous))
+        return f"({who} or anonymous in ({marks}))", (*pseudonyms, *anonymous)
+
+    def subject(self, pseudonyms: set[str], anonymous: set[str] = frozenset()) -> dict:
+        """Everything stored about the customers with these pseudonyms (and identity
+        tokens), by table."""
         self.flush()
-        marks = ",".join("?" * len(pseudonyms))
         out = {}
         with self._lock:
             for table in TABLES:
-                cursor = self._db.execute(
-                    f"select * from {table} where customer in ({marks})", tuple(pseudonyms)
-                )
+                where, values = self._about(table, pseudonyms, anonymous)
+                cursor = self._db.execute(f"select * from {table} where {where}", values)
                 names = [d[0] for d in cursor.description]
                 out[table] = [dict(zip(names, row, strict=True)) for row in cursor]
         for row in out["ingested"]:
@@ -216,17 +309,15 @@ class FeedbackStore:
             row["actions"] = json.loads(row["actions"])
         return out
 
-    def erase(self, pseudonyms: set[str]) -> dict[str, int]:
-        """Delete every row about these pseudonyms, overwrite the freed pages and truncate
-        the WAL; forget their exposures. Returns rows deleted per table."""
+    def erase(self, pseudonyms: set[str], anonymous: set[str] = frozenset()) -> dict[str, int]:
+        """Delete every row about these pseudonyms (and identity tokens), overwrite the freed
+        pages and truncate the WAL; forget their exposures. Returns rows deleted per table."""
         self.flush()
-        marks = ",".join("?" * len(pseudonyms))
         counts = {}
         with self._lock:
             for table in TABLES:
-                cursor = self._db.execute(
-                    f"delete from {table} where customer in ({marks})", tuple(pseudonyms)
-                )
+                where, values = self._about(table, pseudonyms, anonymous)
+                cursor = self._db.execute(f"delete from {table} where {where}", values)
                 counts[table] = cursor.rowcount
             self._db.execute("vacuum")
             self._db.execute("pragma wal_checkpoint(truncate)")

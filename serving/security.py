@@ -79,7 +79,11 @@ class SecurityMiddleware:
             return await self.app(scope, receive, send)
         path = scope["path"].rstrip("/") or "/"
         if path not in OPEN:
-            headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+            # HTTP header values are bytes; latin-1 maps every byte (a stray non-UTF-8 byte
+            # in a header is then just an unknown key, not a crash)
+            headers = {
+                k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
+            }
             key = headers.get("x-api-key")
             auth = headers.get("authorization", "")
             if key is None and auth.lower().startswith("bearer "):
@@ -95,19 +99,11 @@ class SecurityMiddleware:
             length = headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body:
                 return await _problem(send, 413, f"request body over {self.max_body} bytes")
-            receive = self._limited(receive, send)
-        started = False
-
-        async def tracked(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            return await self.app(scope, receive, tracked)
-        except BodyTooLarge:
-            if not started:
-                await _problem(send, 413, f"request body over {self.max_body} bytes")
+            body = await self._body(receive)
+            if body is None:
+                return await _problem(send, 413, f"request body over {self.max_body} bytes")
+            receive = _replay(body, receive)
+        return await self.app(scope, receive, send)
 
     def _scopes(self, digest: str | None) -> set[str] | None:
         if not digest:
@@ -117,24 +113,36 @@ class SecurityMiddleware:
                 return scopes
         return None
 
-    def _limited(self, receive, send):
-        seen = 0
-        limit = self.max_body
-
-        async def wrapped():
-            nonlocal seen
+    async def _body(self, receive) -> bytes | None:
+        """The whole request body, read before any route sees it (so the limit holds for
+        chunked bodies on every route alike); ``None`` once it passes the limit."""
+        chunks, seen = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise BodyTooLarge
-            return message
+            if message["type"] != "http.request":  # the client went away
+                return b"".join(chunks)
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_body:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(chunks)
 
-        return wrapped
 
+def _replay(body: bytes, receive):
+    """A ``receive`` that hands the app the buffered body once, then waits as the server's
+    would (for the disconnect)."""
+    sent = False
 
-class BodyTooLarge(Exception):
-    pass
+    async def replayed():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
 
 
 async def _problem(send, status: int, detail: str, auth: bool = False) -> None:

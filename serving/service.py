@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import gc
 import logging
-import math
 import os
 import threading
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 import bentoml
 
 from serving import api, traffic
+from serving.openapi import OpenAPIMiddleware
 from serving.security import SecurityMiddleware
 
 # The one thing done at import: BentoML assembles its middlewares after importing this
@@ -80,6 +80,7 @@ class NextBest:
         api.RUNTIME.audit = AuditLog(state_dir / "audit")
         key = privacy.keys()[0]  # refuses to start without NEXTBEST_PSEUDONYM_KEY
         api.RUNTIME.pseudonym = functools.partial(privacy.pseudonym, key=key)
+        api.RUNTIME.seal = functools.partial(privacy.sealed_row, key=key)
         api.RUNTIME.clock = _clock()
         api.RUNTIME.reload = self.reload
         self._reload_lock = threading.Lock()
@@ -161,31 +162,6 @@ class NextBest:
             if current != state.versions:
                 self.reload()
 
-    @bentoml.api(route="/score/churn")
-    def churn(self, customer_id: str) -> dict:
-        """The churn probability of one customer: one row through the LightGBM booster on
-        one thread (the bare model endpoint). The score serves marketing: without marketing
-        consent in force it is withheld (``churn_probability`` null and the reason)."""
-        state = api.RUNTIME.state
-        if state is None:
-            raise bentoml.exceptions.ServiceUnavailable("not ready")
-        row = state.churn_row.get(customer_id)
-        if row is None:
-            raise bentoml.exceptions.NotFound(f"unknown customer {customer_id!r}")
-        now = api.RUNTIME.clock()
-        who = api.RUNTIME.pseudonym(customer_id)
-        answer = {"customer_id": customer_id, "model_version": state.versions["churn"]}
-        if not state.allows(customer_id, api.MODEL_PURPOSE, now):
-            api._audit("/score/churn", who, now, [], [])
-            return answer | {"churn_probability": None, "marketing_scoring": api.SKIPPED}
-        model = state.churn_model
-        raw = model.booster_.predict(
-            state.churn_matrix[row : row + 1], raw_score=True, num_threads=1
-        )
-        c = model.calibration_
-        probability = 1 / (1 + math.exp(-(c["slope"] * float(raw[0]) + c["intercept"])))
-        api._audit("/score/churn", who, now, [api.MODEL_PURPOSE], ["churn_score"])
-        return answer | {"churn_probability": probability, "marketing_scoring": "used"}
-
 
 NextBest.add_asgi_middleware(SecurityMiddleware)
+NextBest.add_asgi_middleware(OpenAPIMiddleware)

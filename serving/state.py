@@ -364,6 +364,15 @@ class ServingState:
                     c.open_tickets = max(0, c.open_tickets - 1)
         return counts
 
+    def churn_probability(self, row: int) -> float:
+        """The churn model's calibrated probability for one row of the churn matrix: the
+        booster on one thread, through the model's own calibration (no pandas)."""
+        model = self.churn_model
+        raw = model.booster_.predict(
+            self.churn_matrix[row : row + 1], raw_score=True, num_threads=1
+        )
+        return float(model.calibrate(raw)[0])
+
     def owner(self, customer_id: str | None, anonymous_id: str | None) -> str | None:
         """Whose event this is: its customer id, or the customer whose cookie or device
         identity is the anonymous id (identity stitching)."""

@@ -198,3 +198,29 @@ def stop_service(process) -> None:
 
     os.killpg(process.pid, signal.SIGTERM)
     process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """``nextbest demo`` run once in a fresh folder with its default paths (``data/demo``,
+    ``mlruns``), as ``make demo`` runs it after the install: the folder and the result."""
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path_factory.mktemp("demo")
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "NEXTBEST_PSEUDONYM_KEY": "demo-pseudonym-key-for-tests-01",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    result = subprocess.run(
+        ["nextbest", "demo", "--customers", "3000"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    return folder, env, result

@@ -104,10 +104,8 @@ def test_import_cdnow(tmp_path):
     assert nextbest("validate", str(tmp_path / "cdnow")).returncode == 0
 
 
-def test_demo_runs_end_to_end(tmp_path):
-    world = tmp_path / "demo"
-    args = ("demo", "--customers", "3000", "--out", str(world), "--mlruns", str(tmp_path / "m"))
-    result = nextbest(*args)
+def test_demo_runs_end_to_end(demo_run):
+    _, _, result = demo_run
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "validated" in out and "truth: customers who buy in the next 90 days" in out
@@ -129,3 +127,47 @@ def test_module_entry_point():
         [sys.executable, "-m", "nextbest.cli", "--help"], capture_output=True, text=True
     )
     assert result.returncode == 0 and "generate" in result.stdout
+
+
+def test_stages_draw_a_bar_on_a_terminal_and_plain_lines_elsewhere():
+    import io
+
+    from rich.console import Console
+
+    from nextbest.cli import Stages
+
+    def run(terminal: bool) -> str:
+        sink = io.StringIO()
+        console = Console(file=sink, force_terminal=terminal, width=100)
+        with Stages("train", 2, console) as stage:
+            stage("churn model")
+            stage("CLV model")
+        return sink.getvalue()
+
+    plain = run(terminal=False)
+    assert plain.splitlines()[0] == "train: churn model…"
+    assert "train: CLV model… (previous stage" in plain and "train: done in" in plain
+    drawn = run(terminal=True)
+    assert "\x1b[" in drawn and "train: CLV model" in drawn and "2/2" not in plain
+
+
+def test_erase_without_state_says_the_service_state_was_not_searched(tmp_path):
+    import os
+
+    folder = write_folder(tiny_tables(), tmp_path / "data")
+    env = {
+        **os.environ,
+        "NEXTBEST_PSEUDONYM_KEY": "erase-test-pseudonym-key-01",
+        "NEXTBEST_SUPPRESSION": str(tmp_path / "suppression.json"),
+    }
+    args = ["subject", "erase", "--customer-id", "00001", "--data", str(folder)]
+    result = subprocess.run(
+        [shutil.which("nextbest") or "nextbest", *args, "--mlruns", str(tmp_path / "mlruns")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "no trace left in the data and the MLflow store" in result.stdout
+    assert "the service's state was not searched" in result.stdout

@@ -149,8 +149,12 @@ class CalibratedClassifier:
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Calibrated probability that ``label`` is true, for each row of ``frame``."""
+        return self.calibrate(self._log_odds(frame))
+
+    def calibrate(self, raw: np.ndarray) -> np.ndarray:
+        """Probabilities from the booster's raw scores (log-odds), through the calibration."""
         c = self.calibration_
-        return expit(c["slope"] * self._log_odds(frame) + c["intercept"])
+        return expit(c["slope"] * np.asarray(raw, dtype=float) + c["intercept"])
 
     def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Each feature's contribution to each row's score, in calibrated log-odds (TreeSHAP

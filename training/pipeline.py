@@ -39,6 +39,15 @@ from training.dataset import check_history, churn_dataset, training_cutoffs
 from training.drift import reference_profile
 from training.replenishment import pair_frame_from, replenishment_dataset, train_replenishment
 
+#: The stages :func:`train` reports through ``progress``, in order (replenishment's two are
+#: skipped when the data has no consumables).
+TRAIN_STAGES = (
+    "churn examples",
+    "churn model",
+    "CLV model",
+    "replenishment examples",
+    "replenishment model",
+)
 #: Replenishment training cutoffs: this many, one repurchase window apart.
 REPLENISHMENT_CUTOFFS = 4
 
@@ -69,6 +78,7 @@ def train(
     config: FeatureConfig,
     root: str | os.PathLike = "mlruns",
     margin: float = 0.0,
+    confidence: float = 0.95,
     tags: dict | None = None,
     progress=lambda message: None,
     promote: bool = True,
@@ -87,7 +97,8 @@ def train(
     as_of = as_utc(as_of)
     report = TrainReport(as_of=as_of.isoformat())
     try:
-        _train(tables, as_of, config, root, margin, tags, progress, current, report)
+        gate = {"margin": margin, "confidence": confidence}
+        _train(tables, as_of, config, root, gate, tags, progress, current, report)
     except BaseException:
         with contextlib.suppress(Exception):  # if the store failed, that is the error
             tracking.discard(report.decisions)
@@ -97,15 +108,15 @@ def train(
     return report
 
 
-def _train(tables, as_of, config, root, margin, tags, progress, current, report) -> None:
+def _train(tables, as_of, config, root, gate, tags, progress, current, report) -> None:
     from training import tracking
 
     inputs = as_inputs(tables)
     h, w = config.horizon_days, config.window_days
     common = {"as_of": report.as_of, "features_version": FEATURES_VERSION}
     manifest = {"config": asdict(config), "columns": describe(config), **common}
-    # every run: same margin, store and tags; champions move later, all at once
-    logging = {"margin": margin, "root": root, "tags": tags, "promote": False}
+    # every run: same gate, store and tags; champions move later, all at once
+    logging = {**gate, "root": root, "tags": tags, "promote": False}
 
     cutoffs = training_cutoffs(as_of, horizon_days=h)
     replenishment_cutoffs = training_cutoffs(

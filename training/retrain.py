@@ -73,6 +73,7 @@ class RetrainConfig:
     features_out: Path | None = None
     features: FeatureConfig = field(default_factory=FeatureConfig)
     margin: float = 0.0
+    confidence: float = 0.95
     thresholds: DriftThresholds = field(default_factory=DriftThresholds)
     service_url: str | None = None
     admin_key: str | None = field(default=None, repr=False)
@@ -321,6 +322,7 @@ def _steps(config: RetrainConfig, log: JobLog, job: Outcome) -> None:
         config=config.features,
         root=config.mlruns,
         margin=config.margin,
+        confidence=config.confidence,
         tags={"nextbest.data_digest": job.digest, "nextbest.retrain_run": job.run_id or ""},
         progress=lambda message: log("progress", message, stage="train"),
         promote=False,

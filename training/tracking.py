@@ -5,18 +5,18 @@ Default store: SQLite at ``mlruns/mlflow.db`` with artifacts under ``mlruns/arti
 
 One experiment and one registered model per kind:
 
-========================  =====================================  ===========================
-registered model          stored as                              gate metric (validation)
-========================  =====================================  ===========================
-``nextbest-churn``        LightGBM text + ``churn_model.json``   ROC-AUC, higher is better
-``nextbest-replenishment`` LightGBM text +                       ROC-AUC of repurchase
-                          ``replenishment_model.json``
-``nextbest-clv``          ``clv_model.json`` (lifetimes params)  MAE of holdout spend, lower
-========================  =====================================  ===========================
+==========================  =============================  ===================================
+registered model            stored as                      gate metric (validation)
+==========================  =============================  ===================================
+``nextbest-churn``          pyfunc: LightGBM text + JSON   ROC-AUC, higher is better
+``nextbest-replenishment``  pyfunc: LightGBM text + JSON   ROC-AUC of repurchase
+``nextbest-clv``            pyfunc: JSON (lifetimes)       MAE of holdout spend, lower
+==========================  =============================  ===================================
 
 A run logs parameters, the metrics of the model and of every baseline, plots, the features
 manifest and the datasets' digests and schemas (never their rows), and the model in native
-formats: no pickles, so loading a model runs no code from the store. Each registered
+formats as an MLflow pyfunc model from code (:mod:`training.packaging`): no pickles, so loading
+a model runs no code from the store but nextbest's own loader. Each registered
 version gets the alias ``challenger``; it becomes ``champion`` only if it beats the current
 champion on the same validation examples by the gate's margin (or if there is none). The
 decision and both scores are logged with the run (tags, metrics and ``gate.json``).
@@ -29,16 +29,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from training import plots
+from training import packaging, plots
 from training.churn import ChurnModel, ChurnResult
-from training.classifier import CalibratedClassifier, model_frame
+from training.classifier import model_frame
 from training.clv import ClvModel, ClvResult, score_clv
-from training.metrics import binary_metrics, calibration_table
-from training.replenishment import ReplenishmentModel, ReplenishmentResult, RunoutModel
+from training.gate import Gate
+from training.metrics import calibration_table
+from training.replenishment import ReplenishmentModel, ReplenishmentResult
 
 CHURN_MODEL = "nextbest-churn"
 REPLENISHMENT_MODEL = "nextbest-replenishment"
@@ -52,14 +52,26 @@ PROFILE = "reference_profile.json"
 
 
 def configure(root: str | os.PathLike = "mlruns") -> str:
-    """Point MLflow at ``MLFLOW_TRACKING_URI`` or at a SQLite store in ``root``."""
+    """Point MLflow at ``MLFLOW_TRACKING_URI`` (as the user set it) or at a SQLite store in
+    ``root``.
+
+    MLflow's setters also export the URI to ``os.environ``; that is undone, so a later call
+    with another ``root`` in the same process (a notebook, a test) is not overridden by the
+    first store, and subprocesses get the environment the user gave."""
     import mlflow
 
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    before = {name: os.environ.get(name) for name in names}
     root = Path(root).resolve()
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+    uri = before["MLFLOW_TRACKING_URI"] or f"sqlite:///{root / 'mlflow.db'}"
     root.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     return uri
 
 
@@ -70,23 +82,6 @@ def _experiment(name: str, root: Path) -> str:
     if found is not None:
         return found.experiment_id
     return mlflow.create_experiment(name, artifact_location=(root / "artifacts" / name).as_uri())
-
-
-@dataclass(frozen=True)
-class Gate:
-    """When a challenger replaces the champion: ``metric`` on the same validation examples,
-    better by at least ``margin``."""
-
-    metric: str
-    greater_is_better: bool = True
-    margin: float = 0.0
-
-    def beats(self, challenger: float, champion: float | None) -> bool:
-        if champion is None:
-            return True
-        if self.greater_is_better:
-            return challenger >= champion + self.margin
-        return challenger <= champion - self.margin
 
 
 @dataclass(frozen=True)
@@ -101,6 +96,7 @@ class Decision:
     champion_score: float | None
     champion_version: str | None
     run_id: str
+    reason: str = ""
 
 
 # -- loading -------------------------------------------------------------------------------
@@ -112,40 +108,36 @@ def _version(name: str, alias: str):
     return MlflowClient().get_model_version_by_alias(name, alias)
 
 
-def _classifier(name: str, version, parts: dict, cls=CalibratedClassifier):
+def _load(kind: str, alias: str):
+    """The model of ``kind`` with ``alias`` from its stored parts (:mod:`training.packaging`),
+    and its version."""
     import mlflow
 
-    booster = mlflow.lightgbm.load_model(f"models:/{name}/{version.version}")
-    return cls.from_parts(booster, parts["features"], parts["calibration"], parts.get("label"))
+    version = _version(REGISTERED[kind], alias)
+    folder = Path(mlflow.artifacts.download_artifacts(version.source))
+    try:
+        model, _ = packaging.load_parts(folder)
+    except packaging.CorruptModelError as error:
+        raise packaging.CorruptModelError(
+            f"{REGISTERED[kind]} v{version.version} ({alias}) is corrupt: {error}; point the"
+            f" {alias} alias at a good version, or train again"
+        ) from None
+    return model, str(version.version)
 
 
 def load_churn(alias: str = "champion") -> tuple[ChurnModel, str]:
     """The registered churn model with ``alias``, and its version."""
-    import mlflow
-
-    version = _version(CHURN_MODEL, alias)
-    parts = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/churn_model.json")
-    return _classifier(CHURN_MODEL, version, parts, ChurnModel), str(version.version)
+    return _load("churn", alias)
 
 
 def load_replenishment(alias: str = "champion") -> tuple[ReplenishmentModel, str]:
     """The registered replenishment model (classifier and run-out) with ``alias``."""
-    import mlflow
-
-    version = _version(REPLENISHMENT_MODEL, alias)
-    parts = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/replenishment_model.json")
-    classifier = _classifier(REPLENISHMENT_MODEL, version, parts)
-    model = ReplenishmentModel(classifier, RunoutModel(**parts["runout"]))
-    return model, str(version.version)
+    return _load("replenishment", alias)
 
 
 def load_clv(alias: str = "champion") -> tuple[ClvModel, str]:
     """The registered CLV model (lifetimes parameters) with ``alias``."""
-    import mlflow
-
-    version = _version(CLV_MODEL, alias)
-    parts = mlflow.artifacts.load_dict(f"{version.source}/clv_model.json")
-    return ClvModel.from_dict(parts), str(version.version)
+    return _load("clv", alias)
 
 
 LOADERS = {"churn": load_churn, "replenishment": load_replenishment, "clv": load_clv}
@@ -268,18 +260,23 @@ def _gate(
     kind: str,
     version: str,
     run_id: str,
-    score: Callable[[object], float],
+    y: np.ndarray,
+    predict: Callable[[object], np.ndarray],
     challenger_model,
     gate: Gate,
     promote: bool = True,
+    about: dict | None = None,
 ) -> Decision:
-    """Alias the new version ``challenger`` and decide whether it beats the champion; promote
-    it at once if ``promote``, else leave that to :func:`promote_champions`. A failure before the
-    decision is logged deletes the new version: no version is left without its decision."""
+    """Alias the new version ``challenger`` and decide whether it beats the champion on the
+    same validation examples (``predict(model)`` against ``y``, :mod:`training.gate`); promote
+    it at once if ``promote``, else leave that to :func:`promote_champions`. A failure before
+    the decision is logged deletes the new version: no version is left without its decision.
+    ``about``: the version's tags (as-of, data digest), with the decision added."""
     from mlflow import MlflowClient
 
     try:
-        decision = _decide(kind, version, run_id, score, challenger_model, gate)
+        decision = _decide(kind, version, run_id, y, predict, challenger_model, gate)
+        _describe(decision, gate, about or {})
     except BaseException:
         MlflowClient().delete_model_version(REGISTERED[kind], version)
         raise
@@ -288,59 +285,110 @@ def _gate(
     return decision
 
 
-def _decide(kind, version, run_id, score, challenger_model, gate: Gate) -> Decision:
+def _decide(kind, version, run_id, y, predict, challenger_model, gate: Gate) -> Decision:
     import mlflow
     from mlflow import MlflowClient
 
     name = REGISTERED[kind]
     client = MlflowClient()
     client.set_registered_model_alias(name, "challenger", version)
-    challenger = float(score(challenger_model))
     try:
         champion_model, champion_version = load(kind, "champion")
     except mlflow.exceptions.MlflowException:
         champion_model, champion_version = None, None
-    champion = float(score(champion_model)) if champion_model is not None else None
-    promoted = gate.beats(challenger, champion)
+    champion = None if champion_model is None else predict(champion_model)
+    verdict = gate.judge(y, predict(challenger_model), champion)
     m = gate.metric
     mlflow.log_metrics(
         {
-            f"gate.challenger_{m}": challenger,
-            **({f"gate.champion_{m}": champion} if champion is not None else {}),
+            f"gate.challenger_{m}": verdict.challenger,
+            **({f"gate.champion_{m}": verdict.champion} if champion is not None else {}),
+            **({"gate.improvement_lower": verdict.lower} if verdict.lower is not None else {}),
         }
     )
     mlflow.set_tags(
         {
-            "gate.decision": "promoted" if promoted else "kept champion",
+            "gate.decision": "promoted" if verdict.promoted else "kept champion",
             "gate.margin": str(gate.margin),
+            "gate.confidence": str(gate.confidence),
             "gate.champion_version": str(champion_version),
+            "gate.reason": verdict.reason,
         }
     )
-    decision = Decision(kind, version, promoted, m, challenger, champion, champion_version, run_id)
-    mlflow.log_dict({**decision.__dict__, "margin": gate.margin}, "gate.json")
+    decision = Decision(
+        kind,
+        version,
+        verdict.promoted,
+        m,
+        verdict.challenger,
+        verdict.champion,
+        champion_version,
+        run_id,
+        verdict.reason,
+    )
+    mlflow.log_dict(
+        {**decision.__dict__, "margin": gate.margin, "confidence": gate.confidence}, "gate.json"
+    )
     return decision
 
 
-def _log_lightgbm(model: CalibratedClassifier, valid: pd.DataFrame, name: str) -> str:
-    import mlflow
-    from mlflow.models import infer_signature
+DESCRIPTIONS = {
+    "churn": "Probability that a customer who has bought places no order in the next"
+    " {horizon_days} days. Input: customers.parquet of `nextbest features`.",
+    "replenishment": "Probability that a customer re-buys a consumable in the next"
+    " {window_days} days, and its run-out dates (p10/p50/p90). Input: pair features with"
+    " customer context (training.replenishment.pair_frame_from).",
+    "clv": "BG/NBD and Gamma-Gamma: expected purchases, spend and 12-month value per customer."
+    " Input: customers.parquet of `nextbest features`.",
+}
 
-    features = model_frame(valid.head(0), model.features_)
-    info = mlflow.lightgbm.log_model(
-        model.booster_,
-        name="model",
-        signature=infer_signature(features, pd.Series([], dtype=float)),
-        pip_requirements=[f"lightgbm=={lgb.__version__}"],
-        registered_model_name=name,
+
+def _describe(decision: Decision, gate: Gate, about: dict) -> None:
+    """Tag the new version with its as-of, data digest and gate decision, and describe it."""
+    from mlflow import MlflowClient
+
+    client, name = MlflowClient(), REGISTERED[decision.kind]
+    tags = {
+        **{k: str(v) for k, v in about.items() if v is not None},
+        "gate.decision": "promoted" if decision.promoted else "kept champion",
+        "gate.reason": decision.reason,
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, decision.version, key, value)
+    text = DESCRIPTIONS[decision.kind].format_map(_Default(about))
+    as_of = about.get("nextbest.as_of", "an unrecorded as-of")
+    client.update_model_version(
+        name,
+        decision.version,
+        description=f"{text} Trained as of {as_of}; gate ({gate.metric}): {decision.reason}.",
     )
-    return str(info.registered_model_version)
 
 
-def _run(kind: str, root, tags: dict | None):
+class _Default(dict):
+    """The version's settings for a description; a missing one reads as its letter."""
+
+    def __missing__(self, key: str) -> str:
+        return self.get(f"nextbest.{key}", "H" if key == "horizon_days" else "W")
+
+
+def _run(kind: str, root, tags: dict | None, as_of: str | None):
+    """A run named by model and as-of (``churn 2025-06-30``)."""
     import mlflow
 
     mlflow.set_experiment(experiment_id=_experiment(REGISTERED[kind], Path(root).resolve()))
-    return mlflow.start_run(tags={**(tags or {}), "nextbest.purpose": PURPOSES[kind]})
+    name = f"{kind} {str(as_of)[:10]}" if as_of else kind
+    return mlflow.start_run(
+        run_name=name, tags={**(tags or {}), "nextbest.purpose": PURPOSES[kind]}
+    )
+
+
+def _about(params: dict, tags: dict | None, **settings) -> dict:
+    """The tags a registered version carries: as-of, data digest, settings."""
+    return {
+        "nextbest.as_of": params.get("as_of"),
+        "nextbest.data_digest": (tags or {}).get("nextbest.data_digest"),
+        **{f"nextbest.{k}": v for k, v in settings.items()},
+    }
 
 
 def log_churn(
@@ -350,6 +398,7 @@ def log_churn(
     params: dict,
     manifest: dict | None = None,
     margin: float = 0.0,
+    confidence: float = 0.95,
     root: str | os.PathLike = "mlruns",
     tags: dict | None = None,
     promote: bool = True,
@@ -363,7 +412,7 @@ def log_churn(
 
     valid, model = dataset["valid"], result.model
     y = valid["churned"].to_numpy()
-    with _run("churn", root, tags) as run:
+    with _run("churn", root, tags, params.get("as_of")) as run:
         _log_common(
             params={**params, **{f"model.{k}": v for k, v in model.get_params().items()}},
             metrics=result.metrics,
@@ -380,19 +429,23 @@ def log_churn(
             manifest=manifest,
             selection=result.selection,
         )
-        mlflow.log_dict(
-            {"label": "churned", "features": model.features_, "calibration": model.calibration_},
-            "churn_model.json",
-        )
         if profile is not None:
             mlflow.log_dict(profile, PROFILE)
-        version = _log_lightgbm(model, valid, CHURN_MODEL)
+        version = packaging.log_model("churn", model, CHURN_MODEL)
 
-        def score(candidate) -> float:
-            return binary_metrics(y, candidate.predict_proba(valid))["roc_auc"]
-
-        gate = Gate("roc_auc", True, margin)
-        return _gate("churn", version, run.info.run_id, score, model, gate, promote)
+        gate = Gate("roc_auc", True, margin, confidence)
+        about = _about(params, tags, horizon_days=params.get("horizon_days"))
+        return _gate(
+            "churn",
+            version,
+            run.info.run_id,
+            y,
+            lambda candidate: candidate.predict_proba(valid),
+            model,
+            gate,
+            promote,
+            about,
+        )
 
 
 def log_replenishment(
@@ -402,17 +455,17 @@ def log_replenishment(
     params: dict,
     manifest: dict | None = None,
     margin: float = 0.0,
+    confidence: float = 0.95,
     root: str | os.PathLike = "mlruns",
     tags: dict | None = None,
     promote: bool = True,
 ) -> Decision:
     """Log a replenishment training run, register its model, and apply the champion gate."""
-    import mlflow
 
     valid, model = dataset["valid"], result.model
     classifier = model.classifier
     y = valid["repurchased"].to_numpy()
-    with _run("replenishment", root, tags) as run:
+    with _run("replenishment", root, tags, params.get("as_of")) as run:
         _log_common(
             params={
                 **params,
@@ -438,22 +491,21 @@ def log_replenishment(
             manifest=manifest,
             selection=result.selection,
         )
-        mlflow.log_dict(
-            {
-                "label": "repurchased",
-                "features": classifier.features_,
-                "calibration": classifier.calibration_,
-                "runout": model.runout.__dict__,
-            },
-            "replenishment_model.json",
+        version = packaging.log_model("replenishment", model, REPLENISHMENT_MODEL)
+
+        gate = Gate("roc_auc", True, margin, confidence)
+        about = _about(params, tags, window_days=params.get("window_days"))
+        return _gate(
+            "replenishment",
+            version,
+            run.info.run_id,
+            y,
+            lambda candidate: candidate.classifier.predict_proba(valid),
+            model,
+            gate,
+            promote,
+            about,
         )
-        version = _log_lightgbm(classifier, valid, REPLENISHMENT_MODEL)
-
-        def score(candidate) -> float:
-            return binary_metrics(y, candidate.classifier.predict_proba(valid))["roc_auc"]
-
-        gate = Gate("roc_auc", True, margin)
-        return _gate("replenishment", version, run.info.run_id, score, model, gate, promote)
 
 
 def log_clv(
@@ -463,24 +515,18 @@ def log_clv(
     params: dict,
     horizon_days: int,
     margin: float = 0.0,
+    confidence: float = 0.95,
     root: str | os.PathLike = "mlruns",
     tags: dict | None = None,
     promote: bool = True,
 ) -> Decision:
-    """Log a CLV run (parameters as JSON with an MLmodel signature), register, gate on MAE.
+    """Log a CLV run (a pyfunc model of the lifetimes parameters), register, gate on MAE.
 
     ``holdout``: the validation customers with ``holdout_spend``
     (:func:`training.clv.clv_holdout`).
     """
-    import tempfile
-
-    import mlflow
-    from mlflow import MlflowClient
-    from mlflow.models import Model, ModelSignature
-    from mlflow.types import ColSpec, Schema
-
     model = result.model
-    with _run("clv", root, tags) as run, tempfile.TemporaryDirectory() as tmp:
+    with _run("clv", root, tags, params.get("as_of")) as run:
         _log_common(
             params={**params, **{f"model.{k}": v for k, v in _flat(model.to_dict()).items()}},
             metrics=result.metrics,
@@ -489,32 +535,21 @@ def log_clv(
             manifest=None,
             selection=None,
         )
-        folder = Path(tmp) / "model"
-        folder.mkdir()
-        signature = ModelSignature(
-            inputs=Schema(
-                [ColSpec("double", c) for c in ("frequency", "recency", "T", "monetary_value")]
-            ),
-            outputs=Schema([ColSpec("double", f"clv_{model.clv_months}m")]),
+        version = packaging.log_model("clv", model, CLV_MODEL, horizon_days=horizon_days)
+
+        gate = Gate("mae", False, margin, confidence)
+        about = _about(params, tags, horizon_days=horizon_days)
+        return _gate(
+            "clv",
+            str(version),
+            run.info.run_id,
+            holdout["holdout_spend"].to_numpy(),
+            lambda candidate: score_clv(candidate, holdout, horizon_days=horizon_days),
+            model,
+            gate,
+            promote,
+            about,
         )
-        Model(signature=signature, run_id=run.info.run_id).save(folder / "MLmodel")
-        (folder / "clv_model.json").write_text(_json(model.to_dict()))
-        mlflow.log_artifacts(str(folder), "model")
-        client = MlflowClient()
-        try:
-            client.get_registered_model(CLV_MODEL)
-        except mlflow.exceptions.MlflowException:
-            client.create_registered_model(CLV_MODEL)
-        version = client.create_model_version(
-            CLV_MODEL, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
-        ).version
-
-        def score(candidate) -> float:
-            predicted = score_clv(candidate, holdout, horizon_days=horizon_days)
-            return float(np.abs(predicted - holdout["holdout_spend"].to_numpy()).mean())
-
-        gate = Gate("mae", False, margin)
-        return _gate("clv", str(version), run.info.run_id, score, model, gate, promote)
 
 
 def _flat(values: dict, prefix: str = "") -> dict:
@@ -525,12 +560,6 @@ def _flat(values: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{k}"] = v
     return out
-
-
-def _json(values: dict) -> str:
-    import json
-
-    return json.dumps(values, indent=2, sort_keys=True)
 
 
 # -- the retraining job's record -----------------------------------------------------------

@@ -59,8 +59,9 @@ def test_features_refuses_an_as_of_outside_the_orders(small_world_dir, tmp_path,
     args = ("features", "--data", str(small_world_dir), "--as-of", as_of, "--out", str(out))
     refused = nextbest(*args)
     assert refused.returncode == 2 and not out.exists()
-    line = refused.stderr.strip()
-    assert "\n" not in line and f"--as-of {as_of}" in line and "--allow-empty" in line
+    line = refused.stderr.strip().splitlines()[-1]  # after the stage lines, one error line
+    assert line.startswith("nextbest: error: --as-of") and "unexpected" not in refused.stderr
+    assert f"--as-of {as_of}" in line and "--allow-empty" in line
     assert ("before the first order" if as_of < "2025" else "after the last order") in line
     allowed = nextbest(*args, "--allow-empty")
     assert allowed.returncode == 0, allowed.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 from serving.audit import AuditLog, query
@@ -50,7 +51,7 @@ def test_the_store_erases_a_subject_and_leaves_no_bytes_on_disk(tmp_path):
     store = FeedbackStore(path)
     for i, who in enumerate(["ps_gone_aaaa", "ps_stays_bbb"] * 3):
         store.record_suggestion(f"r{i}", who, [("cross_sell", None)], T0)
-    store.record_events([("orders", "ps_gone_aaaa", {"order_id": "O-GONE-1"})], T0)
+    store.record_events([("orders", "ps_gone_aaaa", {"order_id": "O-GONE-1"}, None)], T0)
     store.flush()
 
     class Feedback:
@@ -115,3 +116,76 @@ def test_a_store_from_before_pseudonyms_is_upgraded_in_place(tmp_path, monkeypat
     assert tables == {"suggestions", "feedback", "ingested"}
     assert {row[0] for row in db.execute("select customer from suggestions")} == {who}
     assert {row[0] for row in db.execute("select customer from feedback")} == {who}
+
+
+FULL_DISK = """
+import json, resource, signal, sys
+from pathlib import Path
+from serving.audit import AuditLog
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+log = AuditLog(Path(sys.argv[1]))
+
+def line(i):
+    return {"at": "2025-06-30T12:00:00+00:00", "route": "/suggest", "customer": f"ps_{i:03d}",
+            "purposes": ["service"], "actions": ["x" * 40]}
+
+for i in range(3):
+    log.append(line(i))
+log.flush()
+room = log.path.stat().st_size + 150  # room for about one and a half lines more
+resource.setrlimit(resource.RLIMIT_FSIZE, (room, resource.RLIM_INFINITY))
+for i in range(3, 8):
+    log.append(line(i))
+try:
+    log.flush()
+    print("error: none")
+except OSError as error:
+    print("error:", error.errno)
+print("healthy:", log.healthy)
+print("during:", json.dumps([e["customer"] for e in log.entries()]), json.dumps(log.torn))
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+log.flush()  # the queued lines are written once there is room again
+print("healthy:", log.healthy)
+print("after:", json.dumps([e["customer"] for e in log.entries()]), json.dumps(log.torn))
+"""
+
+
+def test_a_full_disk_leaves_whole_lines_and_loses_none(tmp_path):
+    """A write that runs out of room part-way (RLIMIT_FSIZE: the kernel's own short write
+    and EFBIG, as on a full disk) is cut back to whole lines and kept for later."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(tmp_path / "audit")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    out = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
+    lines = done.stdout.splitlines()
+    assert out["error"] == "27"  # EFBIG
+    assert lines[2] == 'during: ["ps_000", "ps_001", "ps_002"] {}'  # whole lines, none torn
+    assert lines[1] == "healthy: False" and lines[3] == "healthy: True"
+    every = json.dumps([f"ps_{i:03d}" for i in range(8)])
+    assert lines[4] == f"after: {every} {{}}"
+
+
+def test_readers_skip_a_torn_line_and_erasure_keeps_permissions(tmp_path):
+    log = AuditLog(tmp_path / "audit")
+    for i in range(3):
+        log.append(_entry(i, "ps_torn_one" if i == 1 else "ps_whole"))
+    log.flush()
+    lines = log.path.read_text().splitlines(keepends=True)
+    lines[1] = lines[1][: lines[1].index('"purposes"')]  # torn: part of a line, then the next
+    log.path.write_text("".join(lines))
+    log.path.chmod(0o640)
+    # the torn half is gone; the whole line glued onto it is read
+    assert [e["customer"] for e in log.entries()] == ["ps_whole", "ps_whole"]
+    assert log.torn == {"audit.jsonl": 1}
+    assert list(query(log, customers={"ps_whole"}))  # a query does not fail on it
+    assert log.erase({"ps_torn_one"}) == 1  # the torn line names them: it goes too
+    assert "ps_torn_one" not in log.path.read_text()
+    assert log.path.stat().st_mode & 0o777 == 0o640

@@ -293,3 +293,37 @@ def test_consent_withdrawn_through_events_stops_marketing_on_the_next_request(si
     )
     assert after["marketing_scoring"].startswith("skipped") and after["churn_probability"] is None
     assert "marketing: no marketing consent in force" in after["do_not_suggest"]
+
+
+def test_an_anonymous_event_linked_later_is_found_erased_and_never_stored_raw(site):
+    import sqlite3
+
+    features = pd.read_parquet(site["root"] / "features" / "customers.parquet")
+    erased_before, _ = _subject(site)
+    customer_id = next(c for c in features["customer_id"] if c != erased_before)
+    cookie = "ck-anonymous-then-linked-0001"
+    event = {
+        "event_id": "E-ANON-THEN-LINKED",
+        "anonymous_id": cookie,
+        "occurred_at": NOW,
+        "source": "web",
+        "event_type": "page_view",
+    }
+    _admin(site, "/events", {"events": [event]})  # nobody's yet: the cookie is unknown
+    link = {"customer_id": customer_id, "id_type": "cookie", "id_value": cookie}
+    _admin(site, "/events", {"identities": [link]})
+
+    state = site["root"] / "state"
+    stored = b"".join(p.read_bytes() for p in state.glob("serving.db*"))
+    assert cookie.encode() not in stored and customer_id.encode() not in stored  # sealed
+
+    exported = _admin(site, "/admin/subject/export", {"customer_id": customer_id})
+    rows = exported["stores"]["ingested"]
+    assert {r["row"].get("event_id") for r in rows} >= {"E-ANON-THEN-LINKED"}
+    erased = _admin(site, "/admin/subject/erase", {"customer_id": customer_id})
+    assert erased["stores"]["ingested"] >= 2  # the anonymous event and the link
+    again = _admin(site, "/admin/subject/export", {"customer_id": customer_id})
+    assert again["stores"]["ingested"] == []
+    with sqlite3.connect(state / "serving.db") as db:
+        left = [row for (row,) in db.execute("select row from ingested")]
+    assert not any("E-ANON-THEN-LINKED" in row for row in left)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
+import numpy as np
 import pandas as pd
 
 from conftest import AS_OF
@@ -24,7 +27,10 @@ def test_train_then_score(small_world_dir, tmp_path):
     assert trained.returncode == 0, trained.stderr
     for kind in ("churn", "clv", "replenishment"):
         assert kind in trained.stdout
-    assert trained.stdout.count("promoted") == 3, trained.stdout
+    assert trained.stdout.count("promoted: no champion yet") == 3, trained.stdout
+    assert "…" not in trained.stdout  # a table printed to a pipe is not cut to 80 columns
+    for stage in ("validating", "churn examples", "churn model", "CLV model", "done in"):
+        assert f"train: {stage}" in trained.stderr, trained.stderr  # plain stage lines
     assert "INFO" not in trained.stderr  # MLflow's chatter stays quiet
 
     scored = nextbest("score", *args, "--out", str(out))
@@ -72,6 +78,24 @@ def test_train_then_score(small_world_dir, tmp_path):
     both = nextbest("score", "--features", str(snapshot), *args, "--out", str(tmp_path / "x"))
     assert both.returncode == 2 and "either --as-of or --features DIR" in both.stderr
 
+    # a data scientist loads every champion with MLflow's pyfunc and predicts on the snapshot
+    _pyfunc_predictions(mlruns, snapshot, tmp_path / "pyfunc", as_of)
+    for name, keys in (("churn", ["customer_id"]), ("clv", ["customer_id"])):
+        scored = pd.read_parquet(out / f"{name}.parquet")
+        mine = pd.read_parquet(tmp_path / "pyfunc" / f"{name}.parquet")
+        joined = scored.merge(mine, on=keys, suffixes=("", "_pyfunc"))
+        assert len(joined) == len(scored)
+        column = "churn_probability" if name == "churn" else "clv_12m"
+        np.testing.assert_allclose(joined[column], joined[f"{column}_pyfunc"], rtol=1e-9)
+    pairs_scored = pd.read_parquet(out / "replenishment.parquet")
+    pairs_mine = pd.read_parquet(tmp_path / "pyfunc" / "replenishment.parquet")
+    joined = pairs_scored.merge(pairs_mine, on=["customer_id", "product_id"])
+    assert len(joined) == len(pairs_scored)
+    np.testing.assert_allclose(
+        joined["repurchase_probability_x"], joined["repurchase_probability_y"], rtol=1e-9
+    )
+    assert (joined["expected_next_purchase_at"] == joined["runout_p50"]).all()
+
     # a folder without a consents table: nobody may be scored, and the user is told so
     bare = tmp_path / "no-consents"
     bare.mkdir()
@@ -87,17 +111,41 @@ def test_train_then_score(small_world_dir, tmp_path):
     assert "0 scores written" in empty.stderr
 
 
+PYFUNC = """
+import sys
+import mlflow
+import pandas as pd
+from training.replenishment import pair_frame_from
+
+uri, snapshot, out, as_of = sys.argv[1:]
+mlflow.set_tracking_uri(uri)
+customers = pd.read_parquet(f"{snapshot}/customers.parquet")
+pairs = pair_frame_from(customers, pd.read_parquet(f"{snapshot}/pairs.parquet"), as_of)
+for name, frame in (("churn", customers), ("clv", customers), ("replenishment", pairs)):
+    model = mlflow.pyfunc.load_model(f"models:/nextbest-{name}@champion")
+    model.predict(frame).to_parquet(f"{out}/{name}.parquet")
+"""
+
+
+def _pyfunc_predictions(mlruns, snapshot, out, as_of) -> None:
+    """What ``mlflow.pyfunc.load_model(...).predict`` gives for each champion, in a fresh
+    Python process (as a data scientist's notebook would)."""
+    out.mkdir()
+    uri = f"sqlite:///{mlruns / 'mlflow.db'}"
+    args = [sys.executable, "-c", PYFUNC, uri, str(snapshot), str(out), f"{as_of}T00:00:00Z"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def test_train_refuses_an_as_of_with_too_little_history(small_world_dir, tmp_path):
     mlruns = tmp_path / "mlruns"
     args = ("--data", str(small_world_dir), "--mlruns", str(mlruns))
     result = nextbest("train", *args, "--as-of", "2023-09-01")
     assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "unexpected" not in result.stderr
-    assert (
-        "too little history before AS_OF 2023-09-01 for 6 training cutoffs of 90 days" in lines[0]
-    )
-    assert "need data from 2022-12-05" in lines[0] and "first order is on 2023-" in lines[0]
+    error = result.stderr.strip().splitlines()[-1]  # after the stage lines, one error line
+    assert error.startswith("nextbest: error: ") and "unexpected" not in result.stderr
+    assert "too little history before AS_OF 2023-09-01 for 6 training cutoffs of 90 days" in error
+    assert "need data from 2022-12-05" in error and "first order is on 2023-" in error
 
 
 def test_train_rejects_a_bad_horizon(small_world_dir, tmp_path):

@@ -124,3 +124,41 @@ def test_a_failed_training_leaves_the_champion_untouched(store, dataset):
 
     versions = MlflowClient().search_model_versions(f"name='{CHURN_MODEL}'")
     assert [str(v.version) for v in versions] == [first.version]  # nothing half-registered
+
+
+def test_a_retrained_equal_model_is_not_promoted_on_noise(store, dataset):
+    """The same model again scores the same; a near-equal one differs by noise: neither
+    clears the paired bootstrap, while the point estimate alone (confidence 0) would promote
+    the equal one."""
+    result = train_churn(dataset, horizon_days=H)
+    first = log_churn(result, dataset, params={}, root=store)
+    again = log_churn(result, dataset, params={}, root=store)
+    assert first.promoted and not again.promoted
+    assert "does not clear the margin" in again.reason and "bootstrap" in again.reason
+    nudged = train_churn(dataset, horizon_days=H, model=ChurnModel(random_state=1))
+    noise = log_churn(nudged, dataset, params={}, root=store)
+    assert abs(noise.challenger_score - noise.champion_score) < 0.01
+    assert not noise.promoted, noise.reason
+    point = log_churn(result, dataset, params={}, root=store, confidence=0.0)
+    assert point.promoted and "point estimate" in point.reason
+
+
+def test_runs_and_versions_are_named_tagged_and_described(store, dataset):
+    from mlflow import MlflowClient
+
+    as_of = AS_OF.isoformat()
+    tags = {"nextbest.data_digest": "d" * 64}
+    decision = log_churn(
+        train_churn(dataset, horizon_days=H),
+        dataset,
+        params={"as_of": as_of, "horizon_days": H},
+        root=store,
+        tags=tags,
+    )
+    client = MlflowClient()
+    assert client.get_run(decision.run_id).info.run_name == "churn 2025-06-30"
+    version = client.get_model_version(CHURN_MODEL, decision.version)
+    assert version.tags["nextbest.as_of"] == as_of
+    assert version.tags["nextbest.data_digest"] == "d" * 64
+    assert version.tags["gate.decision"] == "promoted"
+    assert "90 days" in version.description and "as of 2025-06-30" in version.description

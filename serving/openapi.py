@@ -1,0 +1,109 @@
+"""The service's OpenAPI document at ``/docs.json``: the product's own title, version and
+security, on top of what BentoML generates.
+
+BentoML builds ``/docs.json`` from the service and the mounted FastAPI app but names it
+after the service, with BentoML's contact, ``version: None`` and no security scheme (the
+keys are checked by :class:`serving.security.SecurityMiddleware`, outside FastAPI).
+:class:`OpenAPIMiddleware` finishes that document on its way out (:func:`finish`): title,
+description and the package's version; two security schemes (``Authorization: Bearer KEY``
+or ``x-api-key: KEY``) required on every protected operation, with the scope it needs and
+its 401 / 403 / 413 answers.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import PackageNotFoundError, version
+
+from serving.security import ADMIN, OPEN
+
+TITLE = "nextbest"
+DESCRIPTION = (
+    "Proactive, explained, consent-aware next best actions for chatbots, from unified"
+    " customer profiles. Every route but the health checks, /metrics and this document needs"
+    " an API key (`Authorization: Bearer KEY` or `x-api-key: KEY`) with the route's scope:"
+    " `chatbot` (suggest, profile, feedback, score) or `admin` (events, reload, data-subject"
+    " rights; an admin key may call everything)."
+)
+SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "an API key as bearer token"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+}
+PROBLEM = {
+    "type": "object",
+    "properties": {"detail": {"type": "string"}},
+    "required": ["detail"],
+    "title": "Problem",
+}
+AUTH_ERRORS = {
+    "401": "missing or unknown API key",
+    "403": "the key lacks the route's scope",
+    "413": "request body over the limit",
+}
+
+
+def package_version() -> str:
+    try:
+        return version("nextbest")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "0+unknown"
+
+
+def finish(spec: dict) -> dict:
+    """The document BentoML generated, with the product's info and security."""
+    spec = {
+        **spec,
+        "info": {"title": TITLE, "description": DESCRIPTION, "version": package_version()},
+    }
+    components = spec.setdefault("components", {})
+    components.setdefault("securitySchemes", {}).update(SCHEMES)
+    components.setdefault("schemas", {}).setdefault("Problem", PROBLEM)
+    problem = {
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    }
+    for path, operations in spec.get("paths", {}).items():
+        if path.rstrip("/") in OPEN or path in OPEN:
+            continue
+        scope = "admin" if path in ADMIN else "chatbot"
+        for operation in operations.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            operation["security"] = [{"bearer": []}, {"apiKey": []}]
+            operation["x-nextbest-scope"] = scope
+            note = f"Needs a key with the `{scope}` scope."
+            text = operation.get("description") or operation.get("summary") or ""
+            operation["description"] = f"{text}\n\n{note}".strip()
+            for status, why in AUTH_ERRORS.items():
+                operation["responses"].setdefault(status, {"description": why, **problem})
+    return spec
+
+
+class OpenAPIMiddleware:
+    """Rewrites the body of ``GET /docs.json`` with :func:`finish`."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != "/docs.json":
+            return await self.app(scope, receive, send)
+        start, chunks = {}, []
+
+        async def capture(message):
+            if message["type"] == "http.response.start":
+                start.update(message)
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    await _send_finished(send, start, b"".join(chunks))
+
+        return await self.app(scope, receive, capture)
+
+
+async def _send_finished(send, start: dict, body: bytes) -> None:
+    if start.get("status") == 200:
+        body = json.dumps(finish(json.loads(body))).encode()
+    headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({**start, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,143 @@
+"""How a nextbest model is stored in MLflow: a pyfunc model "from code", no pickles.
+
+Every registered version (churn, replenishment, CLV) is an MLflow ``python_function`` model
+whose loader is the file :mod:`training.pyfunc_model`, stored beside two artifacts:
+
+- ``model.json``: the model's kind and its learned values (feature list, calibration,
+  run-out spreads, lifetimes parameters), plus the SHA-256 of the booster file;
+- ``model.lgb``: the LightGBM booster as LightGBM's own text format (classifiers only).
+
+Loading runs no code from the store but that file, so a data scientist gets any champion
+with ``mlflow.pyfunc.load_model("models:/nextbest-churn@champion")`` and predicts on a
+feature table from ``nextbest features``; the service and the gate load the same parts
+natively (:func:`load_parts`). The input each kind predicts on:
+
+================  ==========================================================================
+churn             ``customers.parquet`` of a snapshot -> ``churn_probability``
+replenishment     pair features with customer context and ``cutoff``
+                  (:func:`training.replenishment.pair_frame_from`) -> ``repurchase_probability``
+                  and the run-out dates ``runout_p10``, ``runout_p50``, ``runout_p90``
+clv               ``customers.parquet`` -> expected purchases and spend over the horizon,
+                  ``clv_{M}m`` and ``p_alive``
+================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+import lightgbm as lgb
+import pandas as pd
+
+from nextbest.errors import NextbestError
+from training.churn import ChurnModel
+from training.classifier import CalibratedClassifier
+from training.clv import ClvModel
+from training.replenishment import ReplenishmentModel, RunoutModel
+
+BOOSTER = "model.lgb"
+PARTS = "model.json"
+CODE = Path(__file__).with_name("pyfunc_model.py")
+
+
+class CorruptModelError(NextbestError):
+    """A stored model whose files do not match what was registered (checked before LightGBM
+    parses them: it aborts the whole process on a malformed model file)."""
+
+
+def parts_of(kind: str, model, **extra) -> dict:
+    """The JSON-able learned values of ``model`` of ``kind`` (no booster)."""
+    if kind == "clv":
+        return {"kind": kind, **model.to_dict(), **extra}
+    classifier = model.classifier if kind == "replenishment" else model
+    parts = {
+        "kind": kind,
+        "label": classifier.label,
+        "features": classifier.features_,
+        "calibration": classifier.calibration_,
+        **extra,
+    }
+    if kind == "replenishment":
+        parts["runout"] = model.runout.__dict__
+    return parts
+
+
+def model_from_parts(parts: dict, booster: lgb.Booster | None):
+    """The fitted model that :func:`parts_of` (and the booster) describe."""
+    kind = parts["kind"]
+    if kind == "clv":
+        fields = {k: v for k, v in parts.items() if k in ClvModel.__dataclass_fields__}
+        return ClvModel.from_dict(fields)
+    cls = ChurnModel if kind == "churn" else CalibratedClassifier
+    classifier = cls.from_parts(booster, parts["features"], parts["calibration"], parts["label"])
+    if kind == "churn":
+        return classifier
+    return ReplenishmentModel(classifier, RunoutModel(**parts["runout"]))
+
+
+def predict_frame(parts: dict, model, frame: pd.DataFrame) -> pd.DataFrame:
+    """The model's predictions for each row of ``frame`` (see the module's table), with the
+    ``customer_id`` (and ``product_id``) of the input when it has them."""
+    kind = parts["kind"]
+    if kind == "clv":
+        return model.predict(frame, horizon_days=parts["horizon_days"])
+    keys = frame[[c for c in ("customer_id", "product_id") if c in frame]]
+    if kind == "churn":
+        return keys.assign(churn_probability=model.predict_proba(frame))
+    return pd.concat([keys, model.predict(frame)], axis=1)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def log_model(kind: str, model, registered_name: str, **extra) -> str:
+    """Log ``model`` as a pyfunc model in the active run, register it as a new version of
+    ``registered_name``; return the version. ``extra`` goes into ``model.json``."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        artifacts = {"parts": str(Path(tmp) / PARTS)}
+        booster_digest = None
+        if kind != "clv":
+            classifier = model.classifier if kind == "replenishment" else model
+            path = Path(tmp) / BOOSTER
+            classifier.booster_.save_model(str(path))
+            artifacts["booster"], booster_digest = str(path), _sha256(path)
+        parts = parts_of(kind, model, booster_sha256=booster_digest, **extra)
+        Path(artifacts["parts"]).write_text(json.dumps(parts, indent=2, sort_keys=True))
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(CODE),
+            artifacts=artifacts,
+            pip_requirements=_requirements(),
+            registered_model_name=registered_name,
+        )
+    return str(info.registered_model_version)
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    names = ("lightgbm", "pandas", "numpy", "scipy", "scikit-learn", "polars", "mlflow")
+    return [f"{name}=={version(name)}" for name in names]
+
+
+def load_parts(folder: Path) -> tuple[object, dict]:
+    """The model and its parts from a local model folder (an MLflow model's artifacts);
+    :class:`CorruptModelError` if the booster is not the one registered."""
+    parts_path = folder / "artifacts" / PARTS
+    try:
+        parts = json.loads(parts_path.read_text())
+    except (OSError, ValueError) as error:
+        raise CorruptModelError(f"{parts_path}: unreadable model parts: {error}") from None
+    booster = None
+    if parts["kind"] != "clv":
+        path = folder / "artifacts" / BOOSTER
+        if not path.is_file() or _sha256(path) != parts.get("booster_sha256"):
+            raise CorruptModelError(f"{path}: the booster is not the one registered")
+        booster = lgb.Booster(model_file=str(path))
+    return model_from_parts(parts, booster), parts
