@@ -2,9 +2,12 @@
 
 One SQLite file (WAL) in the service's state folder. Customers are recorded by pseudonym
 (:func:`nextbest.privacy.pseudonym`), never by raw id: the caller passes pseudonyms in.
-Ingested contract rows are kept one per line with their subject's pseudonym, so an
-erasure (:meth:`FeedbackStore.erase`) removes exactly that person's rows; deleted pages
-are overwritten (``secure_delete``) and the WAL truncated, so no copy stays on disk.
+Ingested contract rows are kept one per line, sealed (:func:`nextbest.privacy.sealed_row`:
+the customer id as its pseudonym, anonymous ids and identity values as keyed tokens), with
+their subject's pseudonym and the anonymous id's token beside them, so an erasure
+(:meth:`FeedbackStore.erase`) removes exactly that person's rows, anonymous events later
+linked to them included; deleted pages are overwritten (``secure_delete``) and the WAL
+truncated, so no copy stays on disk.
 
 Feedback (shown, accepted, dismissed, converted) and ingested events are written before the
 request returns; feedback is kept in memory as exposures too, so cooldowns and frequency
