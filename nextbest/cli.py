@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -64,8 +65,6 @@ class Stages:
         self.done = -1
 
     def __enter__(self) -> Stages:
-        import time
-
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -92,8 +91,6 @@ class Stages:
 
     def __call__(self, message: str) -> None:
         """The next stage begins."""
-        import time
-
         now = time.monotonic()
         self.done += 1
         if self.bar is not None:
@@ -106,8 +103,6 @@ class Stages:
         self.mark = now
 
     def __exit__(self, *exc) -> None:
-        import time
-
         if self.bar is not None:
             self.bar.stop()
         elif exc[0] is None:
@@ -925,7 +920,7 @@ def subject_export(
     elif state is not None:
         from serving.audit import held
 
-        tokens = set().union(*(privacy.identity_tokens(v) for v in values))
+        tokens = privacy.identity_tokens(*values)
         document["service"] = held(*_local_state(state), privacy.pseudonyms(customer_id), tokens)
     text = json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n"
     if out is None:
@@ -964,7 +959,7 @@ def subject_erase(
             datetime.now().astimezone(),
             "nextbest subject erase",
             None,
-            set().union(*(privacy.identity_tokens(v) for v in values)),
+            privacy.identity_tokens(*values),
         )
     else:
         err_console.print(

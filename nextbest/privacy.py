@@ -72,9 +72,9 @@ def identity_token(value: str, key: bytes | None = None) -> str:
     return "id_" + _mac(key or keys()[0], "identity", value)[:24]
 
 
-def identity_tokens(value: str) -> set[str]:
-    """The value's token under every current and previous key."""
-    return {identity_token(value, key) for key in keys()}
+def identity_tokens(*values: str) -> set[str]:
+    """The tokens of ``values`` under every current and previous key."""
+    return {identity_token(value, key) for key in keys() for value in values}
 
 
 #: Fields of contract rows that identify a person, and how each is replaced when a row is

@@ -455,7 +455,6 @@ def suggest_one(request: SuggestRequest) -> SuggestResponse:
         window_days=state.window_days,
         max_actions=request.max_actions,
     )
-    locale = answer_locale(context.locale, profile.locale if profile else None)
     request_id = uuid.uuid4().hex
     actions = [
         Action(score=s.expected_value, **{k: v for k, v in asdict(s).items() if k != "value"})
@@ -469,7 +468,7 @@ def suggest_one(request: SuggestRequest) -> SuggestResponse:
         request_id=request_id,
         known=customer_id is not None,
         customer_id=customer_id,
-        locale=locale,
+        locale=ranking.locale,
         locale_requested=context.locale,
         features_as_of=state.as_of,
         now=now,
@@ -658,21 +657,16 @@ def reload() -> ReloadOut:
 def subject_export(subject: SubjectIn) -> SubjectExport:
     """Everything the running service holds about one customer (right of access): the
     served profile, suggestions, feedback, ingested rows and audit entries."""
-    from nextbest.privacy import pseudonyms
+    from nextbest.privacy import identity_tokens, pseudonyms
 
     state, now = _state(), RUNTIME.clock()
     names = pseudonyms(subject.customer_id)
-    tokens = _identity_tokens(state, subject.customer_id)
+    identities = state.identities_of(subject.customer_id)
+    tokens = identity_tokens(*(value for _, value in identities))
     c = state.customers.get(subject.customer_id)
     served = None
     if c is not None:
-        served = asdict(c) | {
-            "identities": [
-                {"id_type": t, "id_value": v}
-                for (t, v), who in state.identities.items()
-                if who == subject.customer_id
-            ]
-        }
+        served = asdict(c) | {"identities": [{"id_type": t, "id_value": v} for t, v in identities]}
     return SubjectExport(
         customer_id=subject.customer_id,
         known=c is not None,
@@ -682,25 +676,18 @@ def subject_export(subject: SubjectIn) -> SubjectExport:
     )
 
 
-def _identity_tokens(state, customer_id: str) -> set[str]:
-    """The tokens (under every key) of the identity values that point at the customer."""
-    from nextbest.privacy import identity_tokens
-
-    values = {v for (_, v), who in state.identities.items() if who == customer_id}
-    return set().union(*(identity_tokens(v) for v in values))
-
-
 @app.post("/admin/subject/erase", response_model=ErasedOut, responses=ERRORS, tags=["admin"])
 def subject_erase(subject: SubjectIn) -> ErasedOut:
     """Erase one customer from the running service: the served state and every identity
     pointing at them, the suggestion / feedback / ingested stores and the audit log; the
     erasure itself is audited with counts only."""
-    from nextbest.privacy import pseudonyms
+    from nextbest.privacy import identity_tokens, pseudonyms
 
     state, now = _state(), RUNTIME.clock()
     names = pseudonyms(subject.customer_id)
     known = subject.customer_id in state.customers
-    tokens = _identity_tokens(state, subject.customer_id)
+    values = (value for _, value in state.identities_of(subject.customer_id))
+    tokens = identity_tokens(*values)
     identities = state.forget(subject.customer_id)
     erased = erase_held(
         RUNTIME.feedback,

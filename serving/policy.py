@@ -124,6 +124,7 @@ class Ranking:
     suggestions: list[Suggestion]
     suppressed: list[Suppressed]
     frustrated: bool
+    locale: str = "en"  # the locale of every message and reason
 
 
 def is_frustrated(profile: Profile | None, context: Context) -> bool:
@@ -300,7 +301,7 @@ def rank(
                 _text(action.templates, locale),
             )
         ]
-    return Ranking(suggestions, suppressed, frustrated)
+    return Ranking(suggestions, suppressed, frustrated, locale)
 
 
 def _value(catalog: Catalog, name: str) -> float:

@@ -382,6 +382,11 @@ class ServingState:
             or self.identities.get(("device", anonymous_id or ""))
         )
 
+    def identities_of(self, customer_id: str) -> list[tuple[str, str]]:
+        """Every ``(id_type, id_value)`` that resolves to the customer (a scan: for the
+        data-subject routes, not the request path)."""
+        return [key for key, who in self.identities.items() if who == customer_id]
+
     def forget(self, customer_id: str) -> int:
         """Remove a customer and every identity that points at them (an erasure); returns
         how many identities went. Their row of the churn matrix is unreachable after this
@@ -389,7 +394,7 @@ class ServingState:
         with self.lock:
             self.customers.pop(customer_id, None)
             self.churn_row.pop(customer_id, None)
-            mine = [key for key, who in self.identities.items() if who == customer_id]
+            mine = self.identities_of(customer_id)
             for key in mine:
                 del self.identities[key]
         return len(mine)

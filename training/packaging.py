@@ -48,11 +48,16 @@ class CorruptModelError(NextbestError):
     parses them: it aborts the whole process on a malformed model file)."""
 
 
+def _classifier(kind: str, model) -> CalibratedClassifier:
+    """The calibrated classifier inside a churn or replenishment model."""
+    return model.classifier if kind == "replenishment" else model
+
+
 def parts_of(kind: str, model, **extra) -> dict:
     """The JSON-able learned values of ``model`` of ``kind`` (no booster)."""
     if kind == "clv":
         return {"kind": kind, **model.to_dict(), **extra}
-    classifier = model.classifier if kind == "replenishment" else model
+    classifier = _classifier(kind, model)
     parts = {
         "kind": kind,
         "label": classifier.label,
@@ -103,9 +108,8 @@ def log_model(kind: str, model, registered_name: str, **extra) -> str:
         artifacts = {"parts": str(Path(tmp) / PARTS)}
         booster_digest = None
         if kind != "clv":
-            classifier = model.classifier if kind == "replenishment" else model
             path = Path(tmp) / BOOSTER
-            classifier.booster_.save_model(str(path))
+            _classifier(kind, model).booster_.save_model(str(path))
             artifacts["booster"], booster_digest = str(path), _sha256(path)
         parts = parts_of(kind, model, booster_sha256=booster_digest, **extra)
         Path(artifacts["parts"]).write_text(json.dumps(parts, indent=2, sort_keys=True))

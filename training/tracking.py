@@ -256,6 +256,14 @@ def _dataset(frame: pd.DataFrame, name: str):
     return MetaDataset(source, name=name, digest=digest[:16], schema=schema)
 
 
+#: Each kind's gate metric on its validation examples, and whether higher is better.
+GATE_METRICS = {
+    "churn": ("roc_auc", True),
+    "replenishment": ("roc_auc", True),
+    "clv": ("mae", False),
+}
+
+
 def _gate(
     kind: str,
     version: str,
@@ -263,9 +271,11 @@ def _gate(
     y: np.ndarray,
     predict: Callable[[object], np.ndarray],
     challenger_model,
-    gate: Gate,
-    promote: bool = True,
-    about: dict | None = None,
+    about: dict,
+    *,
+    margin: float,
+    confidence: float,
+    promote: bool,
 ) -> Decision:
     """Alias the new version ``challenger`` and decide whether it beats the champion on the
     same validation examples (``predict(model)`` against ``y``, :mod:`training.gate`); promote
@@ -274,9 +284,10 @@ def _gate(
     ``about``: the version's tags (as-of, data digest), with the decision added."""
     from mlflow import MlflowClient
 
+    gate = Gate(*GATE_METRICS[kind], margin=margin, confidence=confidence)
     try:
         decision = _decide(kind, version, run_id, y, predict, challenger_model, gate)
-        _describe(decision, gate, about or {})
+        _describe(decision, gate, about)
     except BaseException:
         MlflowClient().delete_model_version(REGISTERED[kind], version)
         raise
@@ -355,20 +366,16 @@ def _describe(decision: Decision, gate: Gate, about: dict) -> None:
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, decision.version, key, value)
-    text = DESCRIPTIONS[decision.kind].format_map(_Default(about))
-    as_of = about.get("nextbest.as_of", "an unrecorded as-of")
+    text = DESCRIPTIONS[decision.kind].format(
+        horizon_days=about.get("nextbest.horizon_days") or "H",
+        window_days=about.get("nextbest.window_days") or "W",
+    )
+    as_of = about.get("nextbest.as_of") or "an unrecorded as-of"
     client.update_model_version(
         name,
         decision.version,
         description=f"{text} Trained as of {as_of}; gate ({gate.metric}): {decision.reason}.",
     )
-
-
-class _Default(dict):
-    """The version's settings for a description; a missing one reads as its letter."""
-
-    def __missing__(self, key: str) -> str:
-        return self.get(f"nextbest.{key}", "H" if key == "horizon_days" else "W")
 
 
 def _run(kind: str, root, tags: dict | None, as_of: str | None):
@@ -433,19 +440,13 @@ def log_churn(
             mlflow.log_dict(profile, PROFILE)
         version = packaging.log_model("churn", model, CHURN_MODEL)
 
-        gate = Gate("roc_auc", True, margin, confidence)
         about = _about(params, tags, horizon_days=params.get("horizon_days"))
-        return _gate(
-            "churn",
-            version,
-            run.info.run_id,
-            y,
-            lambda candidate: candidate.predict_proba(valid),
-            model,
-            gate,
-            promote,
-            about,
-        )
+        gating = {"margin": margin, "confidence": confidence, "promote": promote}
+
+        def predict(candidate) -> np.ndarray:
+            return candidate.predict_proba(valid)
+
+        return _gate("churn", version, run.info.run_id, y, predict, model, about, **gating)
 
 
 def log_replenishment(
@@ -493,19 +494,13 @@ def log_replenishment(
         )
         version = packaging.log_model("replenishment", model, REPLENISHMENT_MODEL)
 
-        gate = Gate("roc_auc", True, margin, confidence)
         about = _about(params, tags, window_days=params.get("window_days"))
-        return _gate(
-            "replenishment",
-            version,
-            run.info.run_id,
-            y,
-            lambda candidate: candidate.classifier.predict_proba(valid),
-            model,
-            gate,
-            promote,
-            about,
-        )
+        gating = {"margin": margin, "confidence": confidence, "promote": promote}
+
+        def predict(candidate) -> np.ndarray:
+            return candidate.classifier.predict_proba(valid)
+
+        return _gate("replenishment", version, run.info.run_id, y, predict, model, about, **gating)
 
 
 def log_clv(
@@ -537,18 +532,21 @@ def log_clv(
         )
         version = packaging.log_model("clv", model, CLV_MODEL, horizon_days=horizon_days)
 
-        gate = Gate("mae", False, margin, confidence)
         about = _about(params, tags, horizon_days=horizon_days)
+        gating = {"margin": margin, "confidence": confidence, "promote": promote}
+
+        def predict(candidate) -> np.ndarray:
+            return score_clv(candidate, holdout, horizon_days=horizon_days)
+
         return _gate(
             "clv",
             str(version),
             run.info.run_id,
             holdout["holdout_spend"].to_numpy(),
-            lambda candidate: score_clv(candidate, holdout, horizon_days=horizon_days),
+            predict,
             model,
-            gate,
-            promote,
             about,
+            **gating,
         )
 
 
