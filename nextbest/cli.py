@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from nextbest.errors import BadInputError, NextbestError
+from nextbest.errors import BadInputError, Interrupted, NextbestError, interruptible
 
 app = typer.Typer(
     name="nextbest",
@@ -417,16 +417,23 @@ def train(
 ) -> None:
     """Train churn, replenishment and CLV models; log, register and gate them in MLflow."""
     from nextbest.validation import load_contract
-    from training import pipeline, tracking
+    from training import pipeline, recovery, tracking
+    from training.retrain import job_lock
 
     config = _feature_config(horizon, window)
     moment = _as_of(as_of)
     confidence = _confidence(confidence)
-    with Stages("train", 1 + len(pipeline.TRAIN_STAGES)) as stage:
+    with (
+        interruptible(),
+        job_lock(mlruns),
+        Stages("train", 1 + len(pipeline.TRAIN_STAGES)) as stage,
+    ):
         stage(f"validating {data}")
         tables = load_contract(data)
         _quiet_mlflow()
         tracking.configure(mlruns)
+        for line in recovery.recover():
+            err_console.print(f"recovered: {line}", highlight=False, soft_wrap=True)
         report = pipeline.train(
             tables,
             as_of=moment,
@@ -582,7 +589,8 @@ def retrain(
         wait_seconds=wait,
     )
     _quiet_mlflow()
-    job = run(config, JobLog(json_lines=log_format == "json"))
+    with interruptible():
+        job = run(config, JobLog(json_lines=log_format == "json"))
     if log_format == "json":
         print(json.dumps(job.record(), default=str, sort_keys=True))
     else:
@@ -692,6 +700,16 @@ def serve(
     raise typer.Exit(_run_server(command, env))
 
 
+def _die_with_parent() -> None:
+    """In a child before ``exec``: ask the kernel for SIGTERM when the parent dies (Linux)."""
+    import ctypes
+    import signal
+
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+
 def _check_port(host: str, port: int) -> None:
     """Refuse, with one line, a port another process listens on."""
     import socket
@@ -709,11 +727,15 @@ def _check_port(host: str, port: int) -> None:
 
 def _run_server(command: list[str], env: dict) -> int:
     """Run BentoML's server as a child and pass SIGTERM / SIGINT on to it, so stopping
-    ``nextbest serve`` stops the whole tree (server and workers) and frees the port."""
+    ``nextbest serve`` stops the whole tree (server and workers) and frees the port. On
+    Linux the child also gets SIGTERM when this process dies without forwarding anything
+    (SIGKILL, a crash): ``PR_SET_PDEATHSIG``."""
     import signal
     import subprocess
 
-    child = subprocess.Popen(command, env=env, cwd=Path(__file__).resolve().parents[1])
+    child = subprocess.Popen(
+        command, env=env, cwd=Path(__file__).resolve().parents[1], preexec_fn=_die_with_parent
+    )
 
     def forward(signum, _frame) -> None:
         if child.poll() is None:
@@ -1065,6 +1087,9 @@ def main(argv: list[str] | None = None) -> int:
     except NextbestError as error:
         print(f"nextbest: error: {error}", file=sys.stderr)
         return error.exit_code
+    except Interrupted as stop:
+        print(f"nextbest: {stop}", file=sys.stderr)
+        return 128 + stop.signum
     except Exception as error:  # the CLI never shows a traceback by default
         if os.environ.get("NEXTBEST_DEBUG"):
             raise

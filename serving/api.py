@@ -14,9 +14,8 @@ from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
+import pydantic
 from fastapi import FastAPI, HTTPException, Query
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -26,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from serving import problems
 from serving.audit import erase_held, held
 from serving.feedback import Recorded, StoreUnavailable
 from serving.locales import answer_locale, standard_tag
@@ -46,6 +46,19 @@ MAX_AMOUNT = 1e9  # currency units in one order line
 CLOCK_SKEW = timedelta(minutes=5)
 
 Locale = Literal["en", "zh-TW", "zh-CN"]
+#: Numbers and flags as JSON has them: ``false`` is not 0, ``"1"`` is not 1.
+Number = Annotated[float, pydantic.Strict()]
+Count = Annotated[int, pydantic.Strict()]
+
+
+def _iso_text(value):
+    if not isinstance(value, str):  # a number would be read as a Unix time
+        raise ValueError("expected an ISO 8601 date-time string with a zone")
+    return value
+
+
+#: A moment as the contract writes it: ISO 8601 text with a zone, never a bare number.
+Moment = Annotated[AwareDatetime, pydantic.BeforeValidator(_iso_text)]
 Outcome = Literal["shown", "accepted", "dismissed", "converted"]
 
 
@@ -72,10 +85,16 @@ class Identity(Strict):
 
 
 class CustomerRef(Strict):
-    """A customer id, or an identity (messenger PSID, LINE id, cookie, device, …)."""
+    """A customer id, or an identity (messenger PSID, LINE id, cookie, device, …): exactly
+    one of the two (neither may be null)."""
 
-    customer_id: str | None = Field(default=None, min_length=1, max_length=128)
-    identity: Identity | None = None
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["customer_id"]}, {"required": ["identity"]}]}
+    )
+
+    # typed without None, so an explicit null is refused as the schema says; absent: None
+    customer_id: str = Field(default=None, min_length=1, max_length=128)
+    identity: Identity = None
 
     @model_validator(mode="after")
     def _one(self):
@@ -89,13 +108,14 @@ class ContextIn(Strict):
     locale: str | None = Field(
         default=None,
         max_length=35,
+        pattern=r"^[A-Za-z]{2,8}([-_][A-Za-z0-9]{1,8})*$",
         description="A BCP 47 tag (en-US, zh_TW, zh-Hant, zh-HK, zh-Hans, ...): the answer"
         " uses the closest of en, zh-TW, zh-CN, else the customer's locale, else en",
         examples=["zh-Hant"],
     )
     intent: str | None = Field(default=None, max_length=64, examples=["order_status"])
     message: str | None = Field(default=None, max_length=4000)
-    sentiment: float | None = Field(default=None, ge=-1, le=1)
+    sentiment: Number | None = Field(default=None, ge=-1, le=1)
 
     @field_validator("locale")
     @classmethod
@@ -105,7 +125,7 @@ class ContextIn(Strict):
 
 class SuggestRequest(CustomerRef):
     context: ContextIn = ContextIn()
-    max_actions: int = Field(default=3, ge=1, le=10)
+    max_actions: Count = Field(default=3, ge=1, le=10)
 
 
 class Action(BaseModel):
@@ -226,10 +246,10 @@ class BatchResponse(BaseModel):
 class OrderIn(Strict):
     order_id: str = Field(min_length=1)
     customer_id: str = Field(min_length=1)
-    ordered_at: AwareDatetime
+    ordered_at: Moment
     product_id: str = Field(min_length=1)
-    quantity: int = Field(ge=-MAX_QUANTITY, le=MAX_QUANTITY)
-    amount: float = Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT)
+    quantity: Count = Field(ge=-MAX_QUANTITY, le=MAX_QUANTITY)
+    amount: Number = Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT)
 
     @model_validator(mode="after")
     def _nonzero(self):
@@ -242,11 +262,11 @@ class EventIn(Strict):
     event_id: str = Field(min_length=1)
     customer_id: str | None = None
     anonymous_id: str | None = None
-    occurred_at: AwareDatetime
+    occurred_at: Moment
     source: str = Field(min_length=1)
     event_type: str = Field(min_length=1)
     product_id: str | None = None
-    sentiment: float | None = Field(default=None, ge=-1, le=1)
+    sentiment: Number | None = Field(default=None, ge=-1, le=1)
 
     @model_validator(mode="after")
     def _someone(self):
@@ -258,8 +278,8 @@ class EventIn(Strict):
 class ConsentIn(Strict):
     customer_id: str = Field(min_length=1)
     purpose: str = Field(min_length=1)
-    granted: bool
-    recorded_at: AwareDatetime
+    granted: pydantic.StrictBool
+    recorded_at: Moment
     source: str | None = None
 
 
@@ -318,16 +338,14 @@ class ReloadOut(BaseModel):
     detail: str
 
 
-class Problem(BaseModel):
-    detail: str
-
-
 ERRORS = {
-    401: {"model": Problem, "description": "missing or unknown API key"},
-    403: {"model": Problem, "description": "the key lacks the scope"},
-    413: {"model": Problem, "description": "request body over the limit"},
+    400: {"model": problems.Problem, "description": "the body is not JSON, or not UTF-8"},
+    422: {"model": problems.Problem, "description": "invalid input: each field and what is wrong"},
+    401: {"model": problems.Problem, "description": "missing or unknown API key"},
+    403: {"model": problems.Problem, "description": "the key lacks the scope"},
+    413: {"model": problems.Problem, "description": "request body over the limit"},
     503: {
-        "model": Problem,
+        "model": problems.Problem,
         "description": "not ready yet, or the store or audit log cannot take writes now;"
         " retry after the Retry-After seconds",
     },
@@ -383,42 +401,14 @@ app = FastAPI(
 )
 
 
-def _printable(value):
-    """``value`` safe to send as UTF-8 JSON (lone surrogates escaped)."""
-    if isinstance(value, str):
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
-    return value
-
-
-@app.exception_handler(RequestValidationError)
-async def _invalid(request, error: RequestValidationError) -> JSONResponse:
-    """422 naming each field and what is wrong, without echoing the input (it may be NaN,
-    Infinity or not UTF-8, which JSON cannot carry, or a customer's data)."""
-    detail = [
-        {
-            "loc": [_printable(part) for part in item.get("loc", ())],
-            "msg": _printable(item.get("msg", "")),
-            "type": item.get("type", "value_error"),
-        }
-        for item in error.errors()
-    ]
-    return JSONResponse(status_code=422, content={"detail": detail})
-
-
-@app.exception_handler(StoreUnavailable)
-async def _unavailable(request, error: StoreUnavailable) -> JSONResponse:
-    """503 with Retry-After: nothing of the request was acknowledged."""
-    logger.warning("store unavailable: %s", error)
-    return JSONResponse(
-        status_code=503,
-        content={"detail": f"the service's store cannot take writes now ({error}); retry"},
-        headers={"Retry-After": "5"},
-    )
+problems.install(app, StoreUnavailable)
 
 
 def _state():
     if RUNTIME.state is None:
-        raise HTTPException(503, "not ready: models and features are still loading")
+        raise HTTPException(
+            503, "not ready: models and features are still loading", {"Retry-After": "5"}
+        )
     return RUNTIME.state
 
 
@@ -494,7 +484,7 @@ async def suggest_batch(request: BatchRequest) -> BatchResponse:
 @app.get(
     "/profile",
     response_model=ProfileOut,
-    responses={**ERRORS, 404: {"model": Problem}},
+    responses={**ERRORS, 404: {"model": problems.Problem}},
     tags=["chatbot"],
 )
 async def profile(
@@ -504,7 +494,16 @@ async def profile(
 ) -> ProfileOut:
     """The 360° summary a chatbot needs so it never asks again."""
     if (customer_id is None) == (id_type is None or id_value is None):
-        raise HTTPException(422, "give customer_id, or both id_type and id_value")
+        raise HTTPException(
+            422,
+            [
+                {
+                    "loc": ["query", "customer_id"],
+                    "msg": "give customer_id, or both id_type and id_value (not both ways)",
+                    "type": "missing",
+                }
+            ],
+        )
     state = _scoring_state()
     resolved = state.resolve(customer_id, id_type, id_value)
     if resolved is None:
@@ -558,7 +557,7 @@ def _band(value: float | None, edges: tuple[float, float]) -> str | None:
 @app.post(
     "/score/churn",
     response_model=ChurnScore,
-    responses={**ERRORS, 404: {"model": Problem}},
+    responses={**ERRORS, 404: {"model": problems.Problem}},
     tags=["chatbot"],
 )
 def score_churn(request: ChurnRequest) -> ChurnScore:
@@ -622,7 +621,7 @@ def _from_the_future(batch: EventBatch, now: datetime) -> list[dict]:
 @app.post(
     "/feedback",
     response_model=FeedbackOut,
-    responses={**ERRORS, 404: {"model": Problem}},
+    responses={**ERRORS, 404: {"model": problems.Problem}},
     tags=["chatbot"],
 )
 def feedback(item: FeedbackIn) -> FeedbackOut:

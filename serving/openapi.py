@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from importlib.metadata import PackageNotFoundError, version
 
+from serving.problems import MEDIA_TYPE, Problem
 from serving.security import ADMIN, OPEN
 
 TITLE = "nextbest"
@@ -29,11 +30,10 @@ SCHEMES = {
     "bearer": {"type": "http", "scheme": "bearer", "description": "an API key as bearer token"},
     "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
 }
-PROBLEM = {
-    "type": "object",
-    "properties": {"detail": {"type": "string"}},
-    "required": ["detail"],
-    "title": "Problem",
+RETRY_AFTER = {
+    "description": "seconds to wait before retrying",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 0},
 }
 AUTH_ERRORS = {
     "401": "missing or unknown API key",
@@ -57,10 +57,12 @@ def finish(spec: dict) -> dict:
     }
     components = spec.setdefault("components", {})
     components.setdefault("securitySchemes", {}).update(SCHEMES)
-    components.setdefault("schemas", {}).setdefault("Problem", PROBLEM)
-    problem = {
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
-    }
+    schemas = components.setdefault("schemas", {})
+    for name, schema in _problem_schemas().items():
+        schemas.setdefault(name, schema)
+    schemas.pop("HTTPValidationError", None)  # FastAPI's 422: every error is a Problem
+    schemas.pop("ValidationError", None)
+    problem = {"content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
     for path, operations in spec.get("paths", {}).items():
         if path.rstrip("/") in OPEN or path in OPEN:
             continue
@@ -75,7 +77,21 @@ def finish(spec: dict) -> dict:
             operation["description"] = f"{text}\n\n{note}".strip()
             for status, why in AUTH_ERRORS.items():
                 operation["responses"].setdefault(status, {"description": why, **problem})
+        for operation in operations.values():
+            if not isinstance(operation, dict):
+                continue
+            for status, answer in (operation.get("responses") or {}).items():
+                if str(status)[0] in "45":  # one problem format for every error
+                    answer.update(problem)
+                if str(status) == "503":
+                    answer["headers"] = {"Retry-After": RETRY_AFTER}
     return spec
+
+
+def _problem_schemas() -> dict:
+    """The JSON Schemas of :class:`serving.problems.Problem` and what it refers to."""
+    schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {**schema.pop("$defs", {}), "Problem": schema}
 
 
 class OpenAPIMiddleware:

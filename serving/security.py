@@ -14,11 +14,11 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import hmac
-import json
 import os
 from pathlib import Path
 
 from nextbest.errors import BadInputError
+from serving import problems
 
 OPEN = {"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/docs", "/"}
 ADMIN = {"/events", "/admin/reload", "/admin/subject/export", "/admin/subject/erase"}
@@ -146,8 +146,11 @@ def _replay(body: bytes, receive):
 
 
 async def _problem(send, status: int, detail: str, auth: bool = False) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    body = problems.body(status, detail)
+    headers = [
+        (b"content-type", problems.MEDIA_TYPE.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
     if auth:
         headers.append((b"www-authenticate", b"Bearer"))
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -92,13 +93,15 @@ def train(
     failed) and the champions are untouched. ``current``: the features at ``as_of``, if
     already built (the churn run logs their reference profile for drift reports).
     """
-    from training import tracking
+    from training import recovery, tracking
 
     as_of = as_utc(as_of)
     report = TrainReport(as_of=as_of.isoformat())
+    tags = {**(tags or {}), **recovery.process_tags(), recovery.BATCH: uuid.uuid4().hex}
     try:
         gate = {"margin": margin, "confidence": confidence}
         _train(tables, as_of, config, root, gate, tags, progress, current, report)
+        recovery.complete([d.run_id for d in report.decisions], [d.kind for d in report.decisions])
     except BaseException:
         with contextlib.suppress(Exception):  # if the store failed, that is the error
             tracking.discard(report.decisions)

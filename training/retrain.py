@@ -41,7 +41,7 @@ import pandas as pd
 
 from features.config import FeatureConfig
 from features.time import as_utc
-from nextbest.errors import BadInputError, ContractError, NextbestError
+from nextbest.errors import BadInputError, ContractError, Interrupted, NextbestError
 from training.drift import DriftThresholds
 
 #: Exit codes of ``nextbest retrain`` (documented in the README).
@@ -52,6 +52,7 @@ EXIT = {
     "bad input": 2,
     "not promoted": 3,
     "busy": 4,
+    "interrupted": 143,
 }
 LOCK = "retrain.lock"
 JOURNAL = "retrain-journal.jsonl"
@@ -98,10 +99,13 @@ class Outcome:
     realised: dict | None = None
     reload: dict | None = None
     run_id: str | None = None
+    signal: int | None = None
     started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
     @property
     def exit_code(self) -> int:
+        if self.outcome == "interrupted" and self.signal:
+            return 128 + self.signal
         return EXIT[self.outcome]
 
     def record(self) -> dict:
@@ -257,7 +261,7 @@ def run(config: RetrainConfig, log: JobLog) -> Outcome:
 
 
 def _guarded(config: RetrainConfig, log: JobLog, job: Outcome) -> None:
-    from training import tracking
+    from training import recovery, tracking
 
     try:
         job.stage = "tracking"
@@ -265,8 +269,22 @@ def _guarded(config: RetrainConfig, log: JobLog, job: Outcome) -> None:
         tracking.check_reachable()
         job.champions_before = tracking.champion_versions()
         job.champions_after = dict(job.champions_before)
-        job.run_id = tracking.start_job(config.mlruns, {"nextbest.job": "retrain"})
+        for line in recovery.recover():
+            log("recovered", line, level="warning")
+        job.run_id = tracking.start_job(
+            config.mlruns, {"nextbest.job": "retrain", **recovery.process_tags()}
+        )
         _steps(config, log, job)
+    except Interrupted as error:  # SIGTERM or SIGINT: undo, record, then stop
+        job.outcome, job.signal = "interrupted", error.signum
+        if job.stage != "reload":
+            with contextlib.suppress(Exception):
+                tracking.discard(job.decisions)
+        job.message = f"stopped by {error.name} during {job.stage}" + (
+            "; champions unchanged" if job.stage != "reload" else ""
+        )
+        log("interrupted", job.message, level="error", stage=job.stage)
+        raise
     except BadInputError as error:
         job.outcome, job.message = "bad input", safe_message(error)
         log("failed", f"{job.stage}: {job.message}", level="error", stage=job.stage)
@@ -286,7 +304,7 @@ def _steps(config: RetrainConfig, log: JobLog, job: Outcome) -> None:
     from features.build import build_features
     from features.io import write_snapshot
     from nextbest.validation import load_contract
-    from training import pipeline, tracking
+    from training import pipeline, recovery, tracking
 
     job.stage = "validate"
     tables = load_contract(config.data)
@@ -299,7 +317,7 @@ def _steps(config: RetrainConfig, log: JobLog, job: Outcome) -> None:
     log("as_of", f"as of {job.as_of} ({job.as_of_source})", as_of=job.as_of)
 
     job.stage = "up-to-date check"
-    done = tracking.trained_on(job.digest, job.as_of)
+    done = recovery.completed_on(job.digest, job.as_of)
     if done and not config.force:
         job.outcome = "up to date"
         listed = ", ".join(f"{k} v{v}" for k, v in sorted(done.items()))
@@ -469,7 +487,9 @@ def _finish(config: RetrainConfig, log: JobLog, job: Outcome) -> None:
                 "nextbest.as_of": job.as_of or "",
                 "nextbest.data_digest": job.digest or "",
             }
-            tracking.end_job(job.run_id, failed=job.exit_code in (1, 2), tags=tags, record=record)
+            tracking.end_job(
+                job.run_id, failed=job.exit_code not in (0, 3), tags=tags, record=record
+            )
         except Exception as error:  # the store went away mid-job: the journal keeps it
             log("record", f"could not record the job in MLflow: {error}", level="warning")
             job.run_id = None

@@ -572,32 +572,6 @@ def check_reachable() -> None:
     MlflowClient().search_experiments(max_results=1)
 
 
-def trained_on(digest: str, as_of: str) -> dict[str, str]:
-    """Model versions already registered from data with ``digest`` as of ``as_of`` (by
-    ``nextbest train`` or ``nextbest retrain``), by kind; empty if none."""
-    from mlflow import MlflowClient
-
-    client, found = MlflowClient(), {}
-    for kind, name in REGISTERED.items():
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            continue
-        runs = client.search_runs(
-            [experiment.experiment_id],
-            filter_string=f"tags.`nextbest.data_digest` = '{digest}' and params.as_of = '{as_of}'"
-            " and attributes.status = 'FINISHED'",
-            max_results=50,
-        )
-        ids = {run.info.run_id for run in runs}
-        if not ids:
-            continue
-        versions = client.search_model_versions(f"name = '{name}'")
-        mine = sorted((int(v.version) for v in versions if v.run_id in ids), reverse=True)
-        if mine:
-            found[kind] = str(mine[0])
-    return found
-
-
 def start_job(root: str | os.PathLike, tags: dict[str, str]) -> str:
     """Open the run that records one retraining job; return its id."""
     from mlflow import MlflowClient

@@ -144,7 +144,7 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def test_counters_survive_a_second_service_which_sigterm_stops_whole(
+def test_counters_survive_a_second_service_which_sigterm_or_sigkill_stops_whole(
     server, world, small_world_dir
 ):
     """BentoML wipes BENTOML_HOME/prometheus_multiproc_dir when a server starts; each service
@@ -200,6 +200,17 @@ def test_counters_survive_a_second_service_which_sigterm_stops_whole(
     import socket
 
     with socket.socket() as probe:  # the port is free again for a restart
+        probe.bind(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+
+    # SIGKILL leaves nextbest no chance to forward: the kernel stops the server (PDEATHSIG)
+    again, url = launch_service(*args, keys=keys, log_path=world / "again.log")
+    os.kill(again.pid, signal.SIGKILL)
+    again.wait(timeout=60)
+    deadline = time.monotonic() + 30
+    while _group_alive(again.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _group_alive(again.pid), "BentoML's server or worker outlived a killed nextbest"
+    with socket.socket() as probe:
         probe.bind(("127.0.0.1", int(url.rsplit(":", 1)[1])))
 
 
@@ -360,7 +371,7 @@ def test_non_finite_numbers_are_422(server, route, number):
     body = BODIES[route].format(x=number)
     response = server.post(route.split("#")[0], content=body, headers=JSON)
     assert response.status_code == 422, response.text
-    assert response.json()["detail"][0]["loc"][0] == "body"
+    assert response.json()["errors"][0]["loc"][0] == "body"
 
 
 SURROGATE = {
@@ -416,11 +427,14 @@ def test_events_refuse_times_without_a_zone_from_the_future_and_absurd_quantitie
         "no zone": ({**order, "ordered_at": "2025-06-30T11:00:00"}, "ordered_at"),
         "far future": ({**order, "ordered_at": "9999-12-31T00:00:00Z"}, "ordered_at"),
         "huge quantity": ({**order, "quantity": 10**18}, "quantity"),
+        "a number for a time": ({**order, "ordered_at": 0}, "ordered_at"),
+        "a flag for a count": ({**order, "quantity": True}, "quantity"),
+        "text for an amount": ({**order, "amount": "25"}, "amount"),
     }
     for name, (row, field) in cases.items():
         response = server.post("/events", json={"orders": [row]}, headers=H_ADMIN)
         assert response.status_code == 422, (name, response.text)
-        assert response.json()["detail"][0]["loc"][-1] == field, name
+        assert response.json()["errors"][0]["loc"][-1] == field, name
     consent = {"customer_id": customer_id, "purpose": "marketing", "granted": False}
     future = server.post(
         "/events",
@@ -571,24 +585,65 @@ def test_hot_reload_under_load_then_a_corrupt_champion_is_rejected(server, world
     json.dumps(rejected)
 
 
-def test_schemathesis_finds_no_server_error(server):
+def test_every_error_is_one_documented_problem(server):
+    """RFC 9457 problems from every layer: the key check, the body parser, validation, a
+    route's own 404 and 422; ``detail`` is always text, ``errors`` lists fields."""
+    unknown_answer = {"request_id": "r", "action": "a", "outcome": "shown"}
+    cases = [
+        ("post", "/suggest", {"json": {"customer_id": "x"}}, 401),
+        ("post", "/suggest", {"content": b"\xff{", "headers": {**H_CHAT, **JSON}}, 400),
+        ("post", "/suggest", {"json": {"customer_id": None}, "headers": H_CHAT}, 422),
+        ("post", "/suggest", {"json": {"customer_id": "x", "identity": None}}, 422),
+        ("post", "/suggest", {"json": {"context": {"sentiment": False}}}, 422),
+        ("get", "/profile", {"params": {}, "headers": H_CHAT}, 422),
+        ("post", "/score/churn", {"json": {"customer_id": "nobody"}, "headers": H_CHAT}, 404),
+        ("post", "/feedback", {"json": unknown_answer}, 404),
+    ]
+    for method, path, kwargs, status in cases:
+        kwargs.setdefault("headers", H_CHAT if status != 401 else {})
+        response = server.request(method.upper(), path, **kwargs)
+        assert response.status_code == status, (path, kwargs, response.text)
+        assert response.headers["content-type"] == "application/problem+json", path
+        problem = response.json()
+        assert problem["status"] == status and isinstance(problem["detail"], str), problem
+        assert problem["title"] and problem["type"] == "about:blank"
+        if status == 422:
+            assert problem["errors"] and all("loc" in e and "msg" in e for e in problem["errors"])
+    spec = server.get("/docs.json").json()
+    suggest = spec["paths"]["/suggest"]["post"]
+    body = suggest["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    request = spec["components"]["schemas"][body.rsplit("/", 1)[-1]]
+    assert request["oneOf"] == [{"required": ["customer_id"]}, {"required": ["identity"]}]
+    for status in ("400", "401", "403", "413", "422", "503"):
+        content = suggest["responses"][status]["content"]
+        assert list(content) == ["application/problem+json"], (status, content)
+
+
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(server):
     """A bounded schemathesis run over every operation in /docs.json (last: it ingests
-    random events and reloads)."""
+    random events and reloads): no 5xx, every status, content type, header and body as
+    documented, and input the schema forbids refused (tests/serving/schemathesis.toml)."""
     import shutil
 
     st = shutil.which("st")
     assert st is not None, "schemathesis is a dev dependency"
+    checks = (
+        "not_a_server_error,status_code_conformance,content_type_conformance,"
+        "response_headers_conformance,response_schema_conformance,negative_data_rejection"
+    )
     result = subprocess.run(
         [
             st,
+            "--config-file",
+            str(Path(__file__).with_name("schemathesis.toml")),
             "run",
             f"{server.base_url}/docs.json",
             "--checks",
-            "not_a_server_error",
+            checks,
             "--max-examples",
-            "25",
+            "20",
             "--phases",
-            "examples,fuzzing",
+            "examples,coverage,fuzzing",
             "-H",
             f"x-api-key: {ADMIN}",
             "--seed",
@@ -598,5 +653,5 @@ def test_schemathesis_finds_no_server_error(server):
         text=True,
         timeout=600,
     )
-    assert result.returncode == 0, result.stdout[-4000:]
+    assert result.returncode == 0, result.stdout[-6000:]
     assert "passed" in result.stdout and "Server error" not in result.stdout

@@ -290,3 +290,93 @@ def test_a_contract_without_orders_is_bad_input(tmp_path):
     result = retrain("--data", str(folder), "--mlruns", str(tmp_path / "mlruns"))
     assert result.returncode == 2, result.stderr
     assert "orders: no rows" in result.stderr
+
+
+#: Python run before `nextbest retrain` in the same process: the CLV gate writes a marker and
+#: waits, so a test can stop the job at a known point (churn registered and gated, the CLV
+#: run open with its version registered and aliased challenger).
+HANG_IN_CLV_GATE = """
+import pathlib, time
+import training.tracking as t
+def hang(*args, **kwargs):
+    pathlib.Path({marker!r}).write_text("in the CLV gate")
+    time.sleep(600)
+t.score_clv = hang
+"""
+
+
+def _stopped_in_clv_gate(args: tuple, marker: Path, signum: int):
+    """A retrain stopped with ``signum`` while it gates CLV; its exit code and stderr."""
+    import signal
+
+    prelude = HANG_IN_CLV_GATE.format(marker=str(marker))
+    prelude += "\nfrom nextbest.cli import main\nsys.exit(main(sys.argv[1:]))"
+    job = subprocess.Popen(
+        [sys.executable, "-c", f"import sys\n{prelude}", "retrain", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert job.poll() is None and time.monotonic() < deadline, job.communicate()[1][-2000:]
+        time.sleep(0.1)
+    job.send_signal(signum)
+    _, err = job.communicate(timeout=120)
+    assert signal.Signals(signum).name != "SIGTERM" or "stopped by SIGTERM" in err, err
+    return job.returncode, err
+
+
+def test_a_stopped_or_killed_job_leaves_no_debris_and_the_next_one_trains(
+    small_world_dir, tmp_path
+):
+    """SIGTERM: the job undoes itself at once (versions deleted, runs failed, exit 143).
+    SIGKILL: nothing runs, so the next job recognises the dead process's runs, marks them
+    failed and deletes their versions, and then trains: a half-done job is never taken for
+    "up to date"."""
+    import signal
+
+    mlruns = tmp_path / "mlruns"
+    args = ("--data", str(small_world_dir), "--mlruns", str(mlruns), "--as-of", EARLY)
+    code, err = _stopped_in_clv_gate(args, tmp_path / "term", signal.SIGTERM)
+    assert code == 143, err
+    client = client_of(mlruns)
+    assert versions(mlruns, "churn") == [] and versions(mlruns, "clv") == []
+    record = jobs(mlruns)[-1]
+    assert record["outcome"] == "interrupted" and record["exit_code"] == 143
+    assert record["stage"] == "train"
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], max_results=100
+    )
+    assert runs and {r.info.status for r in runs} == {"FAILED"}, [r.info.status for r in runs]
+
+    code, err = _stopped_in_clv_gate(args, tmp_path / "kill", signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    (clv,) = client.search_model_versions("name = 'nextbest-clv'")
+    clv = client.get_model_version(clv.name, clv.version)
+    assert clv.aliases == ["challenger"]  # the debris the next job must clear
+    debris = {"churn": versions(mlruns, "churn"), "clv": versions(mlruns, "clv")}
+    assert all(len(v) == 1 for v in debris.values()), debris
+
+    again = retrain(*args)
+    assert again.returncode == 0, again.stderr
+    assert "up to date" not in again.stdout and "promoted" in again.stdout
+    for kind in ("churn", "clv"):  # only the new job's versions remain, and they are champion
+        assert f"nextbest-{kind} run" in again.stderr
+        assert f"deleted v{debris[kind][0]}" in again.stderr
+        (now,) = versions(mlruns, kind)
+        assert now not in debris[kind] and champions(mlruns)[kind] == now
+    statuses = {
+        r.info.run_id: r.info.status
+        for r in client.search_runs(
+            [e.experiment_id for e in client.search_experiments()], max_results=100
+        )
+    }
+    assert list(statuses.values()).count("RUNNING") == 0
+    interrupted = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string="tags.`nextbest.interrupted` != ''",
+    )
+    assert len(interrupted) >= 3  # the killed job's run, its churn run and its CLV run
+
+    assert retrain(*args).stdout.count("up to date") >= 1  # now it is complete
