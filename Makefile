@@ -30,9 +30,10 @@ test: install  ## the default test suite (slow tests excluded)
 test-slow: install  ## only the slow tests (large worlds)
 	$(RUN) pytest -m slow $(PYTEST_ARGS)
 
-lint: install  ## ruff check and format check
+lint: install  ## ruff check and format check; the import layers (import-linter)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) lint-imports
 
 format: install  ## ruff fix and format
 	$(RUN) ruff check --fix .

@@ -62,14 +62,14 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / which
         if which == "cdnow":
-            from nextbest.cdnow import cdnow_tables
-            from nextbest.io import write_tables
+            from cdp.cdnow import cdnow_tables
+            from cdp.io import write_tables
 
             write_tables(cdnow_tables(), folder)
             evaluate(folder, "1998-03-31", replenishment=False)
         elif which == "world":
-            from nextbest.io import write_tables
-            from nextbest.world.generate import WorldConfig, generate_world
+            from cdp.io import write_tables
+            from cdp.world.generate import WorldConfig, generate_world
 
             world = generate_world(WorldConfig(customers=20_000, seed=4, as_of="2025-06-30"))
             write_tables(world.tables, folder)

@@ -85,8 +85,8 @@ def _stage_plain_polars(folder: Path) -> str:
     stitching). No pairs, trends, returns, segments or lifetimes predictions."""
     import polars as pl
 
+    from cdp.contract import STITCHABLE_ID_TYPES
     from features.time import as_utc
-    from nextbest.contract import STITCHABLE_ID_TYPES
 
     as_of = as_utc(AS_OF)
     orders = pl.scan_parquet(folder / "orders.parquet")

@@ -39,13 +39,13 @@ def _prepare(folder: Path) -> Path:
     from features.build import build_features
     from features.config import FeatureConfig
     from features.io import write_snapshot
-    from training import pipeline, tracking
+    from training import pipeline, registry
 
     cache = folder.parent / f"serve-{CUSTOMERS}"
     if not (cache / "features" / "manifest.json").is_file():
         config = FeatureConfig()
         print("building the feature snapshot and training champions (once)…", flush=True)
-        tracking.configure(cache / "mlruns")
+        registry.configure(cache / "mlruns")
         pipeline.train(folder, as_of=AS_OF, config=config, root=cache / "mlruns")
         built = build_features(folder, as_of=AS_OF, config=config)
         write_snapshot(built, config, folder, cache / "features", overwrite=True)
@@ -127,9 +127,9 @@ def _in_process(cache: Path, folder: Path, customers: list[str]) -> dict:
     from serving.catalog import load_catalog
     from serving.policy import Context, rank
     from serving.state import ServingState
-    from training import tracking
+    from training import registry
 
-    tracking.configure(cache / "mlruns")
+    registry.configure(cache / "mlruns")
     state = ServingState.load(data=folder, features=cache / "features")
     catalog, now = load_catalog(), state.as_of
     times = []

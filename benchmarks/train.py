@@ -9,7 +9,7 @@ them (features at 7 + 5 cutoffs) takes minutes and is measured by benchmarks/fea
   300 trees, 2 threads) on the same fitting examples, nothing else;
 - replenishment and CLV training, and logging all three to a fresh MLflow store;
 - scoring: every customer and pair of a feature snapshot at as_of with the champions
-  loaded from that store, written to Parquet (:func:`training.pipeline.score`);
+  loaded from that store, written to Parquet (:func:`training.scoring.score`);
   reference: the bare churn booster's ``predict`` on the same customers.
 """
 
@@ -98,16 +98,18 @@ def _stage_plain_lightgbm(folder: Path) -> str:
 
 
 def _stage_churn_training(folder: Path) -> str:
-    from training import tracking
+    from training import registry, tracking
     from training.churn import train_churn
 
     dataset = _read(_cache(folder), "churn")
     start = time.perf_counter()
     result = train_churn(dataset, horizon_days=H)
     _stage_churn_training.seconds = time.perf_counter() - start
-    tracking.configure(_store(folder))
+    registry.configure(_store(folder))
     logged = time.perf_counter()
-    tracking.log_churn(result, dataset, params={"benchmark": True}, root=_store(folder))
+    tracking.log_classifier(
+        "churn", result, dataset, params={"benchmark": True}, root=_store(folder)
+    )
     auc = result.metrics["roc_auc"]
     return (
         f"AUC {auc['model']:.3f} vs recency {auc['recency']:.3f}; "
@@ -116,21 +118,23 @@ def _stage_churn_training(folder: Path) -> str:
 
 
 def _stage_replenishment_training(folder: Path) -> str:
-    from training import tracking
+    from training import registry, tracking
     from training.replenishment import train_replenishment
 
     dataset = _read(_cache(folder), "pairs")
     start = time.perf_counter()
     result = train_replenishment(dataset, window_days=W)
     _stage_replenishment_training.seconds = time.perf_counter() - start
-    tracking.configure(_store(folder))
-    tracking.log_replenishment(result, dataset, params={"benchmark": True}, root=_store(folder))
+    registry.configure(_store(folder))
+    tracking.log_classifier(
+        "replenishment", result, dataset, params={"benchmark": True}, root=_store(folder)
+    )
     auc = result.metrics["roc_auc"]
     return f"AUC {auc['model']:.3f} vs overdue ratio {auc['overdue_ratio']:.3f}"
 
 
 def _stage_clv_training(folder: Path) -> str:
-    from training import tracking
+    from training import registry, tracking
     from training.clv import clv_holdout, train_clv
 
     valid = _read(_cache(folder), "churn")["valid"]
@@ -138,7 +142,7 @@ def _stage_clv_training(folder: Path) -> str:
     result = train_clv(folder, valid, config=_config())
     _stage_clv_training.seconds = time.perf_counter() - start
     holdout = clv_holdout(folder, valid, horizon_days=H)
-    tracking.configure(_store(folder))
+    registry.configure(_store(folder))
     tracking.log_clv(result, holdout, params={}, horizon_days=H, root=_store(folder))
     mae = result.metrics["mae"]
     return f"MAE {mae['model']:.1f} vs historical rate {mae['historical_rate']:.1f}"
@@ -147,13 +151,13 @@ def _stage_clv_training(folder: Path) -> str:
 def _stage_score(folder: Path) -> str:
     import pandas as pd
 
-    from training import pipeline, tracking
+    from training import registry, scoring
 
-    tracking.configure(_store(folder))
+    registry.configure(_store(folder))
     out = _cache(folder) / "scores"
     start = time.perf_counter()
     consents = pd.read_parquet(folder / "consents.parquet")
-    meta = pipeline.score(
+    meta = scoring.score(
         config=_config(),
         out=out,
         snapshot=_cache(folder) / "features",
@@ -167,11 +171,11 @@ def _stage_score(folder: Path) -> str:
 def _stage_score_reference(folder: Path) -> str:
     import pandas as pd
 
-    from training import tracking
+    from training import registry
     from training.classifier import model_frame
 
-    tracking.configure(_store(folder))
-    model, _ = tracking.load_churn("champion")
+    registry.configure(_store(folder))
+    model, _ = registry.load_churn("champion")
     start = time.perf_counter()
     customers = pd.read_parquet(_cache(folder) / "features" / "customers.parquet")
     buyers = customers[customers["purchase_days"] > 0]

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from nextbest.io import write_tables
-from nextbest.validation import validate_folder
-from nextbest.world.generate import WorldConfig, generate_world
+from cdp.io import write_tables
+from cdp.validation import validate_folder
+from cdp.world.generate import WorldConfig, generate_world
 
 
 def _timed(fn):

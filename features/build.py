@@ -77,7 +77,7 @@ def build_features(
 ) -> FeatureTables:
     """Build the customer and pair feature tables from a contract dataset at ``as_of``.
 
-    ``tables``: a :class:`~nextbest.contract.ContractTables`, a contract folder, or
+    ``tables``: a :class:`~cdp.contract.ContractTables`, a contract folder, or
     :class:`~features.inputs.FeatureInputs`. ``population``: parameters from
     :func:`fit_population` (fitted here on ``tables`` when not given). The columns and
     their meaning are listed by :func:`features.manifest.describe`.

@@ -22,9 +22,9 @@ from datetime import datetime
 
 import polars as pl
 
+from cdp.contract import STITCHABLE_ID_TYPES
 from features.exact import exact_mean, on_grid
 from features.time import days_between, within
-from nextbest.contract import STITCHABLE_ID_TYPES
 
 VIEW_SOURCES = ("web", "app")
 #: feature stem -> the events it counts

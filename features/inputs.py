@@ -1,6 +1,6 @@
 """The contract tables as Polars lazy frames: the only form the feature code reads.
 
-:func:`as_inputs` takes a loaded :class:`~nextbest.contract.ContractTables` (pandas) or a
+:func:`as_inputs` takes a loaded :class:`~cdp.contract.ContractTables` (pandas) or a
 contract folder. From a folder of Parquet files the tables are scanned lazily, so a build
 reads only the columns it uses; CSV tables go through the contract loader.
 """
@@ -16,8 +16,8 @@ import pandas as pd
 import polars as pl
 import pyarrow as pa
 
-from nextbest.contract import TABLES, ContractTables, dtype_of, empty_table
-from nextbest.io import locate_tables, read_tables
+from cdp.contract import TABLES, ContractTables, dtype_of, empty_table
+from cdp.io import locate_tables, read_tables
 
 TIME = pl.Datetime("us", "UTC")
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from cdp.errors import BadInputError
+from cdp.io import atomic_folder, locate_tables, write_table
 from features.build import FeatureTables
 from features.config import FeatureConfig
 from features.manifest import manifest
-from nextbest.errors import BadInputError
-from nextbest.io import atomic_folder, locate_tables, write_table
 
 
 def write_snapshot(

@@ -18,9 +18,9 @@ from datetime import datetime, timedelta
 import pandas as pd
 import polars as pl
 
+from cdp.errors import BadInputError
 from features.inputs import FeatureInputs, as_inputs
 from features.time import as_utc
-from nextbest.errors import BadInputError
 
 
 class IncompleteWindowError(BadInputError):

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import asdict
 from pathlib import Path
 
-import nextbest
+from cdp import package_version
 from features.build import FeatureTables
 from features.config import FeatureConfig
 from features.engagement import COUNTED
@@ -123,7 +123,7 @@ def manifest(features: FeatureTables, config: FeatureConfig, inputs: dict[str, P
     population = features.population
     return {
         "as_of": features.as_of.isoformat(),
-        "nextbest_version": nextbest.__version__,
+        "nextbest_version": package_version(),
         "features_version": FEATURES_VERSION,
         "config": asdict(config),
         "families": FAMILIES,

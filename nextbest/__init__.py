@@ -1,3 +1,5 @@
 """nextbest: proactive next best actions from unified customer profiles."""
 
-__version__ = "0.1.0"
+from cdp import package_version
+
+__version__ = package_version()

@@ -361,7 +361,7 @@ class Runtime:
     clock = None  # () -> datetime
     reload = None  # () -> ReloadOut-like dict
     audit = None  # AuditLog
-    pseudonym = None  # customer id -> pseudonym (nextbest.privacy), bound to the key
+    pseudonym = None  # customer id -> pseudonym (cdp.privacy), bound to the key
     seal = None  # contract row -> (sealed row, anonymous token), bound to the key
 
 
@@ -656,7 +656,7 @@ def reload() -> ReloadOut:
 def subject_export(subject: SubjectIn) -> SubjectExport:
     """Everything the running service holds about one customer (right of access): the
     served profile, suggestions, feedback, ingested rows and audit entries."""
-    from nextbest.privacy import identity_tokens, pseudonyms
+    from cdp.privacy import identity_tokens, pseudonyms
 
     state, now = _state(), RUNTIME.clock()
     names = pseudonyms(subject.customer_id)
@@ -680,7 +680,7 @@ def subject_erase(subject: SubjectIn) -> ErasedOut:
     """Erase one customer from the running service: the served state and every identity
     pointing at them, the suggestion / feedback / ingested stores and the audit log; the
     erasure itself is audited with counts only."""
-    from nextbest.privacy import identity_tokens, pseudonyms
+    from cdp.privacy import identity_tokens, pseudonyms
 
     state, now = _state(), RUNTIME.clock()
     names = pseudonyms(subject.customer_id)

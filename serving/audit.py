@@ -1,7 +1,7 @@
 """The audit log: one JSON line per scoring call, append-only, rotated by size.
 
 Each record says who asked (the API key's id: the first 8 hex digits of its SHA-256, never
-the key), about whom (the customer's pseudonym, :func:`nextbest.privacy.pseudonym`, never
+the key), about whom (the customer's pseudonym, :func:`cdp.privacy.pseudonym`, never
 the raw id), for which purpose, what was returned (actions, model versions) and when.
 Files live in ``<state>/audit/``: ``audit.jsonl`` is written, and when it passes
 ``max_bytes`` it is renamed ``audit-<UTC time>.jsonl`` and a new one begins.

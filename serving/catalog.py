@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from nextbest.errors import BadInputError
+from cdp.errors import BadInputError
 
 LOCALES = ("en", "zh-TW", "zh-CN")
 PURPOSES = ("service", "marketing")

@@ -1,8 +1,8 @@
 """Durable, append-only records of the service: suggestions served, feedback, events ingested.
 
 One SQLite file (WAL) in the service's state folder. Customers are recorded by pseudonym
-(:func:`nextbest.privacy.pseudonym`), never by raw id: the caller passes pseudonyms in.
-Ingested contract rows are kept one per line, sealed (:func:`nextbest.privacy.sealed_row`:
+(:func:`cdp.privacy.pseudonym`), never by raw id: the caller passes pseudonyms in.
+Ingested contract rows are kept one per line, sealed (:func:`cdp.privacy.sealed_row`:
 the customer id as its pseudonym, anonymous ids and identity values as keyed tokens), with
 their subject's pseudonym and the anonymous id's token beside them, so an erasure
 (:meth:`FeedbackStore.erase`) removes exactly that person's rows, anonymous events later
@@ -101,7 +101,7 @@ def _upgrade(db: sqlite3.Connection) -> None:
     columns = {row[1] for row in db.execute("pragma table_info(suggestions)")}
     if "customer_id" not in columns:
         return
-    from nextbest.privacy import keys, pseudonym
+    from cdp.privacy import keys, pseudonym
 
     key = keys()[0]
 
@@ -134,12 +134,12 @@ def _upgrade(db: sqlite3.Connection) -> None:
 
 def _seal(db: sqlite3.Connection) -> None:
     """Bring a store whose ingested rows hold raw ids (before sealing) to the current
-    schema: each row sealed (:func:`nextbest.privacy.sealed_row`) with its anonymous id's
+    schema: each row sealed (:func:`cdp.privacy.sealed_row`) with its anonymous id's
     token beside it, and the old pages overwritten. Idempotent; needs the pseudonym key."""
     columns = {row[1] for row in db.execute("pragma table_info(ingested)")}
     if not columns or "anonymous" in columns:
         return
-    from nextbest.privacy import keys, sealed_row
+    from cdp.privacy import keys, sealed_row
 
     key = keys()[0]
     db.execute("begin")
@@ -273,7 +273,7 @@ class FeedbackStore:
     def record_events(
         self, rows: list[tuple[str, str | None, dict, str | None]], at: datetime
     ) -> None:
-        """Store ingested contract rows, sealed (:func:`nextbest.privacy.sealed_row`):
+        """Store ingested contract rows, sealed (:func:`cdp.privacy.sealed_row`):
         ``(table, subject pseudonym, sealed row, anonymous id token)`` each."""
         with self._writing():
             self._db.executemany(

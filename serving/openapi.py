@@ -13,8 +13,8 @@ its 401 / 403 / 413 answers.
 from __future__ import annotations
 
 import json
-from importlib.metadata import PackageNotFoundError, version
 
+from cdp import package_version
 from serving.problems import MEDIA_TYPE, Problem
 from serving.security import ADMIN, OPEN
 
@@ -40,13 +40,6 @@ AUTH_ERRORS = {
     "403": "the key lacks the route's scope",
     "413": "request body over the limit",
 }
-
-
-def package_version() -> str:
-    try:
-        return version("nextbest")
-    except PackageNotFoundError:  # run from a source tree that is not installed
-        return "0+unknown"
 
 
 def finish(spec: dict) -> dict:

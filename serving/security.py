@@ -17,7 +17,7 @@ import hmac
 import os
 from pathlib import Path
 
-from nextbest.errors import BadInputError
+from cdp.errors import BadInputError
 from serving import problems
 
 OPEN = {"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/docs", "/"}

@@ -65,15 +65,15 @@ class NextBest:
     """Next best actions for chatbots: suggest, profile, events, feedback, reload."""
 
     def __init__(self) -> None:
-        from nextbest import privacy
+        from cdp import privacy
         from serving.audit import AuditLog
         from serving.catalog import DEFAULT, load_catalog
         from serving.feedback import FeedbackStore
-        from training import tracking
+        from training import registry
 
         self.data = Path(os.environ.get("NEXTBEST_DATA", "data/demo"))
         self.features = Path(os.environ.get("NEXTBEST_FEATURES", "data/features"))
-        tracking.configure(os.environ.get("NEXTBEST_MLRUNS", "mlruns"))
+        registry.configure(os.environ.get("NEXTBEST_MLRUNS", "mlruns"))
         state_dir = Path(os.environ.get("NEXTBEST_STATE", "data/serving"))
         api.RUNTIME.catalog = load_catalog(os.environ.get("NEXTBEST_ACTIONS") or DEFAULT)
         api.RUNTIME.feedback = FeedbackStore(state_dir / "serving.db")
@@ -142,7 +142,7 @@ class NextBest:
     def _poll(self, seconds: float) -> None:
         from mlflow import MlflowClient
 
-        from training.tracking import REGISTERED
+        from training.registry import REGISTERED
 
         while True:
             time.sleep(seconds)

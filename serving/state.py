@@ -2,7 +2,7 @@
 
 :meth:`ServingState.load` reads the champion models from the MLflow registry, a feature
 snapshot (``nextbest features``) and the contract folder it was built from, scores every
-customer once (vectorised, :func:`training.pipeline.score_frames`) and indexes the result
+customer once (vectorised, :func:`training.scoring.score_frames`) and indexes the result
 by customer id, so a request is a few dictionary lookups and the policy (well under 1 ms).
 
 Online updates (:meth:`ServingState.apply`) change a customer's state at once: an order
@@ -83,10 +83,10 @@ class ServingState:
     @classmethod
     def load(cls, *, data: Path, features: Path) -> ServingState:
         """Champions from the configured MLflow registry, the snapshot, the contract data."""
+        from cdp.io import read_tables
         from features.config import FeatureConfig
         from features.io import read_snapshot
-        from nextbest.io import read_tables
-        from training.pipeline import load_champions, score_frames
+        from training.scoring import load_champions, score_frames
 
         champions, versions = load_champions()
         customers, pairs, manifest = read_snapshot(features)

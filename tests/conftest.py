@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from nextbest.io import write_tables
-from nextbest.world.generate import WorldConfig, generate_world
+from cdp.io import write_tables
+from cdp.world.generate import WorldConfig, generate_world
 
 AS_OF = pd.Timestamp("2025-06-30", tz="UTC")
 #: The secret that keys customer pseudonyms in the services the tests start.
@@ -114,7 +114,7 @@ def contract(**tables: pd.DataFrame):
     """ContractTables from plain frames, typed by the real loader (via a Parquet folder)."""
     import tempfile
 
-    from nextbest.validation import load_contract
+    from cdp.validation import load_contract
 
     frames = {"customers": tables.pop("customers", None)}
     with tempfile.TemporaryDirectory() as tmp:
@@ -135,8 +135,8 @@ def at(day: float, base: str = "2025-01-01") -> pd.Timestamp:
 @pytest.fixture(scope="session")
 def dataset():
     """Churn examples of a 12,000-customer world (seed 21), horizon 90 days."""
+    from cdp.contract import ContractTables
     from features.config import FeatureConfig
-    from nextbest.contract import ContractTables
     from training.dataset import churn_dataset, training_cutoffs
 
     world = generate_world(WorldConfig(customers=12_000, seed=21, as_of=AS_OF))
@@ -148,8 +148,8 @@ def dataset():
 @pytest.fixture(scope="session")
 def replenishment_data():
     """Pair examples of a 12,000-customer world (seed 21), window 14 days, 4 training cutoffs."""
+    from cdp.contract import ContractTables
     from features.config import FeatureConfig
-    from nextbest.contract import ContractTables
     from training.dataset import training_cutoffs
     from training.replenishment import replenishment_dataset
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from nextbest.cdnow import cdnow_tables
-from nextbest.io import write_tables
-from nextbest.validation import validate_folder
+from cdp.cdnow import cdnow_tables
+from cdp.io import write_tables
+from cdp.validation import validate_folder
 
 
 def test_cdnow_import_is_complete_and_valid(tmp_path):
@@ -27,7 +27,7 @@ def test_cdnow_import_is_complete_and_valid(tmp_path):
 
 
 def cdnow_raw_total() -> float:
-    from nextbest.cdnow import cdnow_master_path
+    from cdp.cdnow import cdnow_master_path
 
     return float(pd.read_csv(cdnow_master_path(), sep=r"\s+")["dollar_value"].sum())
 

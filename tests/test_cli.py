@@ -134,7 +134,7 @@ def test_stages_draw_a_bar_on_a_terminal_and_plain_lines_elsewhere():
 
     from rich.console import Console
 
-    from nextbest.cli import Stages
+    from nextbest.cli.base import Stages
 
     def run(terminal: bool) -> str:
         sink = io.StringIO()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from cdp.errors import BadInputError
+from cdp.io import atomic_folder
+from cdp.validation import load_contract
 from conftest import tiny_tables, write_folder
-from nextbest.errors import BadInputError
-from nextbest.io import atomic_folder
-from nextbest.validation import load_contract
 
 
 def test_csv_and_parquet_load_to_identical_frames(small_world, tmp_path):
@@ -61,7 +61,7 @@ def test_a_killed_writer_leaves_no_output_and_the_next_run_cleans_up(tmp_path):
     out = tmp_path / "snapshot"
     script = (
         "import time, sys\n"
-        "from nextbest.io import atomic_folder\n"
+        "from cdp.io import atomic_folder\n"
         f"with atomic_folder({str(out)!r}) as tmp:\n"
         "    (tmp / 'customers.parquet').write_text('half')\n"
         "    print('writing', flush=True)\n"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from cdp import privacy
+from cdp.errors import BadInputError
+from cdp.validation import load_contract
 from conftest import tiny_tables, write_folder
-from nextbest import privacy
-from nextbest.errors import BadInputError
-from nextbest.validation import load_contract
 
 KEY = "a-secret-key-for-the-tests-0001"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from cdp.errors import ContractError
+from cdp.validation import load_contract, validate_folder
 from conftest import tiny_tables, write_folder
-from nextbest.errors import ContractError
-from nextbest.validation import load_contract, validate_folder
 
 
 def _set(table: str, column: str, row: int, value):

@@ -22,12 +22,12 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from cdp.errors import BadInputError
 from features.build import build_features
 from features.config import FeatureConfig
 from features.inputs import as_inputs
 from features.labels import churn_labels
 from features.time import as_utc
-from nextbest.errors import BadInputError
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from pathlib import Path
 import lightgbm as lgb
 import pandas as pd
 
-from nextbest.errors import NextbestError
+from cdp.errors import NextbestError
 from training.churn import ChurnModel
 from training.classifier import CalibratedClassifier
 from training.clv import ClvModel

@@ -24,7 +24,7 @@ import socket
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
-from training.tracking import JOBS, REGISTERED
+from training.registry import JOBS, REGISTERED
 
 if TYPE_CHECKING:  # mlflow is imported where it is used: importing it configures its logging
     from mlflow import MlflowClient

@@ -39,9 +39,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from cdp.errors import BadInputError, ContractError, Interrupted, NextbestError
 from features.config import FeatureConfig
 from features.time import as_utc
-from nextbest.errors import BadInputError, ContractError, Interrupted, NextbestError
 from training.drift import DriftThresholds
 
 #: Exit codes of ``nextbest retrain`` (documented in the README).
@@ -261,13 +261,13 @@ def run(config: RetrainConfig, log: JobLog) -> Outcome:
 
 
 def _guarded(config: RetrainConfig, log: JobLog, job: Outcome) -> None:
-    from training import recovery, tracking
+    from training import recovery, registry, tracking
 
     try:
         job.stage = "tracking"
-        tracking.configure(config.mlruns)
-        tracking.check_reachable()
-        job.champions_before = tracking.champion_versions()
+        registry.configure(config.mlruns)
+        registry.check_reachable()
+        job.champions_before = registry.champion_versions()
         job.champions_after = dict(job.champions_before)
         for line in recovery.recover():
             log("recovered", line, level="warning")
@@ -279,7 +279,7 @@ def _guarded(config: RetrainConfig, log: JobLog, job: Outcome) -> None:
         job.outcome, job.signal = "interrupted", error.signum
         if job.stage != "reload":
             with contextlib.suppress(Exception):
-                tracking.discard(job.decisions)
+                registry.discard(job.decisions)
         job.message = f"stopped by {error.name} during {job.stage}" + (
             "; champions unchanged" if job.stage != "reload" else ""
         )
@@ -292,7 +292,7 @@ def _guarded(config: RetrainConfig, log: JobLog, job: Outcome) -> None:
         job.outcome, job.message = "failed", safe_message(error)
         if job.stage == "promote" and job.decisions:  # trained but not promoted: undo
             with contextlib.suppress(Exception):
-                tracking.discard(job.decisions)
+                registry.discard(job.decisions)
         log("failed", f"{job.stage}: {job.message}", level="error", stage=job.stage)
         if os.environ.get("NEXTBEST_DEBUG"):
             raise
@@ -301,10 +301,10 @@ def _guarded(config: RetrainConfig, log: JobLog, job: Outcome) -> None:
 
 
 def _steps(config: RetrainConfig, log: JobLog, job: Outcome) -> None:
+    from cdp.validation import load_contract
     from features.build import build_features
     from features.io import write_snapshot
-    from nextbest.validation import load_contract
-    from training import pipeline, recovery, tracking
+    from training import pipeline, recovery, registry
 
     job.stage = "validate"
     tables = load_contract(config.data)
@@ -369,8 +369,8 @@ def _steps(config: RetrainConfig, log: JobLog, job: Outcome) -> None:
     if config.features_out is not None:
         write_snapshot(current, config.features, config.data, config.features_out, overwrite=True)
         log("snapshot", f"wrote the serving snapshot {config.features_out}")
-    tracking.promote_champions(winners)
-    job.champions_after = tracking.champion_versions()
+    registry.promote_champions(winners)
+    job.champions_after = registry.champion_versions()
     job.outcome = "promoted"
     job.message = ", ".join(f"{d.kind} v{d.version}" for d in winners) + " now champion"
     log("promoted", f"promoted: {job.message}", versions={d.kind: d.version for d in winners})
@@ -389,17 +389,17 @@ def _steps(config: RetrainConfig, log: JobLog, job: Outcome) -> None:
 
 
 def _drift(config, log, job, tables, current, as_of) -> None:
-    from training import plots, tracking
+    from training import plots, registry, tracking
     from training.drift import drift_report
 
     if "churn" not in job.champions_before:
         log("drift", "no champion yet: no drift report")
         return
-    profile, version = tracking.load_profile("champion")
+    profile, version = registry.load_profile("champion")
     if profile is None:
         log("drift", f"churn champion v{version} has no reference profile: no drift report")
         return
-    champion, _ = tracking.load_churn("champion")
+    champion, _ = registry.load_churn("champion")
     buyers = current.customers[current.customers["purchase_days"] > 0]
     table = drift_report(profile, buyers, champion.predict_proba(buyers), config.thresholds)
     job.drift = table

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 from lifetimes.utils import summary_data_from_transaction_data
 
+from cdp.cdnow import cdnow_tables
+from cdp.contract import ContractTables
+from cdp.validation import load_contract
 from conftest import AS_OF
 from features.build import build_features, fit_population
-from nextbest.cdnow import cdnow_tables
-from nextbest.contract import ContractTables
-from nextbest.validation import load_contract
 
 
 @pytest.fixture(scope="module")

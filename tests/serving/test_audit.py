@@ -77,7 +77,7 @@ def test_a_store_from_before_pseudonyms_is_upgraded_in_place(tmp_path, monkeypat
     import sqlite3
 
     monkeypatch.setenv("NEXTBEST_PSEUDONYM_KEY", "a-secret-key-for-the-tests-0001")
-    from nextbest.privacy import pseudonym
+    from cdp.privacy import pseudonym
 
     path = tmp_path / "serving.db"
     old = sqlite3.connect(path)

@@ -135,7 +135,7 @@ def test_a_broken_catalog_names_the_field(tmp_path):
     import pytest
     import yaml
 
-    from nextbest.errors import BadInputError
+    from cdp.errors import BadInputError
     from serving.catalog import DEFAULT
 
     raw = yaml.safe_load(DEFAULT.read_text())

@@ -308,8 +308,8 @@ def test_no_route_returns_a_marketing_score_without_marketing_consent(server, sm
 
 
 def test_a_consent_withdrawn_online_withholds_every_score_at_once(server, due, world):
+    from cdp.privacy import pseudonym
     from conftest import PSEUDONYM_KEY
-    from nextbest.privacy import pseudonym
 
     consents = pd.read_parquet(world / "features" / "customers.parquet")["customer_id"]
     candidates = [c for c in consents if c != due["customer_id"]]

@@ -96,7 +96,7 @@ def _subject(site) -> tuple[str, pd.DataFrame]:
 
 
 def test_export_then_erase_leaves_no_trace_and_a_retrain_cannot_bring_them_back(site):
-    from nextbest import privacy
+    from cdp import privacy
 
     customer_id, identities = _subject(site)
     original = site["root"] / "original"

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cdp.contract import ContractTables
 from conftest import AS_OF
 from features.config import FeatureConfig
-from nextbest.contract import ContractTables
 from training.clv import ClvModel, clv_holdout, spend_metrics, train_clv
 
 

@@ -118,7 +118,7 @@ def test_a_second_run_on_the_same_data_is_up_to_date(site):
 
 
 def test_the_default_as_of_is_the_latest_complete_day(small_world_dir):
-    from nextbest.validation import load_contract
+    from cdp.validation import load_contract
 
     tables = load_contract(small_world_dir)
     newest = max(tables.orders["ordered_at"].max(), tables.events["occurred_at"].max())

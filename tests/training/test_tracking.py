@@ -13,17 +13,9 @@ from features.config import FeatureConfig
 from training.churn import ChurnModel, train_churn
 from training.clv import ClvResult, clv_holdout, train_clv
 from training.dataset import churn_dataset, training_cutoffs
+from training.registry import CHURN_MODEL, configure, load_churn, load_clv, load_replenishment
 from training.replenishment import train_replenishment
-from training.tracking import (
-    CHURN_MODEL,
-    configure,
-    load_churn,
-    load_clv,
-    load_replenishment,
-    log_churn,
-    log_clv,
-    log_replenishment,
-)
+from training.tracking import log_classifier, log_clv
 
 H = 90
 
@@ -37,7 +29,7 @@ def store(tmp_path, monkeypatch):
 
 def test_first_version_becomes_champion_and_loads_back_the_same(store, dataset):
     result = train_churn(dataset, horizon_days=H)
-    decision = log_churn(result, dataset, params={"horizon_days": H}, root=store)
+    decision = log_classifier("churn", result, dataset, params={"horizon_days": H}, root=store)
     assert decision.promoted and decision.champion_score is None
     model, version = load_churn("champion")
     assert version == decision.version
@@ -52,25 +44,27 @@ def test_first_version_becomes_champion_and_loads_back_the_same(store, dataset):
 def test_gate_promotes_a_better_model_and_keeps_the_champion_against_a_worse(store, dataset):
     weak = train_churn(dataset, horizon_days=H, model=ChurnModel(n_estimators=2, num_leaves=2))
     strong = train_churn(dataset, horizon_days=H)
-    first = log_churn(weak, dataset, params={"kind": "weak"}, root=store)
-    better = log_churn(strong, dataset, params={"kind": "strong"}, root=store)
+    first = log_classifier("churn", weak, dataset, params={"kind": "weak"}, root=store)
+    better = log_classifier("churn", strong, dataset, params={"kind": "strong"}, root=store)
     assert first.promoted
     assert better.promoted and better.champion_version == first.version
     assert better.challenger_score > better.champion_score
 
-    worse = log_churn(weak, dataset, params={"kind": "weak again"}, root=store)
+    worse = log_classifier("churn", weak, dataset, params={"kind": "weak again"}, root=store)
     assert not worse.promoted
     assert load_churn("champion")[1] == better.version
     assert load_churn("challenger")[1] == worse.version
 
     # a margin larger than the gain keeps the champion too
-    again = log_churn(strong, dataset, params={"kind": "strong"}, root=store, margin=0.5)
+    again = log_classifier(
+        "churn", strong, dataset, params={"kind": "strong"}, root=store, margin=0.5
+    )
     assert not again.promoted and load_churn("champion")[1] == better.version
 
 
 def test_run_artifacts_hold_no_customer_ids(store, dataset):
     result = train_churn(dataset, horizon_days=H)
-    log_churn(result, dataset, params={"horizon_days": H}, root=store)
+    log_classifier("churn", result, dataset, params={"horizon_days": H}, root=store)
     ids = set(dataset["valid"]["customer_id"]) | set(dataset["train"]["customer_id"])
     sample = sorted(ids)[:: max(1, len(ids) // 200)]
     texts = [p.read_bytes() for p in (store / "artifacts").rglob("*") if p.is_file()]
@@ -82,7 +76,9 @@ def test_run_artifacts_hold_no_customer_ids(store, dataset):
 
 def test_replenishment_registers_and_loads_back_the_same(store, replenishment_data):
     result = train_replenishment(replenishment_data)
-    decision = log_replenishment(result, replenishment_data, params={"w": 14}, root=store)
+    decision = log_classifier(
+        "replenishment", result, replenishment_data, params={"w": 14}, root=store
+    )
     assert decision.promoted and decision.kind == "replenishment"
     model, version = load_replenishment("champion")
     assert version == decision.version
@@ -115,10 +111,12 @@ def test_clv_gate_prefers_the_lower_error(store, small_world_dir):
 
 
 def test_a_failed_training_leaves_the_champion_untouched(store, dataset):
-    first = log_churn(train_churn(dataset, horizon_days=H), dataset, params={}, root=store)
+    first = log_classifier(
+        "churn", train_churn(dataset, horizon_days=H), dataset, params={}, root=store
+    )
     broken = {**dataset, "valid": dataset["valid"].drop(columns=["recency_days"])}
     with pytest.raises(KeyError):
-        log_churn(train_churn(broken, horizon_days=H), broken, params={}, root=store)
+        log_classifier("churn", train_churn(broken, horizon_days=H), broken, params={}, root=store)
     assert load_churn("champion")[1] == first.version
     from mlflow import MlflowClient
 
@@ -131,15 +129,15 @@ def test_a_retrained_equal_model_is_not_promoted_on_noise(store, dataset):
     clears the paired bootstrap, while the point estimate alone (confidence 0) would promote
     the equal one."""
     result = train_churn(dataset, horizon_days=H)
-    first = log_churn(result, dataset, params={}, root=store)
-    again = log_churn(result, dataset, params={}, root=store)
+    first = log_classifier("churn", result, dataset, params={}, root=store)
+    again = log_classifier("churn", result, dataset, params={}, root=store)
     assert first.promoted and not again.promoted
     assert "does not clear the margin" in again.reason and "bootstrap" in again.reason
     nudged = train_churn(dataset, horizon_days=H, model=ChurnModel(random_state=1))
-    noise = log_churn(nudged, dataset, params={}, root=store)
+    noise = log_classifier("churn", nudged, dataset, params={}, root=store)
     assert abs(noise.challenger_score - noise.champion_score) < 0.01
     assert not noise.promoted, noise.reason
-    point = log_churn(result, dataset, params={}, root=store, confidence=0.0)
+    point = log_classifier("churn", result, dataset, params={}, root=store, confidence=0.0)
     assert point.promoted and "point estimate" in point.reason
 
 
@@ -148,7 +146,8 @@ def test_runs_and_versions_are_named_tagged_and_described(store, dataset):
 
     as_of = AS_OF.isoformat()
     tags = {"nextbest.data_digest": "d" * 64}
-    decision = log_churn(
+    decision = log_classifier(
+        "churn",
         train_churn(dataset, horizon_days=H),
         dataset,
         params={"as_of": as_of, "horizon_days": H},

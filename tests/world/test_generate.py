@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from cdp.validation import load_contract, validate_folder
+from cdp.world.generate import WorldConfig, generate_world
 from conftest import AS_OF
-from nextbest.validation import load_contract, validate_folder
-from nextbest.world.generate import WorldConfig, generate_world
 
 
 def test_generated_world_validates(small_world_dir):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from nextbest.world.common import timestamps
+from cdp.world.common import timestamps
 
 
 def _next_purchase(orders: pd.DataFrame, as_of: pd.Timestamp, keys: list[str]) -> pd.DataFrame:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from nextbest.world.catalog import EVERYDAY, FAMILIES
-from nextbest.world.common import choose, uniform_in_segments
-from nextbest.world.population import Population
+from cdp.world.catalog import EVERYDAY, FAMILIES
+from cdp.world.common import choose, uniform_in_segments
+from cdp.world.population import Population
 
 
 @dataclass(frozen=True)

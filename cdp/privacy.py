@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nextbest.errors import BadInputError
+from cdp.errors import BadInputError
 
 KEY_ENV = "NEXTBEST_PSEUDONYM_KEY"
 PREVIOUS_ENV = "NEXTBEST_PSEUDONYM_PREVIOUS_KEYS"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from nextbest.world.common import choose, ids, random_hex, timestamps
+from cdp.world.common import choose, ids, random_hex, timestamps
 
 LOCALES = np.array(["zh-TW", "zh-CN", "en"])
 LOCALE_SHARE = np.array([0.5, 0.2, 0.3])

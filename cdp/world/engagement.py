@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from nextbest.world.common import ids, random_hex, take_text, timestamps, uniform_in_segments
-from nextbest.world.population import Population
-from nextbest.world.purchases import Lines
+from cdp.world.common import ids, random_hex, take_text, timestamps, uniform_in_segments
+from cdp.world.population import Population
+from cdp.world.purchases import Lines
 
 FADE_DAYS = 60.0
 SOURCES = np.array(["web", "app", "email", "support", "chatbot"])

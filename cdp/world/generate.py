@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from nextbest.errors import BadInputError
-from nextbest.world import engagement, population, purchases
-from nextbest.world.catalog import catalog
-from nextbest.world.common import ids, take_text, timestamps
+from cdp.errors import BadInputError
+from cdp.world import engagement, population, purchases
+from cdp.world.catalog import catalog
+from cdp.world.common import ids, take_text, timestamps
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def _orders(
 
 def generate_world(config: WorldConfig) -> World:
     """Simulate ``config.customers`` customers; see the package modules for the mechanisms."""
-    from nextbest.world.truth import truth_tables
+    from cdp.world.truth import truth_tables
 
     rng = np.random.default_rng(config.seed)
     span = float(config.history_days + config.future_days)

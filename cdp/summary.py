@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nextbest.contract import STITCHABLE_ID_TYPES, ContractTables
+from cdp.contract import STITCHABLE_ID_TYPES, ContractTables
 
 
 def marketing_consent_share(tables: ContractTables, as_of: pd.Timestamp) -> float:

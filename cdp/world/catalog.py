@@ -2,7 +2,7 @@
 
 Each consumable has a base cycle: the days one unit lasts an average customer. A product
 with ``pack_size`` 2 holds two units and lasts about twice as long. Customers scale the
-base cycle by a personal factor (see :mod:`nextbest.world.purchases`).
+base cycle by a personal factor (see :mod:`cdp.world.purchases`).
 """
 
 from __future__ import annotations

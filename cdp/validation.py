@@ -1,6 +1,6 @@
 """Checking a contract dataset: every violation at once, with table, column, count, examples.
 
-Types are checked while reading (:mod:`nextbest.io`); the value rules, keys and foreign
+Types are checked while reading (:mod:`cdp.io`); the value rules, keys and foreign
 keys are pandera schemas built here, validated lazily so that all failures are collected.
 """
 
@@ -13,9 +13,9 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
-from nextbest.contract import TABLES, ContractTables
-from nextbest.errors import ContractError, Violation
-from nextbest.io import read_tables
+from cdp.contract import TABLES, ContractTables
+from cdp.errors import ContractError, Violation
+from cdp.io import read_tables
 
 _LOWER_WORD = r"^[a-z][a-z0-9_]*$"
 _BCP47 = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"

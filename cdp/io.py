@@ -1,7 +1,7 @@
 """Reading and writing contract folders: one Parquet or CSV file per table.
 
 Reading never coerces silently: a value that does not parse as its contract type is
-reported as a :class:`~nextbest.errors.Violation`, never turned into a null. Writing is
+reported as a :class:`~cdp.errors.Violation`, never turned into a null. Writing is
 atomic: files go to a temporary folder that is renamed into place once complete.
 """
 
@@ -18,8 +18,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from nextbest.contract import TABLES, ColumnSpec, dtype_of, empty_table
-from nextbest.errors import BadInputError, Violation
+from cdp.contract import TABLES, ColumnSpec, dtype_of, empty_table
+from cdp.errors import BadInputError, Violation
 
 Format = Literal["parquet", "csv"]
 
@@ -152,7 +152,7 @@ def read_tables(
     """Read and type every table of a contract folder (or ``only`` those named).
 
     Returns the typed frames (absent optional tables as empty frames; without the rows of
-    customers on the suppression list, see :mod:`nextbest.privacy`), the violations
+    customers on the suppression list, see :mod:`cdp.privacy`), the violations
     found while reading and typing, and per table the columns that could not be typed
     (the validator skips their value checks).
     """
@@ -195,7 +195,7 @@ def read_tables(
         extra = [c for c in raw.columns if c not in spec.column_names]
         frame = pd.DataFrame(typed, index=raw.index).join(raw[extra])
         frames[name] = _finish_dtypes(frame, name, broken[name])
-    from nextbest.privacy import drop_suppressed
+    from cdp.privacy import drop_suppressed
 
     return drop_suppressed(frames), violations, broken
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nextbest.errors import BadInputError
+from cdp.errors import BadInputError
 
 PRODUCT_ID = "cdnow-cd"
 

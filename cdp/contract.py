@@ -2,7 +2,7 @@
 
 This module is the single written form of ``docs/data-contract.md``. The loader
 (:mod:`nextbest.loading`) types columns by it and the validator
-(:mod:`nextbest.validation`) checks its rules. Change it only by adding optional columns.
+(:mod:`cdp.validation`) checks its rules. Change it only by adding optional columns.
 """
 
 from __future__ import annotations

@@ -1,0 +1,189 @@
+"""What every command shares: the app, consoles, progress, option types, time and model settings."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+from rich.console import Console
+
+from cdp.errors import BadInputError
+
+app = typer.Typer(
+    name="nextbest",
+    help="Proactive, explained next best actions for chatbots, from unified customer profiles.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain usage errors: "Error: ..." on one line
+)
+import_app = typer.Typer(
+    help="Turn an outside dataset into a contract folder.", no_args_is_help=True
+)
+app.add_typer(import_app, name="import")
+
+#: Width of tables printed to a pipe or a log file: wide enough that nothing is cut ("rfm_lo…").
+PIPE_WIDTH = 1_000
+
+
+def _console(stderr: bool = False) -> Console:
+    """A console on stdout or stderr: the terminal's width on a terminal; to a pipe or file
+    (which has no width, whatever ``COLUMNS`` says), no colour and no width limit, so tables
+    and lines arrive whole."""
+    console = Console(stderr=stderr)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, width=PIPE_WIDTH)
+    return console
+
+
+out_console = _console()
+err_console = _console(stderr=True)
+
+
+class Stages:
+    """Progress of a long command on stderr: on a terminal, a rich progress bar over its
+    ``total`` stages (spinner, stage, count, elapsed time); otherwise one plain line per stage
+    with the time the previous stage took, so logs show where the time went."""
+
+    def __init__(self, command: str, total: int, console: Console | None = None) -> None:
+        self.command, self.total = command, total
+        self.console = console or err_console
+        self.bar = None
+        self.done = -1
+
+    def __enter__(self) -> Stages:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.started = self.mark = time.monotonic()
+        if self.console.is_terminal:
+            self.bar = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task(self.command, total=self.total)
+        return self
+
+    def __call__(self, message: str) -> None:
+        """The next stage begins."""
+        now = time.monotonic()
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(
+                self.task, completed=self.done, description=f"{self.command}: {message}"
+            )
+        else:
+            took = f" (previous stage {now - self.mark:.1f} s)" if self.done else ""
+            self.console.print(f"{self.command}: {message}…{took}", highlight=False, soft_wrap=True)
+        self.mark = now
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+        elif exc[0] is None:
+            self.console.print(
+                f"{self.command}: done in {time.monotonic() - self.started:.1f} s",
+                highlight=False,
+            )
+
+
+Format = Annotated[str, typer.Option("--format", help="Table file format: parquet or csv.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out folder.")]
+Customers = Annotated[int, typer.Option(help="Number of customers to simulate.")]
+Seed = Annotated[int, typer.Option(help="Random seed; the same seed gives the same world.")]
+AsOf = Annotated[str, typer.Option(help="The moment that splits history from truth (UTC).")]
+
+
+def parse_as_of(value: str) -> pd.Timestamp:
+    try:
+        return pd.Timestamp(datetime.fromisoformat(value))
+    except ValueError:
+        raise BadInputError(
+            f"--as-of: {value!r} is not an ISO-8601 date (e.g. 2025-06-30)"
+        ) from None
+
+
+def parse_utc(value: str | None) -> pd.Timestamp | None:
+    """An ``--since`` / ``--until`` moment in UTC (a naive time is taken as UTC)."""
+    if value is None:
+        return None
+    moment = parse_as_of(value)
+    return moment.tz_localize("UTC") if moment.tz is None else moment.tz_convert("UTC")
+
+
+def check_format(fmt: str) -> str:
+    if fmt not in ("parquet", "csv"):
+        raise BadInputError(f"--format: expected parquet or csv, got {fmt!r}")
+    return fmt
+
+
+Horizon = Annotated[
+    int, typer.Option("--churn-horizon-days", help="Churn horizon H: no purchase in H days.")
+]
+Window = Annotated[
+    int, typer.Option("--replenish-window-days", help="Repurchase window W, in days.")
+]
+Tracking = Annotated[
+    Path,
+    typer.Option(
+        "--mlruns", help="Folder of the MLflow SQLite store (MLFLOW_TRACKING_URI overrides)."
+    ),
+]
+
+
+Margin = Annotated[
+    float,
+    typer.Option(
+        help="How much better (on the gate metric) a challenger must be to become champion."
+    ),
+]
+Confidence = Annotated[
+    float,
+    typer.Option(
+        help="Promote only when the challenger beats the champion by more than --margin with"
+        " this confidence (paired bootstrap on the validation examples; 0: point estimate)."
+    ),
+]
+
+
+def check_confidence(value: float) -> float:
+    if not 0 <= value < 1:
+        raise BadInputError(f"--confidence: must be in [0, 1), got {value}")
+    return value
+
+
+def quiet_mlflow() -> None:
+    """MLflow's INFO lines (database set-up) would drown our summary; MLFLOW_LOGGING_LEVEL
+    set by the user wins."""
+    import logging
+
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    import mlflow  # noqa: F401 - configures its loggers on import, from the variable
+
+    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)  # "pip version"
+
+
+def feature_config(horizon: int, window: int):
+    from features.config import FeatureConfig
+
+    try:
+        return FeatureConfig(horizon_days=horizon, window_days=window)
+    except ValueError as error:
+        raise BadInputError(str(error)) from None

@@ -1,0 +1,204 @@
+"""Commands on contract folders: generate a world, import CDNOW, validate, build features."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+
+from cdp.errors import BadInputError
+from nextbest.cli.base import (
+    AsOf,
+    Customers,
+    Format,
+    Overwrite,
+    Seed,
+    Stages,
+    app,
+    check_format,
+    err_console,
+    import_app,
+    out_console,
+    parse_as_of,
+)
+
+
+def write_world(world, out: Path, fmt: str, overwrite: bool) -> None:
+    from cdp.io import atomic_folder, write_tables
+
+    with atomic_folder(out, overwrite=overwrite) as tmp:
+        write_tables(world.tables, tmp, fmt)  # type: ignore[arg-type]
+        write_tables(world.truth, tmp / "truth", "parquet")
+        config = world.config
+        meta = {
+            "generator": "cdp.world",
+            "customers": config.customers,
+            "seed": config.seed,
+            "as_of": config.as_of.isoformat(),
+            "history_days": config.history_days,
+            "future_days": config.future_days,
+            "horizon_days": config.horizon_days,
+            "window_days": config.window_days,
+        }
+        (tmp / "truth" / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def generate_into(
+    customers: int,
+    seed: int,
+    as_of: str,
+    out: Path,
+    fmt: str,
+    overwrite: bool,
+    horizon_days: int = 90,
+    window_days: int = 14,
+):
+    from cdp.world.generate import WorldConfig, generate_world
+
+    config = WorldConfig(
+        customers=customers,
+        seed=seed,
+        as_of=parse_as_of(as_of),
+        horizon_days=horizon_days,
+        window_days=window_days,
+    )
+    fmt = check_format(fmt)
+    with err_console.status(f"simulating {customers:,} customers…"):
+        world = generate_world(config)
+    with err_console.status(f"writing {out}…"):
+        write_world(world, out, fmt, overwrite)
+    return world
+
+
+@app.command()
+def generate(
+    customers: Customers = 10_000,
+    seed: Seed = 0,
+    as_of: AsOf = "2025-06-30",
+    out: Annotated[
+        Path, typer.Option(help="Folder to write the contract tables and truth/ to.")
+    ] = Path("data/world"),
+    horizon_days: Annotated[int, typer.Option(help="Churn horizon H for the truth, days.")] = 90,
+    window_days: Annotated[int, typer.Option(help="Repurchase window W for the truth, days.")] = 14,
+    fmt: Format = "parquet",
+    overwrite: Overwrite = False,
+) -> None:
+    """Simulate a CDP world: contract tables before and after --as-of, and truth/ after it."""
+    world = generate_into(customers, seed, as_of, out, fmt, overwrite, horizon_days, window_days)
+    rows = ", ".join(f"{len(f):,} {n}" for n, f in world.tables.items())
+    out_console.print(f"wrote {out}: {rows}; truth in {out / 'truth'}", soft_wrap=True)
+
+
+@import_app.command("cdnow")
+def import_cdnow(
+    out: Annotated[Path, typer.Option(help="Folder to write the contract tables to.")] = Path(
+        "data/cdnow"
+    ),
+    source: Annotated[
+        Path | None, typer.Option(help="CDNOW_master.txt (default: the copy inside lifetimes).")
+    ] = None,
+    fmt: Format = "parquet",
+    overwrite: Overwrite = False,
+) -> None:
+    """Import the CDNOW master dataset (1997-1998, 23,570 customers) as a contract folder."""
+    from cdp.cdnow import cdnow_tables
+    from cdp.io import atomic_folder, write_tables
+
+    fmt = check_format(fmt)
+    tables = cdnow_tables(source)
+    with atomic_folder(out, overwrite=overwrite) as tmp:
+        write_tables(tables, tmp, fmt)  # type: ignore[arg-type]
+    rows = ", ".join(f"{len(f):,} {n}" for n, f in tables.items())
+    out_console.print(f"wrote {out}: {rows}", soft_wrap=True)
+
+
+@app.command()
+def validate(
+    folder: Annotated[Path, typer.Argument(help="A contract folder (one file per table).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check a contract folder; list every violation and exit 2, or print a summary and exit 0."""
+    from cdp.validation import validate_folder
+
+    with err_console.status(f"validating {folder}…"):
+        _, report = validate_folder(folder)
+    if as_json:
+        out_console.print_json(
+            json.dumps(
+                {
+                    "folder": report.folder,
+                    "valid": report.ok,
+                    "rows": report.rows,
+                    "violations": [v.__dict__ for v in report.violations],
+                }
+            )
+        )
+    elif report.ok:
+        print(report.summary_line())
+    else:
+        for violation in report.violations:
+            err_console.print(f"- {violation}", highlight=False, markup=False, soft_wrap=True)
+    if not report.ok:
+        n = len(report.violations)
+        print(f"{folder}: {n} contract violation{'s' if n != 1 else ''}", file=sys.stderr)
+        raise typer.Exit(2)
+
+
+@app.command()
+def features(
+    data: Annotated[Path, typer.Option(help="The contract folder to read.")],
+    as_of: Annotated[str, typer.Option(help="Compute features as of this moment (UTC).")],
+    out: Annotated[
+        Path, typer.Option(help="Folder for customers.parquet, pairs.parquet and manifest.json.")
+    ],
+    overwrite: Overwrite = False,
+    allow_empty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-empty", help="Build even when --as-of lies outside the orders' time span."
+        ),
+    ] = False,
+) -> None:
+    """Build point-in-time customer and customer x consumable features from a contract folder."""
+    from cdp.validation import load_contract
+    from features.build import build_features
+    from features.config import FeatureConfig
+    from features.inputs import order_span
+    from features.io import write_snapshot
+
+    config = FeatureConfig()
+    moment = parse_as_of(as_of)
+    with Stages("features", 3) as stage:
+        stage(f"validating {data}")
+        tables = load_contract(data)
+        if not allow_empty:
+            _check_in_span(moment, *order_span(tables), data)
+        stage(f"building features as of {moment}")
+        built = build_features(tables, as_of=moment, config=config)
+        stage(f"writing {out}")
+        meta = write_snapshot(built, config, data, out, overwrite=overwrite)
+    rows = meta["rows"]
+    out_console.print(
+        f"wrote {out}: {rows['customers']:,} customers, {rows['pairs']:,} customer x consumable"
+        f" pairs as of {meta['as_of']}",
+        soft_wrap=True,
+    )
+
+
+def _check_in_span(moment: pd.Timestamp, first, last, data: Path) -> None:
+    """Refuse an as-of before the first order or after the last one: the features would be
+    empty, or describe customers long after the data ends (a mistyped year)."""
+    at = moment.tz_localize("UTC") if moment.tz is None else moment.tz_convert("UTC")
+    if first is None:
+        raise BadInputError(f"--as-of: {data} has no orders; pass --allow-empty to build anyway")
+    span = f"the orders in {data} run from {first:%Y-%m-%d} to {last:%Y-%m-%d}"
+    if at < first or at > last:
+        where = "before the first order" if at < first else "after the last order"
+        raise BadInputError(
+            f"--as-of {at:%Y-%m-%d} is {where}: {span}; pick an --as-of in that span, or pass"
+            " --allow-empty to build anyway"
+        )

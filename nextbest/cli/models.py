@@ -1,0 +1,286 @@
+"""Commands on models: train, score, retrain."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+from rich.table import Table
+
+from cdp.errors import BadInputError, interruptible
+from nextbest.cli.base import (
+    Confidence,
+    Horizon,
+    Margin,
+    Overwrite,
+    Stages,
+    Tracking,
+    Window,
+    app,
+    check_confidence,
+    err_console,
+    feature_config,
+    out_console,
+    parse_as_of,
+    quiet_mlflow,
+)
+
+
+def train_table(report) -> Table:
+    table = Table(title=f"trained as of {report.as_of}")
+    table.add_column("model", no_wrap=True)
+    for column in ("version", "gate", "metric", "challenger", "champion", "baselines"):
+        table.add_column(column)
+    for d in report.decisions:
+        metrics = report.metrics[d.kind]
+        baselines = "\n".join(
+            f"{name} {row[d.metric]:.3f}" for name, row in metrics.iterrows() if name != "model"
+        )
+        table.add_row(
+            d.kind,
+            d.version,
+            "promoted" if d.promoted else f"kept champion v{d.champion_version}",
+            d.metric,
+            f"{d.challenger_score:.3f}",
+            "-" if d.champion_score is None else f"{d.champion_score:.3f}",
+            baselines,
+        )
+    return table
+
+
+def _print_reasons(decisions) -> None:
+    """Why the gate decided as it did, one line per model."""
+    for d in decisions:
+        verdict = "promoted" if d.promoted else f"kept champion v{d.champion_version}"
+        out_console.print(
+            f"{d.kind} v{d.version} {verdict}: {d.reason}", highlight=False, soft_wrap=True
+        )
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="The contract folder to read.")],
+    as_of: Annotated[str, typer.Option(help="Train to score at this moment (UTC).")],
+    horizon: Horizon = 90,
+    window: Window = 14,
+    margin: Margin = 0.0,
+    confidence: Confidence = 0.95,
+    mlruns: Tracking = Path("mlruns"),
+) -> None:
+    """Train churn, replenishment and CLV models; log, register and gate them in MLflow."""
+    from cdp.validation import load_contract
+    from training import pipeline, recovery, registry
+    from training.retrain import job_lock
+
+    config = feature_config(horizon, window)
+    moment = parse_as_of(as_of)
+    confidence = check_confidence(confidence)
+    with (
+        interruptible(),
+        job_lock(mlruns),
+        Stages("train", 1 + len(pipeline.TRAIN_STAGES)) as stage,
+    ):
+        stage(f"validating {data}")
+        tables = load_contract(data)
+        quiet_mlflow()
+        registry.configure(mlruns)
+        for line in recovery.recover():
+            err_console.print(f"recovered: {line}", highlight=False, soft_wrap=True)
+        report = pipeline.train(
+            tables,
+            as_of=moment,
+            config=config,
+            root=mlruns,
+            margin=margin,
+            confidence=confidence,
+            tags={"nextbest.data_digest": pipeline.data_digest(data, config)},
+            progress=stage,
+        )
+    out_console.print(train_table(report))
+    _print_reasons(report.decisions)
+    for kind, why in report.skipped.items():
+        out_console.print(f"{kind}: not trained: {why}", soft_wrap=True)
+
+
+@app.command()
+def score(
+    out: Annotated[Path, typer.Option(help="Folder for the score tables and scores.json.")],
+    data: Annotated[
+        Path,
+        typer.Option(help="The contract folder (features with --as-of; consents always)."),
+    ],
+    as_of: Annotated[str | None, typer.Option(help="Score as of this moment (UTC).")] = None,
+    features: Annotated[
+        Path | None,
+        typer.Option(help="A snapshot from `nextbest features` (instead of --as-of)."),
+    ] = None,
+    horizon: Horizon = 90,
+    window: Window = 14,
+    mlruns: Tracking = Path("mlruns"),
+    overwrite: Overwrite = False,
+) -> None:
+    """Batch-score every customer with the champion models (customers without marketing
+    consent in force get no score: the models serve marketing)."""
+    from cdp.io import read_tables
+    from training import registry, scoring
+
+    if (features is None) == (as_of is None):
+        raise BadInputError("score: give either --as-of or --features DIR (with --data)")
+    config = feature_config(horizon, window)
+    tables = moment = consents = None
+    if features is None:
+        from cdp.validation import load_contract
+
+        moment = parse_as_of(as_of)
+        with err_console.status(f"validating {data}…"):
+            tables = load_contract(data)
+    else:
+        frames, violations, _ = read_tables(data, only=("consents",))
+        if violations:
+            raise BadInputError(f"--data: {violations[0]}")
+        consents = frames["consents"]
+    quiet_mlflow()
+    registry.configure(mlruns)
+    with err_console.status("scoring…"):
+        meta = scoring.score(
+            tables,
+            as_of=moment,
+            config=config,
+            out=out,
+            snapshot=features,
+            consents=consents,
+            overwrite=overwrite,
+        )
+    rows = ", ".join(f"{name} {n:,} rows" for name, n in meta["rows"].items())
+    models = ", ".join(f"{name} v{v}" for name, v in meta["models"].items())
+    withheld = sum(meta["withheld"]["rows"].values())
+    if not sum(meta["rows"].values()):
+        err_console.print(
+            f"warning: no customer has marketing consent in force at {meta['as_of']} (the"
+            f" consents table of {data}): 0 scores written",
+            highlight=False,
+            soft_wrap=True,
+        )
+    out_console.print(
+        f"wrote {out}: {rows} as of {meta['as_of']} (models {models}); {withheld:,} rows"
+        " withheld: no marketing consent in force",
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def retrain(
+    data: Annotated[Path, typer.Option(help="The contract folder to read.")],
+    as_of: Annotated[
+        str | None,
+        typer.Option(help="Train as of this moment (UTC). Default: the latest complete day."),
+    ] = None,
+    mlruns: Tracking = Path("mlruns"),
+    features_out: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="NEXTBEST_FEATURES",
+            help="Serving snapshot to replace when a challenger is promoted.",
+        ),
+    ] = None,
+    service_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="NEXTBEST_SERVICE_URL",
+            help="Running service to reload after a promotion (key: NEXTBEST_ADMIN_KEY).",
+        ),
+    ] = None,
+    horizon: Horizon = 90,
+    window: Window = 14,
+    margin: Margin = 0.0,
+    confidence: Confidence = 0.95,
+    drift_moderate: Annotated[
+        float, typer.Option(help="PSI from which a feature's shift is reported moderate.")
+    ] = 0.1,
+    drift_major: Annotated[
+        float, typer.Option(help="PSI from which a feature's shift is reported major.")
+    ] = 0.25,
+    force: Annotated[
+        bool, typer.Option("--force", help="Train even if this data and as-of were trained.")
+    ] = False,
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for a running job's lock (default: none).")
+    ] = 0.0,
+    log_format: Annotated[
+        str, typer.Option(help="Progress on stderr as text or json (JSON lines).")
+    ] = "text",
+) -> None:
+    """The scheduled job: validate, build features, report drift, train, gate, promote, reload.
+
+    Exit codes: 0 promoted or up to date, 1 failure, 2 bad input, 3 challenger not
+    promoted, 4 another retrain holds the lock. Champions are untouched unless a challenger
+    wins; every job is recorded in MLflow (experiment nextbest-retrain) and in
+    MLRUNS/retrain-journal.jsonl.
+    """
+    from training.drift import DriftThresholds
+    from training.retrain import JobLog, RetrainConfig, run
+
+    if log_format not in ("text", "json"):
+        raise BadInputError(f"--log-format: expected text or json, got {log_format!r}")
+    try:
+        thresholds = DriftThresholds(moderate=drift_moderate, major=drift_major)
+    except ValueError as error:
+        raise BadInputError(str(error)) from None
+    config = RetrainConfig(
+        data=data,
+        mlruns=mlruns,
+        as_of=None if as_of is None else parse_as_of(as_of),
+        features_out=features_out,
+        features=feature_config(horizon, window),
+        margin=margin,
+        confidence=check_confidence(confidence),
+        thresholds=thresholds,
+        service_url=service_url,
+        admin_key=os.environ.get("NEXTBEST_ADMIN_KEY"),
+        force=force,
+        wait_seconds=wait,
+    )
+    quiet_mlflow()
+    with interruptible():
+        job = run(config, JobLog(json_lines=log_format == "json"))
+    if log_format == "json":
+        print(json.dumps(job.record(), default=str, sort_keys=True))
+    else:
+        _print_job(job)
+    raise typer.Exit(job.exit_code)
+
+
+def _print_job(job) -> None:
+    if job.drift is not None:
+        table = Table(title="drift against the champion's training snapshot (largest first)")
+        for column in ("feature", "PSI", "level"):
+            table.add_column(column)
+        score = job.drift["feature"] == "score"
+        shown = pd.concat([job.drift[score], job.drift[~score & (job.drift["level"] != "stable")]])
+        for row in shown.head(16).itertuples():
+            table.add_row(row.feature, f"{row.psi:.3f}", row.level)
+        stable = int((job.drift["level"] == "stable").sum())
+        table.caption = f"{stable} features stable"
+        out_console.print(table)
+    if job.decisions:
+        table = Table(title=f"gate as of {job.as_of}")
+        for column in ("model", "version", "metric", "challenger", "champion", "decision"):
+            table.add_column(column)
+        for d in job.decisions:
+            table.add_row(
+                d.kind,
+                d.version,
+                d.metric,
+                f"{d.challenger_score:.4f}",
+                "-" if d.champion_score is None else f"{d.champion_score:.4f}",
+                "promote" if d.promoted else f"keep v{d.champion_version}",
+            )
+        out_console.print(table)
+        _print_reasons(job.decisions)
+    out_console.print(
+        f"{job.outcome}: {job.message} (exit {job.exit_code})", highlight=False, soft_wrap=True
+    )

@@ -1,0 +1,130 @@
+"""`nextbest serve`: the BentoML service as a child process that stops with its parent."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cdp.errors import BadInputError
+from nextbest.cli.base import Tracking, app, err_console, parse_as_of, quiet_mlflow
+
+
+@app.command()
+def serve(
+    data: Annotated[Path, typer.Option(help="The contract folder (identities, consents, orders).")],
+    features: Annotated[Path, typer.Option(help="A feature snapshot from `nextbest features`.")],
+    mlruns: Tracking = Path("mlruns"),
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 3000,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    state: Annotated[
+        Path, typer.Option(help="Folder for the suggestion, feedback and event store.")
+    ] = Path("data/serving"),
+    now: Annotated[
+        str | None, typer.Option(help="A fixed clock (ISO time) for simulated data.")
+    ] = None,
+    poll_seconds: Annotated[
+        float, typer.Option(help="Check the registry for a new champion this often (0: off).")
+    ] = 0.0,
+) -> None:
+    """Serve next best actions over HTTP (BentoML); stops with Ctrl-C or SIGTERM."""
+    from serving.security import load_keys
+    from training import registry, scoring
+
+    if now is not None:
+        parse_as_of(now)
+    if not (features / "manifest.json").is_file():
+        raise BadInputError(f"--features: {features} is not a feature snapshot (no manifest.json)")
+    if not data.is_dir():
+        raise BadInputError(f"--data: {data} is not a contract folder")
+    if not load_keys():
+        raise BadInputError(
+            "no API keys: set NEXTBEST_API_KEYS (key:scope,...) or NEXTBEST_API_KEYS_FILE"
+        )
+    from cdp.privacy import keys as pseudonym_keys
+
+    pseudonym_keys()  # one line and exit 2 without NEXTBEST_PSEUDONYM_KEY
+    _check_port(host, port)  # before the champions load: a port in use is one quick line
+    quiet_mlflow()
+    registry.configure(mlruns)
+    _, versions = scoring.load_champions()  # refuses with one line when there is none
+    env = {
+        **os.environ,
+        "NEXTBEST_DATA": str(data.resolve()),
+        "NEXTBEST_FEATURES": str(features.resolve()),
+        "NEXTBEST_MLRUNS": str(mlruns.resolve()),
+        "NEXTBEST_STATE": str(state.resolve()),
+        "NEXTBEST_POLL_SECONDS": str(poll_seconds),
+        **({"NEXTBEST_NOW": now} if now else {}),
+        # BentoML keeps its Prometheus files in BENTOML_HOME/prometheus_multiproc_dir and
+        # wipes that folder whenever a server starts: a second service on the machine would
+        # delete this one's counters (its /metrics would stop counting). One home per state.
+        "BENTOML_HOME": str((state / "bentoml").resolve()),
+    }
+    models = ", ".join(f"{k} v{v}" for k, v in versions.items())
+    err_console.print(f"serving {models} on http://{host}:{port}", highlight=False)
+    command = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "serving.service:NextBest",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--api-workers",
+        str(workers),
+    ]
+    raise typer.Exit(_run_server(command, env))
+
+
+def _die_with_parent() -> None:
+    """In a child before ``exec``: ask the kernel for SIGTERM when the parent dies (Linux)."""
+    import ctypes
+    import signal
+
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse, with one line, a port another process listens on."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise BadInputError(
+                f"--port {port}: {host}:{port} is in use ({error.strerror}); stop what listens"
+                " there or pick another --port"
+            ) from None
+
+
+def _run_server(command: list[str], env: dict) -> int:
+    """Run BentoML's server as a child and pass SIGTERM / SIGINT on to it, so stopping
+    ``nextbest serve`` stops the whole tree (server and workers) and frees the port. On
+    Linux the child also gets SIGTERM when this process dies without forwarding anything
+    (SIGKILL, a crash): ``PR_SET_PDEATHSIG``."""
+    import signal
+    import subprocess
+
+    child = subprocess.Popen(
+        command, env=env, cwd=Path(__file__).resolve().parents[1], preexec_fn=_die_with_parent
+    )
+
+    def forward(signum, _frame) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    code = child.wait()
+    return code if code >= 0 else 128 - code

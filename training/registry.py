@@ -1,0 +1,192 @@
+"""The model registry and the tracking store: where the store is, what is registered, which
+version is champion, and loading a version back.
+
+Default store: SQLite at ``mlruns/mlflow.db`` with artifacts under ``mlruns/artifacts``;
+``MLFLOW_TRACKING_URI`` overrides it. :func:`configure` is the one place the store is chosen.
+Nothing here runs at import time (importing MLflow configures its logging, so it is imported
+where it is used).
+
+One experiment and one registered model per kind:
+
+==========================  =============================  ===================================
+registered model            stored as                      gate metric (validation)
+==========================  =============================  ===================================
+``nextbest-churn``          pyfunc: LightGBM text + JSON   ROC-AUC, higher is better
+``nextbest-replenishment``  pyfunc: LightGBM text + JSON   ROC-AUC of repurchase
+``nextbest-clv``            pyfunc: JSON (lifetimes)       MAE of holdout spend, lower
+==========================  =============================  ===================================
+
+Each registered version gets the alias ``challenger``; it becomes ``champion`` only through
+the gate (:mod:`training.champion`). Loading a version runs no code from the store but
+nextbest's own loader (:mod:`training.packaging`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from training import packaging
+from training.churn import ChurnModel
+from training.clv import ClvModel
+from training.replenishment import ReplenishmentModel
+
+if TYPE_CHECKING:
+    from training.champion import Decision
+
+CHURN_MODEL = "nextbest-churn"
+REPLENISHMENT_MODEL = "nextbest-replenishment"
+CLV_MODEL = "nextbest-clv"
+REGISTERED = {"churn": CHURN_MODEL, "replenishment": REPLENISHMENT_MODEL, "clv": CLV_MODEL}
+#: What each model's scores may be used for (purpose limitation): all three drive
+#: marketing actions, so the service skips them for customers without marketing consent.
+PURPOSES = {"churn": "marketing", "replenishment": "marketing", "clv": "marketing"}
+#: The churn run's artifact with the reference profile of its training snapshot.
+PROFILE = "reference_profile.json"
+#: The experiment that records every retraining job.
+JOBS = "nextbest-retrain"
+
+
+def configure(root: str | os.PathLike = "mlruns") -> str:
+    """Point MLflow at ``MLFLOW_TRACKING_URI`` (as the user set it) or at a SQLite store in
+    ``root``.
+
+    MLflow's setters also export the URI to ``os.environ``; that is undone, so a later call
+    with another ``root`` in the same process (a notebook, a test) is not overridden by the
+    first store, and subprocesses get the environment the user gave."""
+    import mlflow
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    before = {name: os.environ.get(name) for name in names}
+    root = Path(root).resolve()
+    uri = before["MLFLOW_TRACKING_URI"] or f"sqlite:///{root / 'mlflow.db'}"
+    root.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    return uri
+
+
+def experiment(name: str, root: Path) -> str:
+    import mlflow
+
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    return mlflow.create_experiment(name, artifact_location=(root / "artifacts" / name).as_uri())
+
+
+# -- loading -------------------------------------------------------------------------------
+
+
+def _version(name: str, alias: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient().get_model_version_by_alias(name, alias)
+
+
+def _load(kind: str, alias: str):
+    """The model of ``kind`` with ``alias`` from its stored parts (:mod:`training.packaging`),
+    and its version."""
+    import mlflow
+
+    version = _version(REGISTERED[kind], alias)
+    folder = Path(mlflow.artifacts.download_artifacts(version.source))
+    try:
+        model, _ = packaging.load_parts(folder)
+    except packaging.CorruptModelError as error:
+        raise packaging.CorruptModelError(
+            f"{REGISTERED[kind]} v{version.version} ({alias}) is corrupt: {error}; point the"
+            f" {alias} alias at a good version, or train again"
+        ) from None
+    return model, str(version.version)
+
+
+def load_churn(alias: str = "champion") -> tuple[ChurnModel, str]:
+    """The registered churn model with ``alias``, and its version."""
+    return _load("churn", alias)
+
+
+def load_replenishment(alias: str = "champion") -> tuple[ReplenishmentModel, str]:
+    """The registered replenishment model (classifier and run-out) with ``alias``."""
+    return _load("replenishment", alias)
+
+
+def load_clv(alias: str = "champion") -> tuple[ClvModel, str]:
+    """The registered CLV model (lifetimes parameters) with ``alias``."""
+    return _load("clv", alias)
+
+
+LOADERS = {"churn": load_churn, "replenishment": load_replenishment, "clv": load_clv}
+
+
+def load(kind: str, alias: str = "champion"):
+    """``(model, version)`` of the registered model of ``kind`` with ``alias``."""
+    return LOADERS[kind](alias)
+
+
+def load_profile(alias: str = "champion") -> tuple[dict | None, str]:
+    """The reference profile logged with the churn model of ``alias`` (``None`` for a model
+    trained before profiles were logged), and its version."""
+    import mlflow
+
+    version = _version(CHURN_MODEL, alias)
+    try:
+        return mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{PROFILE}"), str(version.version)
+    except (mlflow.exceptions.MlflowException, OSError):
+        return None, str(version.version)
+
+
+# -- the champion alias ------------------------------------------------------------------
+
+
+def promote_champions(decisions: list[Decision]) -> list[Decision]:
+    """Move the ``champion`` alias to every version whose gate said promote; return those."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    promoted = [d for d in decisions if d.promoted]
+    for d in promoted:
+        client.set_registered_model_alias(REGISTERED[d.kind], "champion", d.version)
+    return promoted
+
+
+def discard(decisions: list[Decision]) -> None:
+    """Delete the versions of ``decisions`` (a job that failed after registering them); their
+    runs stay, marked failed, as the record. Never touches a version that is champion."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for d in decisions:
+        name = REGISTERED[d.kind]
+        if "champion" in client.get_model_version(name, d.version).aliases:
+            continue
+        client.set_tag(d.run_id, "nextbest.discarded", "a later step of the job failed")
+        client.set_terminated(d.run_id, status="FAILED")
+        client.delete_model_version(name, d.version)
+
+
+def champion_versions() -> dict[str, str]:
+    """The champion version of each registered model that has one."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client, versions = MlflowClient(), {}
+    for kind, name in REGISTERED.items():
+        try:
+            versions[kind] = str(client.get_model_version_by_alias(name, "champion").version)
+        except MlflowException:
+            continue
+    return versions
+
+
+def check_reachable() -> None:
+    """Raise if the tracking store cannot be read (before any work is done)."""
+    from mlflow import MlflowClient
+
+    MlflowClient().search_experiments(max_results=1)

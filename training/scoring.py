@@ -1,0 +1,165 @@
+"""Scoring with the champions: load them from the registry and score feature tables.
+
+Serving loads and scores through this module alone: it never imports the training pipeline.
+:func:`score` is ``nextbest score``: every customer (and pair) scored and written, with the
+purpose limitation applied (no marketing score without marketing consent in force).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+
+import pandas as pd
+
+from cdp.errors import BadInputError
+from cdp.io import atomic_folder, write_table
+from features.build import build_features
+from features.config import FeatureConfig
+from features.io import read_snapshot
+from features.time import as_utc
+from training.replenishment import pair_frame_from
+
+
+def load_champions() -> tuple[dict, dict[str, str]]:
+    """The champion models by kind, and their versions. A missing churn or CLV champion is
+    an error; a missing replenishment champion is not (data without consumables has none)."""
+    from mlflow.exceptions import MlflowException
+
+    from training import registry
+
+    champions, versions = {}, {}
+    for kind in registry.REGISTERED:
+        try:
+            champions[kind], versions[kind] = registry.load(kind, "champion")
+        except MlflowException as error:
+            if kind == "replenishment":
+                continue
+            raise BadInputError(
+                f"no champion for {registry.REGISTERED[kind]}: run `nextbest train` first"
+                f" ({type(error).__name__})"
+            ) from error
+    return champions, versions
+
+
+def score_frames(
+    customers: pd.DataFrame,
+    pairs: pd.DataFrame,
+    *,
+    as_of,
+    champions: dict,
+    versions: dict[str, str],
+    config: FeatureConfig,
+) -> dict[str, pd.DataFrame]:
+    """Score feature tables (customers and pairs at ``as_of``) with ``champions``: churn and
+    CLV for every customer who has bought, replenishment for every pair."""
+    as_of = as_utc(as_of)
+    frames = {}
+    buyers = customers[customers["purchase_days"] > 0]
+    churn = champions["churn"]
+    _expect(churn.features_, buyers, "churn", versions["churn"], config)
+    frames["churn"] = pd.DataFrame(
+        {"customer_id": buyers["customer_id"], "churn_probability": churn.predict_proba(buyers)}
+    )
+    h, clv = config.horizon_days, champions["clv"]
+    frames["clv"] = clv.predict(buyers, horizon_days=h)[
+        [
+            "customer_id",
+            "p_alive",
+            f"expected_purchases_{h}d",
+            "expected_order_value",
+            f"expected_spend_{h}d",
+            f"clv_{clv.clv_months}m",
+        ]
+    ]
+    if "replenishment" in champions:
+        model = champions["replenishment"]
+        frame = pair_frame_from(customers, pairs, as_of)
+        _expect(
+            model.classifier.features_, frame, "replenishment", versions["replenishment"], config
+        )
+        predicted = model.predict(frame)
+        frames["replenishment"] = pd.DataFrame(
+            {
+                "customer_id": frame["customer_id"],
+                "product_id": frame["product_id"],
+                "repurchase_probability": predicted["repurchase_probability"],
+                "expected_next_purchase_at": predicted["runout_p50"],
+                "next_purchase_p10_at": predicted["runout_p10"],
+                "next_purchase_p90_at": predicted["runout_p90"],
+            }
+        )
+    return {name: frame.reset_index(drop=True) for name, frame in frames.items()}
+
+
+def score(
+    tables=None,
+    *,
+    as_of=None,
+    config: FeatureConfig,
+    out: str | os.PathLike,
+    snapshot: str | os.PathLike | None = None,
+    consents: pd.DataFrame | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Score every customer (and pair) with the champion models and write ``out``: features
+    built from ``tables`` at ``as_of``, or read from a ``snapshot`` (``nextbest features``).
+
+    Purpose limitation: the three models serve marketing (:data:`registry.PURPOSES`), so
+    customers without marketing consent in force at ``as_of`` (``consents``, default
+    ``tables.consents``) get no score; ``scores.json`` counts them under ``withheld``.
+    """
+    from cdp.privacy import consent_in_force
+    from training.registry import PURPOSES, REGISTERED
+
+    champions, versions = load_champions()
+    if snapshot is not None:
+        customers, pairs, manifest = read_snapshot(snapshot)
+        as_of = as_utc(manifest["as_of"])
+        built_with = manifest["config"]
+        config = FeatureConfig(
+            **{**built_with, "engagement_windows": tuple(built_with["engagement_windows"])}
+        )
+    else:
+        as_of = as_utc(as_of)
+        built = build_features(tables, as_of=as_of, config=config)
+        customers, pairs = built.customers, built.pairs
+    consents = tables.consents if consents is None and tables is not None else consents
+    if consents is None:
+        raise BadInputError("score: the consents table is needed (marketing scores need consent)")
+    allowed = consent_in_force(consents, "marketing", pd.Timestamp(as_of))
+    frames = score_frames(
+        customers, pairs, as_of=as_of, champions=champions, versions=versions, config=config
+    )
+    withheld = {}
+    for name, frame in frames.items():
+        if PURPOSES[name] == "marketing":
+            keep = frame["customer_id"].isin(allowed).to_numpy()
+            withheld[name] = int((~keep).sum())
+            frames[name] = frame[keep].reset_index(drop=True)
+    meta = {
+        "as_of": as_of.isoformat(),
+        "models": {REGISTERED[k]: v for k, v in versions.items()},
+        "rows": {name: len(frame) for name, frame in frames.items()},
+        "withheld": {
+            "reason": "no marketing consent in force at as_of (the models serve marketing)",
+            "rows": withheld,
+        },
+        "config": asdict(config),
+    }
+    with atomic_folder(out, overwrite=overwrite) as tmp:
+        for name, frame in frames.items():
+            write_table(frame, tmp / f"{name}.parquet")
+        (tmp / "scores.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return meta
+
+
+def _expect(features: list[str], frame: pd.DataFrame, kind: str, version: str, config) -> None:
+    missing = [c for c in features if c not in frame.columns]
+    if missing:
+        raise BadInputError(
+            f"{kind} model version {version} expects features {missing[:3]} that a build with"
+            f" horizon {config.horizon_days} days and window {config.window_days} days does not"
+            " make: score with the settings it was trained with"
+        )
