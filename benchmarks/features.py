@@ -86,7 +86,7 @@ def _stage_plain_polars(folder: Path) -> str:
     import polars as pl
 
     from cdp.contract import STITCHABLE_ID_TYPES
-    from features.time import as_utc
+    from cdp.time import as_utc
 
     as_of = as_utc(AS_OF)
     orders = pl.scan_parquet(folder / "orders.parquet")
@@ -171,10 +171,10 @@ def _stage_build(folder: Path) -> str:
 
 
 def _summary(folder: Path):
+    from cdp.time import as_utc
     from features.config import FeatureConfig
     from features.inputs import as_inputs
     from features.purchases import daily_purchases, purchase_history
-    from features.time import as_utc
 
     as_of = as_utc(AS_OF)
     daily = daily_purchases(as_inputs(folder).orders, as_of=as_of)

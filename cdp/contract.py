@@ -1,7 +1,7 @@
 """The unified-profile data contract (v1): tables, columns, types and rules.
 
 This module is the single written form of ``docs/data-contract.md``. The loader
-(:mod:`nextbest.loading`) types columns by it and the validator
+(:mod:`cdp.io`) types columns by it and the validator
 (:mod:`cdp.validation`) checks its rules. Change it only by adding optional columns.
 """
 
@@ -49,10 +49,12 @@ class TableSpec:
     doc: str = ""
 
     def column(self, name: str) -> ColumnSpec:
+        """The spec of column ``name``."""
         return next(c for c in self.columns if c.name == name)
 
     @property
     def column_names(self) -> list[str]:
+        """The columns in contract order."""
         return [c.name for c in self.columns]
 
 
@@ -181,7 +183,9 @@ class ContractTables:
     events: pd.DataFrame = field(default_factory=lambda: empty_table("events"))
 
     def items(self) -> list[tuple[str, pd.DataFrame]]:
+        """``(name, frame)`` of every table, in contract order."""
         return [(name, getattr(self, name)) for name in TABLES]
 
     def summary(self) -> dict[str, int]:
+        """Rows per table."""
         return {name: len(frame) for name, frame in self.items()}

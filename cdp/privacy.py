@@ -26,6 +26,8 @@ import hashlib
 import hmac
 import json
 import os
+from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -38,7 +40,7 @@ SUPPRESSION_ENV = "NEXTBEST_SUPPRESSION"
 DEFAULT_SUPPRESSION = Path("data/suppression.json")
 
 
-def keys(env=None) -> list[bytes]:
+def keys(env: Mapping[str, str] | None = None) -> list[bytes]:
     """The current pseudonym key first, then the previous ones; an error without a key."""
     env = os.environ if env is None else env
     current = env.get(KEY_ENV, "")
@@ -105,7 +107,8 @@ def _token(key: bytes, value: str) -> str:
     return _mac(key, "suppressed", value)
 
 
-def suppression_path(env=None) -> Path:
+def suppression_path(env: Mapping[str, str] | None = None) -> Path:
+    """The suppression list's file: ``NEXTBEST_SUPPRESSION``, else ``data/suppression.json``."""
     env = os.environ if env is None else env
     return Path(env.get(SUPPRESSION_ENV) or DEFAULT_SUPPRESSION)
 
@@ -188,7 +191,9 @@ def subject_rows(frames: dict[str, pd.DataFrame], customer_id: str) -> dict[str,
     return out
 
 
-def consent_in_force(consents: pd.DataFrame, purpose: str, as_of) -> pd.Index:
+def consent_in_force(
+    consents: pd.DataFrame, purpose: str, as_of: datetime | pd.Timestamp
+) -> pd.Index:
     """Customer ids whose latest ``purpose`` consent recorded at or before ``as_of`` is a
     grant (no record, or a withdrawal, means no consent)."""
     rows = consents[(consents["purpose"] == purpose) & (consents["recorded_at"] <= as_of)]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from cdp.contract import STITCHABLE_ID_TYPES, ContractTables
+from cdp.time import AsOf, as_utc
 
 
 def marketing_consent_share(tables: ContractTables, as_of: pd.Timestamp) -> float:
@@ -21,11 +22,10 @@ def marketing_consent_share(tables: ContractTables, as_of: pd.Timestamp) -> floa
 
 
 def world_summary(
-    tables: ContractTables, as_of: pd.Timestamp, truth_folder: Path | None = None
+    tables: ContractTables, as_of: AsOf, truth_folder: Path | None = None
 ) -> dict[str, str]:
     """Counts a newcomer checks first; ``truth_folder`` adds what happened after ``as_of``."""
-    as_of = pd.Timestamp(as_of)
-    as_of = as_of.tz_localize("UTC") if as_of.tz is None else as_of
+    as_of = as_utc(as_of)
     orders, events = tables.orders, tables.events
     past = orders[orders["ordered_at"] <= as_of]
     existing = int((tables.customers["created_at"] <= as_of).sum())

@@ -196,9 +196,11 @@ class ValidationReport:
 
     @property
     def ok(self) -> bool:
+        """Whether no rule is broken."""
         return not self.violations
 
     def summary_line(self) -> str:
+        """One line for a valid folder: its tables' row counts."""
         counts = ", ".join(f"{n:,} {t}" for t, n in self.rows.items())
         return f"{self.folder}: valid ({counts})"
 
@@ -212,7 +214,23 @@ def validate_folder(folder: str | os.PathLike) -> tuple[dict[str, pd.DataFrame],
 
 
 def load_contract(folder: str | os.PathLike) -> ContractTables:
-    """Load a contract folder into typed frames; raise :class:`ContractError` if it is invalid."""
+    """Load a contract folder into typed frames.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        A folder of the contract's tables (Parquet or CSV).
+
+    Returns
+    -------
+    ContractTables
+        Every table, typed as the contract says.
+
+    Raises
+    ------
+    ContractError
+        Naming every broken rule (table, column, problem, rows, examples).
+    """
     frames, report = validate_folder(folder)
     if not report.ok:
         raise ContractError(report.violations, source=str(folder))

@@ -20,10 +20,11 @@ from datetime import datetime
 import pandas as pd
 import polars as pl
 
+from cdp.time import AsOf, as_utc
 from features.clv import LifetimesParams, fit_lifetimes, lifetimes_features
 from features.config import FeatureConfig
 from features.engagement import engagement_features
-from features.inputs import as_inputs
+from features.inputs import Tables, as_inputs
 from features.purchases import (
     INTERVALS,
     SUMMARY,
@@ -33,7 +34,7 @@ from features.purchases import (
 )
 from features.replenishment import pair_features
 from features.rfm import NO_PURCHASE, SCORES, rfm_edges, rfm_scores
-from features.time import as_utc, days_between
+from features.time import days_between
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,25 @@ class FeatureTables:
     population: PopulationParams
 
 
-def fit_population(tables, *, as_of, config: FeatureConfig | None = None) -> PopulationParams:
-    """RFM edges and lifetimes fits on every customer's purchases at or before ``as_of``."""
+def fit_population(
+    tables: Tables, *, as_of: AsOf, config: FeatureConfig | None = None
+) -> PopulationParams:
+    """Fit the population parameters on every customer's purchases at or before ``as_of``.
+
+    Parameters
+    ----------
+    tables : Tables
+        Loaded contract tables, feature inputs, or a contract folder.
+    as_of : AsOf
+        The moment; settled to UTC here (:func:`cdp.time.as_utc`).
+    config : FeatureConfig, optional
+        Feature settings (the lifetimes penalizer); the defaults when not given.
+
+    Returns
+    -------
+    PopulationParams
+        The RFM score edges and the BG/NBD and Gamma-Gamma fits at ``as_of``.
+    """
     config = config or FeatureConfig()
     inputs, as_of = as_inputs(tables), as_utc(as_of)
     daily = daily_purchases(inputs.orders, as_of=as_of)
@@ -69,18 +87,39 @@ def fit_population(tables, *, as_of, config: FeatureConfig | None = None) -> Pop
 
 
 def build_features(
-    tables,
+    tables: Tables,
     *,
-    as_of,
+    as_of: AsOf,
     config: FeatureConfig | None = None,
     population: PopulationParams | None = None,
 ) -> FeatureTables:
     """Build the customer and pair feature tables from a contract dataset at ``as_of``.
 
-    ``tables``: a :class:`~cdp.contract.ContractTables`, a contract folder, or
-    :class:`~features.inputs.FeatureInputs`. ``population``: parameters from
-    :func:`fit_population` (fitted here on ``tables`` when not given). The columns and
-    their meaning are listed by :func:`features.manifest.describe`.
+    Only rows at or before ``as_of`` are read. The columns and their meaning are listed by
+    :func:`features.manifest.describe`.
+
+    Parameters
+    ----------
+    tables : Tables
+        A :class:`~cdp.contract.ContractTables`, a contract folder, or
+        :class:`~features.inputs.FeatureInputs`.
+    as_of : AsOf
+        The moment; settled to UTC here (:func:`cdp.time.as_utc`).
+    config : FeatureConfig, optional
+        Feature settings; the defaults when not given.
+    population : PopulationParams, optional
+        Parameters from :func:`fit_population` at the same ``as_of`` (fitted here on
+        ``tables`` when not given).
+
+    Returns
+    -------
+    FeatureTables
+        One row per customer (``customers``) and per customer x consumable (``pairs``).
+
+    Raises
+    ------
+    ValueError
+        When ``population`` was fitted at another moment.
     """
     config = config or FeatureConfig()
     inputs, as_of = as_inputs(tables), as_utc(as_of)

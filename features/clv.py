@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+from numpy.typing import ArrayLike
 from scipy.special import expit, hyp2f1
 
 _RETRIES = 3
@@ -110,7 +111,9 @@ def fit_lifetimes(summary: pl.DataFrame, penalizer: float) -> LifetimesParams:
     return LifetimesParams(bgnbd, gamma_gamma, bg_coef, gg_coef, mean_repeat_value)
 
 
-def bgnbd_p_alive(params: dict[str, float], frequency, recency, T) -> np.ndarray:
+def bgnbd_p_alive(
+    params: dict[str, float], frequency: ArrayLike, recency: ArrayLike, T: ArrayLike
+) -> np.ndarray:
     """P(alive | x, t_x, T) under BG/NBD (Hardie, "P(alive) for the BG/NBD model").
 
     1 for customers without a repeat purchase (BG/NBD's drop-out happens only after one).
@@ -124,7 +127,7 @@ def bgnbd_p_alive(params: dict[str, float], frequency, recency, T) -> np.ndarray
 
 
 def bgnbd_expected_purchases(
-    params: dict[str, float], t: float, frequency, recency, T
+    params: dict[str, float], t: float, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike
 ) -> np.ndarray:
     """E[purchases in (T, T + t] | x, t_x, T] under BG/NBD (Fader, Hardie and Lee 2005, eq. 10).
 

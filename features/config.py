@@ -49,4 +49,5 @@ class FeatureConfig:
 
     @property
     def longest_window(self) -> int:
+        """The longest engagement window, in days."""
         return max(self.engagement_windows)

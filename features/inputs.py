@@ -57,7 +57,11 @@ def _scan(path: Path) -> pl.LazyFrame:
     return frame.with_columns(fixes)
 
 
-def as_inputs(tables: ContractTables | FeatureInputs | str | os.PathLike) -> FeatureInputs:
+#: What the feature functions read: loaded contract tables, feature inputs, or a contract folder.
+Tables = ContractTables | FeatureInputs | str | os.PathLike
+
+
+def as_inputs(tables: Tables) -> FeatureInputs:
     """Feature inputs from loaded tables, or from a contract folder (not validated here)."""
     if isinstance(tables, FeatureInputs):
         return tables

@@ -19,8 +19,8 @@ import pandas as pd
 import polars as pl
 
 from cdp.errors import BadInputError
-from features.inputs import FeatureInputs, as_inputs
-from features.time import as_utc
+from cdp.time import AsOf, as_utc
+from features.inputs import FeatureInputs, Tables, as_inputs
 
 
 class IncompleteWindowError(BadInputError):
@@ -59,7 +59,7 @@ def _next_purchases(inputs: FeatureInputs, as_of: datetime, keys: list[str]) -> 
     )
 
 
-def churn_labels(tables, *, as_of, horizon_days: int = 90) -> pd.DataFrame:
+def churn_labels(tables: Tables, *, as_of: AsOf, horizon_days: int = 90) -> pd.DataFrame:
     """Per customer created by ``as_of``: ``churned`` and ``next_purchase_at``."""
     inputs, as_of = as_inputs(tables), as_utc(as_of)
     end = as_of + timedelta(days=horizon_days)
@@ -77,7 +77,9 @@ def churn_labels(tables, *, as_of, horizon_days: int = 90) -> pd.DataFrame:
     return frame.to_pandas()
 
 
-def repurchase_labels(tables, pairs: pd.DataFrame, *, as_of, window_days: int = 14) -> pd.DataFrame:
+def repurchase_labels(
+    tables: Tables, pairs: pd.DataFrame, *, as_of: AsOf, window_days: int = 14
+) -> pd.DataFrame:
     """Per (customer_id, product_id) of ``pairs``: ``repurchased`` and ``next_purchase_at``."""
     inputs, as_of = as_inputs(tables), as_utc(as_of)
     end = as_of + timedelta(days=window_days)
@@ -96,7 +98,7 @@ def repurchase_labels(tables, pairs: pd.DataFrame, *, as_of, window_days: int = 
     return frame.to_pandas()
 
 
-def spend_labels(tables, *, as_of, horizon_days: int = 90) -> pd.DataFrame:
+def spend_labels(tables: Tables, *, as_of: AsOf, horizon_days: int = 90) -> pd.DataFrame:
     """Per customer created by ``as_of``: ``holdout_spend`` and ``holdout_purchase_days`` in
     ``(as_of, as_of + H]`` (zero without a purchase)."""
     inputs, as_of = as_inputs(tables), as_utc(as_of)

@@ -45,7 +45,7 @@ SEGMENTS = {10 * r + f + 1: name for r, row in _GRID.items() for f, name in enum
 NO_PURCHASE = "No purchase yet"
 
 
-def rfm_edges(summary) -> dict[str, list[float]]:
+def rfm_edges(summary: pl.DataFrame) -> dict[str, list[float]]:
     """Quintile cut points (20/40/60/80%) of each scored measure over customers who bought."""
     frame = summary.collect() if isinstance(summary, pl.LazyFrame) else summary
     return {

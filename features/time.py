@@ -1,20 +1,13 @@
-"""Point-in-time helpers: the only place that turns ``as_of`` into filters and day counts."""
+"""Point-in-time helpers: the only place that turns ``as_of`` (a settled UTC moment,
+:mod:`cdp.time`) into filters and day counts."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-import pandas as pd
 import polars as pl
 
 DAY_SECONDS = 86_400.0
-
-
-def as_utc(as_of: datetime | pd.Timestamp | str) -> datetime:
-    """``as_of`` as a timezone-aware UTC datetime (a naive one is taken as UTC)."""
-    ts = pd.Timestamp(as_of)
-    ts = ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
-    return ts.to_pydatetime()
 
 
 def day_of(as_of: datetime) -> datetime:

@@ -19,6 +19,7 @@ SUFFIXES = (".parquet", ".csv")
 
 
 def table_files(folder: Path) -> list[Path]:
+    """The table files (Parquet, CSV, JSON lines) under ``folder``."""
     folder = Path(folder)
     if not folder.is_dir():
         return []

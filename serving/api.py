@@ -1,35 +1,53 @@
-"""The HTTP API chatbots call: request and response schemas and the endpoint functions.
+"""The HTTP API chatbots call: the routes, each with the API-key scope it needs.
 
 A FastAPI app mounted inside the BentoML service (:mod:`serving.service`), so every
 endpoint, every error response and the field-level 422s are in the OpenAPI at
-``/docs.json``. The endpoints read the service's current :class:`~serving.state.ServingState`
-through :data:`RUNTIME`, which the service sets on start and swaps on reload.
+``/docs.json``; the schemas are in :mod:`serving.schemas`. The routes reach the service's
+live parts (:class:`Runtime`: the current :class:`~serving.state.ServingState`, the stores,
+the clock) through the app's state, set by the service on start: there is no module global.
+
+Each route declares its scope where it is defined (``**CHATBOT`` or ``**ADMIN``: the
+``x-nextbest-scope`` of its operation); :func:`scopes` reads them back for
+:class:`serving.security.SecurityMiddleware`.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import asdict
-from datetime import datetime, timedelta
-from typing import Annotated, Literal
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Annotated, Any
 
-import pydantic
-from fastapi import FastAPI, HTTPException, Query
-from pydantic import (
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    field_validator,
-    model_validator,
-)
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 
 from serving import problems
-from serving.audit import erase_held, held
-from serving.feedback import Recorded, StoreUnavailable
-from serving.locales import answer_locale, standard_tag
+from serving.audit import AuditLog, erase_held, held
+from serving.feedback import FeedbackStore, Recorded, StoreUnavailable
+from serving.locales import answer_locale
 from serving.policy import Context, rank
+from serving.schemas import (
+    CLOCK_SKEW,
+    ERRORS,
+    Action,
+    Applied,
+    BatchRequest,
+    BatchResponse,
+    ChurnRequest,
+    ChurnScore,
+    DoNotSuggest,
+    ErasedOut,
+    EventBatch,
+    FeedbackIn,
+    FeedbackOut,
+    ProfileOut,
+    ReloadOut,
+    SubjectExport,
+    SubjectIn,
+    SuggestRequest,
+    SuggestResponse,
+)
 from serving.security import CALLER
 
 #: What every model score may be used for (purpose limitation): churn, CLV and repurchase
@@ -39,337 +57,64 @@ MODEL_PURPOSE = "marketing"
 SKIPPED = (
     "skipped: no marketing consent in force (churn, CLV and repurchase scores serve marketing only)"
 )
+SCOPE = "x-nextbest-scope"
+#: Route options of the two scopes: a chatbot key, or an admin key (which may call everything).
+CHATBOT = {"tags": ["chatbot"], "openapi_extra": {SCOPE: "chatbot"}}
+ADMIN = {"tags": ["admin"], "openapi_extra": {SCOPE: "admin"}}
 
-MAX_QUANTITY = 10_000  # units in one order line (negative: a return)
-MAX_AMOUNT = 1e9  # currency units in one order line
-#: How far in the future (by the service's clock) an ingested row's time may lie.
-CLOCK_SKEW = timedelta(minutes=5)
 
-Locale = Literal["en", "zh-TW", "zh-CN"]
-#: Numbers and flags as JSON has them: ``false`` is not 0, ``"1"`` is not 1.
-Number = Annotated[float, pydantic.Strict()]
-Count = Annotated[int, pydantic.Strict()]
-
-
-def _iso_text(value):
-    if not isinstance(value, str):  # a number would be read as a Unix time
-        raise ValueError("expected an ISO 8601 date-time string with a zone")
-    return value
-
-
-#: A moment as the contract writes it: ISO 8601 text with a zone, never a bare number.
-Moment = Annotated[AwareDatetime, pydantic.BeforeValidator(_iso_text)]
-Outcome = Literal["shown", "accepted", "dismissed", "converted"]
-
-
-class Strict(BaseModel):
-    """A request body: unknown fields, NaN / Infinity and text that is not UTF-8 (a lone
-    surrogate such as ``"\\ud800"``) are 422s naming the field, never stored or echoed."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _utf8(cls, value):
-        if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValueError("not valid UTF-8 text (a lone surrogate)") from None
-        return value
-
-
-class Identity(Strict):
-    id_type: str = Field(min_length=1, max_length=64, examples=["messenger"])
-    id_value: str = Field(min_length=1, max_length=256, examples=["psid-1234"])
-
-
-class CustomerRef(Strict):
-    """A customer id, or an identity (messenger PSID, LINE id, cookie, device, …): exactly
-    one of the two (neither may be null)."""
-
-    model_config = ConfigDict(
-        json_schema_extra={"oneOf": [{"required": ["customer_id"]}, {"required": ["identity"]}]}
-    )
-
-    # typed without None, so an explicit null is refused as the schema says; absent: None
-    customer_id: str = Field(default=None, min_length=1, max_length=128)
-    identity: Identity = None
-
-    @model_validator(mode="after")
-    def _one(self):
-        if (self.customer_id is None) == (self.identity is None):
-            raise ValueError("give exactly one of customer_id or identity")
-        return self
-
-
-class ContextIn(Strict):
-    channel: str = Field(default="chat", max_length=32)
-    locale: str | None = Field(
-        default=None,
-        max_length=35,
-        pattern=r"^[A-Za-z]{2,8}([-_][A-Za-z0-9]{1,8})*$",
-        description="A BCP 47 tag (en-US, zh_TW, zh-Hant, zh-HK, zh-Hans, ...): the answer"
-        " uses the closest of en, zh-TW, zh-CN, else the customer's locale, else en",
-        examples=["zh-Hant"],
-    )
-    intent: str | None = Field(default=None, max_length=64, examples=["order_status"])
-    message: str | None = Field(default=None, max_length=4000)
-    sentiment: Number | None = Field(default=None, ge=-1, le=1)
-
-    @field_validator("locale")
-    @classmethod
-    def _tag(cls, value: str | None) -> str | None:
-        return None if value is None else standard_tag(value)
-
-
-class SuggestRequest(CustomerRef):
-    context: ContextIn = ContextIn()
-    max_actions: Count = Field(default=3, ge=1, le=10)
-
-
-class Action(BaseModel):
-    action: str
-    purpose: Literal["service", "marketing"]
-    product_id: str | None
-    score: float = Field(description="expected value: probability x value - cost")
-    probability: float
-    expected_value: float
-    confidence: Literal["low", "medium", "high"]
-    reason_codes: list[str]
-    reason: str
-    message: str
-
-
-class DoNotSuggest(BaseModel):
-    action: str
-    product_id: str | None
-    reason: str
-
-
-class SuggestResponse(BaseModel):
-    request_id: str
-    known: bool
-    customer_id: str | None
-    locale: Locale = Field(description="the locale of every message and reason in the answer")
-    locale_requested: str | None = Field(
-        description="the context's locale as sent (standardised), if any; null: the customer's"
-    )
-    features_as_of: datetime
-    now: datetime
-    frustrated: bool
-    actions: list[Action]
-    do_not_suggest: list[DoNotSuggest]
-    model_versions: dict[str, str]
-
-
-Band = Literal["low", "medium", "high"]
-
-
-class RecentOrder(BaseModel):
-    order_id: str
-    ordered_at: datetime
-    amount: float = Field(description="the order's amount, in the shop's currency")
-    lines: int
-
-
-class ConsumableOut(BaseModel):
-    product_id: str
-    name: str = Field(description="in the customer's locale")
-    last_purchase_at: datetime
-    expected_run_out_at: datetime
-    run_out_interval: tuple[datetime, datetime] = Field(
-        description="10th and 90th percentile of the run-out date"
-    )
-    repurchase_probability: float | None = Field(
-        description="P(re-buys within the window); null without marketing consent in force"
-    )
-
-
-class ProfileOut(BaseModel):
-    """The 360-degree summary of one customer."""
-
-    customer_id: str
-    locale: str = Field(description="the customer's locale (BCP 47) from the CDP")
-    segment: str
-    churn_risk: Band | None = Field(description="null without marketing consent in force")
-    churn_probability: float | None = Field(
-        description="P(no order in the churn horizon); null without marketing consent in force"
-    )
-    clv_band: Band | None
-    clv_12m: float | None = Field(description="expected 12-month value; null without consent")
-    consents: dict[str, bool] = Field(description="purpose -> granted, as in force now")
-    marketing_allowed: bool
-    marketing_scoring: str
-    do_not_suggest: list[str]
-    preferred_channel: str | None
-    open_support_tickets: int
-    recent_orders: list[RecentOrder]
-    consumables: list[ConsumableOut]
-    features_as_of: datetime
-    now: datetime
-    model_versions: dict[str, str]
-
-
-class ChurnScore(BaseModel):
-    """One customer's churn probability (the bare model endpoint)."""
-
-    customer_id: str
-    churn_probability: float | None = Field(
-        description="P(no order in the churn horizon); null without marketing consent in force"
-    )
-    marketing_scoring: str = Field(description='"used", or why the score was withheld')
-    model_version: str
-
-
-class SubjectExport(BaseModel):
-    """Everything the running service holds about one customer."""
-
-    customer_id: str
-    known: bool
-    exported_at: datetime
-    served_profile: dict | None = Field(description="the customer's served state, if known")
-    stores: dict[str, list[dict]] = Field(
-        description="rows of the suggestion, feedback and ingested stores, by table"
-    )
-    audit: list[dict] = Field(description="audit entries about the customer")
-
-
-class BatchRequest(Strict):
-    requests: list[SuggestRequest] = Field(min_length=1, max_length=500)
-
-
-class BatchResponse(BaseModel):
-    responses: list[SuggestResponse]
-
-
-class OrderIn(Strict):
-    order_id: str = Field(min_length=1)
-    customer_id: str = Field(min_length=1)
-    ordered_at: Moment
-    product_id: str = Field(min_length=1)
-    quantity: Count = Field(ge=-MAX_QUANTITY, le=MAX_QUANTITY)
-    amount: Number = Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT)
-
-    @model_validator(mode="after")
-    def _nonzero(self):
-        if self.quantity == 0:
-            raise ValueError("quantity must not be 0 (negative = return)")
-        return self
-
-
-class EventIn(Strict):
-    event_id: str = Field(min_length=1)
-    customer_id: str | None = None
-    anonymous_id: str | None = None
-    occurred_at: Moment
-    source: str = Field(min_length=1)
-    event_type: str = Field(min_length=1)
-    product_id: str | None = None
-    sentiment: Number | None = Field(default=None, ge=-1, le=1)
-
-    @model_validator(mode="after")
-    def _someone(self):
-        if self.customer_id is None and self.anonymous_id is None:
-            raise ValueError("at least one of customer_id or anonymous_id")
-        return self
-
-
-class ConsentIn(Strict):
-    customer_id: str = Field(min_length=1)
-    purpose: str = Field(min_length=1)
-    granted: pydantic.StrictBool
-    recorded_at: Moment
-    source: str | None = None
-
-
-class IdentityIn(Strict):
-    customer_id: str = Field(min_length=1)
-    id_type: str = Field(min_length=1)
-    id_value: str = Field(min_length=1)
-
-
-class EventBatch(Strict):
-    """New contract rows from the CDP (same columns as the data contract)."""
-
-    orders: list[OrderIn] = Field(default_factory=list, max_length=10_000)
-    events: list[EventIn] = Field(default_factory=list, max_length=10_000)
-    consents: list[ConsentIn] = Field(default_factory=list, max_length=10_000)
-    identities: list[IdentityIn] = Field(default_factory=list, max_length=10_000)
-
-
-class Applied(BaseModel):
-    orders: int
-    events: int
-    consents: int
-    identities: int
-    ignored: int
-
-
-class FeedbackIn(Strict):
-    request_id: str = Field(min_length=1, max_length=64)
-    action: str = Field(min_length=1, max_length=64)
-    product_id: str | None = Field(default=None, max_length=128)
-    outcome: Outcome
-
-
-class FeedbackOut(BaseModel):
-    stored: bool
-
-
-class ChurnRequest(Strict):
-    customer_id: str = Field(min_length=1, max_length=128)
-
-
-class SubjectIn(Strict):
-    customer_id: str = Field(min_length=1, max_length=128)
-
-
-class ErasedOut(BaseModel):
-    known: bool
-    identities: int
-    stores: dict[str, int]
-    audit_entries: int
-
-
-class ReloadOut(BaseModel):
-    reloaded: bool
-    model_versions: dict[str, str]
-    detail: str
-
-
-ERRORS = {
-    400: {"model": problems.Problem, "description": "the body is not JSON, or not UTF-8"},
-    422: {"model": problems.Problem, "description": "invalid input: each field and what is wrong"},
-    401: {"model": problems.Problem, "description": "missing or unknown API key"},
-    403: {"model": problems.Problem, "description": "the key lacks the scope"},
-    413: {"model": problems.Problem, "description": "request body over the limit"},
-    503: {
-        "model": problems.Problem,
-        "description": "not ready yet, or the store or audit log cannot take writes now;"
-        " retry after the Retry-After seconds",
-    },
-}
-
-
+@dataclass
 class Runtime:
-    """The service's live parts, set by :mod:`serving.service`."""
+    """The service's live parts. ``state`` is swapped whole on reload; the rest is fixed."""
 
-    state = None  # ServingState, swapped whole on reload
-    feedback = None  # FeedbackStore
-    catalog = None
-    clock = None  # () -> datetime
-    reload = None  # () -> ReloadOut-like dict
-    audit = None  # AuditLog
-    pseudonym = None  # customer id -> pseudonym (cdp.privacy), bound to the key
-    seal = None  # contract row -> (sealed row, anonymous token), bound to the key
+    feedback: FeedbackStore
+    audit: AuditLog
+    catalog: Any
+    clock: Callable[[], datetime]
+    reload: Callable[[], dict]
+    pseudonym: Callable[[str], str]  # customer id -> pseudonym (cdp.privacy), bound to the key
+    seal: Callable[[dict], tuple]  # contract row -> (sealed row, anonymous token)
+    state: Any = None  # ServingState, None until loaded
 
 
-def _audit(route: str, who: str | None, now, purposes, actions, request_id=None) -> None:
+logger = logging.getLogger("nextbest.serving")
+
+app = FastAPI(
+    title="nextbest",
+    description="Proactive, explained, consent-aware next best actions for chatbots.",
+    version="1",
+    docs_url=None,
+    redoc_url=None,
+    openapi_url=None,  # BentoML serves the merged OpenAPI at /docs.json
+)
+problems.install(app, StoreUnavailable)
+
+
+def scopes() -> dict[str, str]:
+    """The scope each route needs, by path, as the routes declare it."""
+    found = {}
+    for route in app.routes:
+        extra = getattr(route, "openapi_extra", None) or {}
+        if SCOPE in extra:
+            found[route.path] = extra[SCOPE]
+    return found
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        raise HTTPException(503, "not ready: the service is starting", {"Retry-After": "5"})
+    return runtime
+
+
+Live = Annotated[Runtime, Depends(_runtime)]
+
+
+def _audit(rt: Runtime, route: str, who, now, purposes, actions, request_id=None) -> None:
     """One audit line per scoring call: caller key id, pseudonym, purposes, actions,
     model versions, time. Never a raw id or a key."""
-    state = RUNTIME.state
-    RUNTIME.audit.append(
+    state = rt.state
+    rt.audit.append(
         {
             "at": now.isoformat(),
             "route": route,
@@ -383,40 +128,24 @@ def _audit(route: str, who: str | None, now, purposes, actions, request_id=None)
     )
 
 
-RUNTIME = Runtime()
-
 # The chatbot endpoints are ``async``: their work (dictionary lookups, the policy, one SQLite
 # insert) takes well under a millisecond, less than a hop to the thread pool. Ingestion and
 # reload may take longer and stay plain functions, run in the thread pool.
 
-logger = logging.getLogger("nextbest.serving")
 
-app = FastAPI(
-    title="nextbest",
-    description="Proactive, explained, consent-aware next best actions for chatbots.",
-    version="1",
-    docs_url=None,
-    redoc_url=None,
-    openapi_url=None,  # BentoML serves the merged OpenAPI at /docs.json
-)
-
-
-problems.install(app, StoreUnavailable)
-
-
-def _state():
-    if RUNTIME.state is None:
+def _state(rt: Runtime):
+    if rt.state is None:
         raise HTTPException(
             503, "not ready: models and features are still loading", {"Retry-After": "5"}
         )
-    return RUNTIME.state
+    return rt.state
 
 
-def _scoring_state():
+def _scoring_state(rt: Runtime):
     """The state, for a route that scores: every scoring call is audited, so while the
     audit log cannot be written (a full disk) the answer is 503 with Retry-After."""
-    state = _state()
-    if not RUNTIME.audit.healthy:
+    state = _state(rt)
+    if not rt.audit.healthy:
         raise HTTPException(
             503,
             "the audit log cannot be written (disk full or unavailable); retry shortly",
@@ -425,21 +154,22 @@ def _scoring_state():
     return state
 
 
-def suggest_one(request: SuggestRequest) -> SuggestResponse:
-    state = _scoring_state()
-    now = RUNTIME.clock()
+def suggest_one(rt: Runtime, request: SuggestRequest) -> SuggestResponse:
+    """Rank, record and audit the answer to one suggestion request."""
+    state = _scoring_state(rt)
+    now = rt.clock()
     identity = request.identity
     customer_id = state.resolve(
         request.customer_id, identity and identity.id_type, identity and identity.id_value
     )
     profile = state.profile(customer_id, now) if customer_id else None
     context = Context(**request.context.model_dump())
-    who = RUNTIME.pseudonym(customer_id) if customer_id else None
-    exposures = RUNTIME.feedback.exposures(who, now) if who else {}
+    who = rt.pseudonym(customer_id) if customer_id else None
+    exposures = rt.feedback.exposures(who, now) if who else {}
     ranking = rank(
         profile,
         context,
-        RUNTIME.catalog,
+        rt.catalog,
         now=now,
         exposures=exposures,
         window_days=state.window_days,
@@ -452,8 +182,8 @@ def suggest_one(request: SuggestRequest) -> SuggestResponse:
     ]
     names = [a.action for a in actions]
     answered = [(a.action, a.product_id) for a in actions]
-    RUNTIME.feedback.record_suggestion(request_id, who, answered, now)
-    _audit("/suggest", who, now, [a.purpose for a in actions], names, request_id)
+    rt.feedback.record_suggestion(request_id, who, answered, now)
+    _audit(rt, "/suggest", who, now, [a.purpose for a in actions], names, request_id)
     return SuggestResponse(
         request_id=request_id,
         known=customer_id is not None,
@@ -469,25 +199,26 @@ def suggest_one(request: SuggestRequest) -> SuggestResponse:
     )
 
 
-@app.post("/suggest", response_model=SuggestResponse, responses=ERRORS, tags=["chatbot"])
-async def suggest(request: SuggestRequest) -> SuggestResponse:
+@app.post("/suggest", response_model=SuggestResponse, responses=ERRORS, **CHATBOT)
+async def suggest(request: SuggestRequest, rt: Live) -> SuggestResponse:
     """Ranked, explained next best actions for one customer in a conversation."""
-    return suggest_one(request)
+    return suggest_one(rt, request)
 
 
-@app.post("/suggest/batch", response_model=BatchResponse, responses=ERRORS, tags=["chatbot"])
-async def suggest_batch(request: BatchRequest) -> BatchResponse:
+@app.post("/suggest/batch", response_model=BatchResponse, responses=ERRORS, **CHATBOT)
+async def suggest_batch(request: BatchRequest, rt: Live) -> BatchResponse:
     """The same for many customers (campaigns, CRM)."""
-    return BatchResponse(responses=[suggest_one(r) for r in request.requests])
+    return BatchResponse(responses=[suggest_one(rt, r) for r in request.requests])
 
 
 @app.get(
     "/profile",
     response_model=ProfileOut,
     responses={**ERRORS, 404: {"model": problems.Problem}},
-    tags=["chatbot"],
+    **CHATBOT,
 )
 async def profile(
+    rt: Live,
     customer_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
     id_type: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     id_value: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
@@ -504,16 +235,16 @@ async def profile(
                 }
             ],
         )
-    state = _scoring_state()
+    state = _scoring_state(rt)
     resolved = state.resolve(customer_id, id_type, id_value)
     if resolved is None:
         raise HTTPException(404, "unknown customer")
     c = state.customers[resolved]
-    now = RUNTIME.clock()
+    now = rt.clock()
     # purpose limitation: the churn, CLV and repurchase scores serve marketing only
     marketing = state.allows(resolved, MODEL_PURPOSE, now)
     churn, clv = (c.churn_probability, c.clv_12m) if marketing else (None, None)
-    _audit("/profile", RUNTIME.pseudonym(resolved), now, ["service"], [])
+    _audit(rt, "/profile", rt.pseudonym(resolved), now, ["service"], [])
     return ProfileOut(
         **{
             "customer_id": resolved,
@@ -558,34 +289,34 @@ def _band(value: float | None, edges: tuple[float, float]) -> str | None:
     "/score/churn",
     response_model=ChurnScore,
     responses={**ERRORS, 404: {"model": problems.Problem}},
-    tags=["chatbot"],
+    **CHATBOT,
 )
-def score_churn(request: ChurnRequest) -> ChurnScore:
+def score_churn(request: ChurnRequest, rt: Live) -> ChurnScore:
     """The churn probability of one customer who has bought: one row through the LightGBM
     booster on one thread (the bare model endpoint). The score serves marketing: without
     marketing consent in force it is withheld (``churn_probability`` null and the reason).
     An unknown, erased or never-buying customer is a 404 (not an error, and not logged)."""
-    state, now = _scoring_state(), RUNTIME.clock()
+    state, now = _scoring_state(rt), rt.clock()
     customer_id = request.customer_id
     row = state.churn_row.get(customer_id)
     if row is None:
         raise HTTPException(404, "unknown customer, or one who has not bought yet")
-    who = RUNTIME.pseudonym(customer_id)
+    who = rt.pseudonym(customer_id)
     answer = {"customer_id": customer_id, "model_version": state.versions["churn"]}
     if not state.allows(customer_id, MODEL_PURPOSE, now):
-        _audit("/score/churn", who, now, [], [])
+        _audit(rt, "/score/churn", who, now, [], [])
         return ChurnScore(**answer, churn_probability=None, marketing_scoring=SKIPPED)
     probability = state.churn_probability(row)
-    _audit("/score/churn", who, now, [MODEL_PURPOSE], ["churn_score"])
+    _audit(rt, "/score/churn", who, now, [MODEL_PURPOSE], ["churn_score"])
     return ChurnScore(**answer, churn_probability=probability, marketing_scoring="used")
 
 
-@app.post("/events", response_model=Applied, responses=ERRORS, tags=["admin"])
-def events(batch: EventBatch) -> Applied:
+@app.post("/events", response_model=Applied, responses=ERRORS, **ADMIN)
+def events(batch: EventBatch, rt: Live) -> Applied:
     """Ingest new orders, events, consents and identities. A row dated after the service's
     clock (beyond a small skew) is refused with 422 naming it, and nothing is applied; else
     the rows are stored, then applied at once."""
-    state, now = _state(), RUNTIME.clock()
+    state, now = _state(rt), rt.clock()
     future = _from_the_future(batch, now)
     if future:
         raise HTTPException(422, future)
@@ -593,9 +324,9 @@ def events(batch: EventBatch) -> Applied:
     for kind in ("orders", "events", "consents", "identities"):
         for item in getattr(batch, kind):
             owner = state.owner(item.customer_id, getattr(item, "anonymous_id", None))
-            who = RUNTIME.pseudonym(owner) if owner else None
-            rows.append((kind, who, *RUNTIME.seal(item.model_dump(mode="json"))))
-    RUNTIME.feedback.record_events(rows, now)
+            who = rt.pseudonym(owner) if owner else None
+            rows.append((kind, who, *rt.seal(item.model_dump(mode="json"))))
+    rt.feedback.record_events(rows, now)
     return Applied(**state.apply(batch))
 
 
@@ -622,13 +353,13 @@ def _from_the_future(batch: EventBatch, now: datetime) -> list[dict]:
     "/feedback",
     response_model=FeedbackOut,
     responses={**ERRORS, 404: {"model": problems.Problem}},
-    tags=["chatbot"],
+    **CHATBOT,
 )
-def feedback(item: FeedbackIn) -> FeedbackOut:
+def feedback(item: FeedbackIn, rt: Live) -> FeedbackOut:
     """shown / accepted / dismissed / converted for a suggestion, by request id. The action
     and product must be among what that answer returned (else 422); one answer counts as one
     exposure for cooldowns and caps, whatever outcomes follow."""
-    recorded = RUNTIME.feedback.record_feedback(item, RUNTIME.clock())
+    recorded = rt.feedback.record_feedback(item, rt.clock())
     if recorded is Recorded.UNKNOWN_REQUEST:
         raise HTTPException(404, f"unknown request_id {item.request_id!r}")
     if recorded is Recorded.NOT_OFFERED:
@@ -646,19 +377,19 @@ def feedback(item: FeedbackIn) -> FeedbackOut:
     return FeedbackOut(stored=True)
 
 
-@app.post("/admin/reload", response_model=ReloadOut, responses=ERRORS, tags=["admin"])
-def reload() -> ReloadOut:
+@app.post("/admin/reload", response_model=ReloadOut, responses=ERRORS, **ADMIN)
+def reload(rt: Live) -> ReloadOut:
     """Load the current champions and snapshot beside the old ones, then switch."""
-    return ReloadOut(**RUNTIME.reload())
+    return ReloadOut(**rt.reload())
 
 
-@app.post("/admin/subject/export", response_model=SubjectExport, responses=ERRORS, tags=["admin"])
-def subject_export(subject: SubjectIn) -> SubjectExport:
+@app.post("/admin/subject/export", response_model=SubjectExport, responses=ERRORS, **ADMIN)
+def subject_export(subject: SubjectIn, rt: Live) -> SubjectExport:
     """Everything the running service holds about one customer (right of access): the
     served profile, suggestions, feedback, ingested rows and audit entries."""
     from cdp.privacy import identity_tokens, pseudonyms
 
-    state, now = _state(), RUNTIME.clock()
+    state, now = _state(rt), rt.clock()
     names = pseudonyms(subject.customer_id)
     identities = state.identities_of(subject.customer_id)
     tokens = identity_tokens(*(value for _, value in identities))
@@ -671,26 +402,26 @@ def subject_export(subject: SubjectIn) -> SubjectExport:
         known=c is not None,
         exported_at=now,
         served_profile=served,
-        **held(RUNTIME.feedback, RUNTIME.audit, names, tokens),
+        **held(rt.feedback, rt.audit, names, tokens),
     )
 
 
-@app.post("/admin/subject/erase", response_model=ErasedOut, responses=ERRORS, tags=["admin"])
-def subject_erase(subject: SubjectIn) -> ErasedOut:
+@app.post("/admin/subject/erase", response_model=ErasedOut, responses=ERRORS, **ADMIN)
+def subject_erase(subject: SubjectIn, rt: Live) -> ErasedOut:
     """Erase one customer from the running service: the served state and every identity
     pointing at them, the suggestion / feedback / ingested stores and the audit log; the
     erasure itself is audited with counts only."""
     from cdp.privacy import identity_tokens, pseudonyms
 
-    state, now = _state(), RUNTIME.clock()
+    state, now = _state(rt), rt.clock()
     names = pseudonyms(subject.customer_id)
     known = subject.customer_id in state.customers
     values = (value for _, value in state.identities_of(subject.customer_id))
     tokens = identity_tokens(*values)
     identities = state.forget(subject.customer_id)
     erased = erase_held(
-        RUNTIME.feedback,
-        RUNTIME.audit,
+        rt.feedback,
+        rt.audit,
         names,
         now,
         "/admin/subject/erase",

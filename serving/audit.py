@@ -34,8 +34,12 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from serving.batching import BatchWriter
+
+if TYPE_CHECKING:
+    from serving.feedback import FeedbackStore
 
 CURRENT = "audit.jsonl"
 MAX_BYTES = 10_000_000
@@ -56,6 +60,7 @@ class AuditLog:
 
     @property
     def path(self) -> Path:
+        """The file being appended to."""
         return self.folder / CURRENT
 
     def append(self, record: dict) -> None:
@@ -228,7 +233,12 @@ def query(
         yield entry
 
 
-def held(store, log: AuditLog, pseudonyms: set[str], anonymous: set[str] = frozenset()) -> dict:
+def held(
+    store: FeedbackStore,
+    log: AuditLog,
+    pseudonyms: set[str],
+    anonymous: set[str] = frozenset(),
+) -> dict:
     """What the service's stores (:class:`serving.feedback.FeedbackStore`) and the audit
     ``log`` hold about these pseudonyms (and identity tokens), for an export."""
     return {
@@ -238,12 +248,12 @@ def held(store, log: AuditLog, pseudonyms: set[str], anonymous: set[str] = froze
 
 
 def erase_held(
-    store,
+    store: FeedbackStore,
     log: AuditLog,
     pseudonyms: set[str],
-    at,
+    at: datetime,
     route: str,
-    key_id,
+    key_id: str | None,
     anonymous: set[str] = frozenset(),
 ) -> dict:
     """Erase these pseudonyms (and identity tokens) from the stores and the audit log, then

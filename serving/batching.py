@@ -51,6 +51,7 @@ class BatchWriter:
         self._starting = threading.Lock()
 
     def add(self, item: Any) -> None:
+        """Queue ``item`` for the next batch (starts the writer thread on first use)."""
         self._items.append(item)
         if self._thread is None:
             self._start()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -53,7 +54,13 @@ def pick_customer(data: Path, features: Path, now: pd.Timestamp, window_days: in
     return str(due.iloc[0]["customer_id"])
 
 
-def conversation(url: str, chatbot_key: str, admin_key: str, customer_id: str, say) -> None:
+def conversation(
+    url: str,
+    chatbot_key: str,
+    admin_key: str,
+    customer_id: str,
+    say: Callable[[str, dict], None],
+) -> None:
     """Run the three scenes against ``url``; ``say(title, answer)`` prints each answer."""
     chat = {"x-api-key": chatbot_key}
     with httpx.Client(base_url=url, timeout=30) as client:

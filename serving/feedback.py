@@ -42,9 +42,13 @@ from collections import OrderedDict, defaultdict
 from datetime import datetime, timedelta
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from serving.batching import BatchWriter
 from serving.policy import Exposure
+
+if TYPE_CHECKING:
+    from serving.schemas import FeedbackIn
 
 RECENT = 100_000  # request ids kept in memory for feedback
 BUSY_SECONDS = 2.0  # how long a write waits for a lock held by another process
@@ -237,7 +241,7 @@ class FeedbackStore:
         """Write every suggestion record so far."""
         self._batches.flush()
 
-    def record_feedback(self, item, at: datetime) -> Recorded:
+    def record_feedback(self, item: FeedbackIn, at: datetime) -> Recorded:
         """Store ``item`` (a :class:`serving.api.FeedbackIn`) if its request id is known and
         its action and product are among what that answer returned."""
         with self._writing():
@@ -331,6 +335,7 @@ class FeedbackStore:
         return counts
 
     def exposures(self, customer: str, now: datetime) -> dict[tuple[str, str | None], Exposure]:
+        """When each (action, product) was last shown to ``customer`` and how often in 30 days."""
         shown = self._shown.get(customer)
         if not shown:
             return {}
@@ -341,6 +346,7 @@ class FeedbackStore:
         }
 
     def count(self, table: str) -> int:
+        """Rows in ``table``."""
         if table not in TABLES:
             raise ValueError(f"no table {table!r}")
         return self._db.execute(f"select count(*) from {table}").fetchone()[0]

@@ -16,7 +16,7 @@ import json
 
 from cdp import package_version
 from serving.problems import MEDIA_TYPE, Problem
-from serving.security import ADMIN, OPEN
+from serving.security import OPEN
 
 TITLE = "nextbest"
 DESCRIPTION = (
@@ -59,12 +59,11 @@ def finish(spec: dict) -> dict:
     for path, operations in spec.get("paths", {}).items():
         if path.rstrip("/") in OPEN or path in OPEN:
             continue
-        scope = "admin" if path in ADMIN else "chatbot"
         for operation in operations.values():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
             operation["security"] = [{"bearer": []}, {"apiKey": []}]
-            operation["x-nextbest-scope"] = scope
+            scope = operation.setdefault("x-nextbest-scope", "chatbot")  # as the route says
             note = f"Needs a key with the `{scope}` scope."
             text = operation.get("description") or operation.get("summary") or ""
             operation["description"] = f"{text}\n\n{note}".strip()

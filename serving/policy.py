@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from serving.catalog import Catalog
 from serving.locales import answer_locale
@@ -128,6 +129,7 @@ class Ranking:
 
 
 def is_frustrated(profile: Profile | None, context: Context) -> bool:
+    """Negative sentiment or words now, or open tickets with a recent negative sentiment."""
     if context.sentiment is not None and context.sentiment <= NEGATIVE:
         return True
     if context.message and FRUSTRATED_WORDS.search(context.message):
@@ -148,6 +150,17 @@ def _text(templates: dict[str, str], locale: str, **values) -> str:
     return templates.get(locale, templates["en"]).format(**values)
 
 
+class Candidate(NamedTuple):
+    """An action worth judging: its probability, value, reason codes and template values."""
+
+    action: str
+    product_id: str | None
+    probability: float
+    value: float
+    codes: tuple[str, ...]
+    values: dict
+
+
 def rank(
     profile: Profile | None,
     context: Context,
@@ -158,26 +171,74 @@ def rank(
     window_days: int = 14,
     max_actions: int = 3,
 ) -> Ranking:
-    """Ranked suggestions for ``profile`` (``None``: an unknown visitor) in ``context``."""
+    """Rank, explain and filter the next best actions for one customer in a conversation.
+
+    Parameters
+    ----------
+    profile : Profile or None
+        What the service knows of the customer; None for an unknown visitor.
+    context : Context
+        The conversation: channel, locale, intent, message, sentiment.
+    catalog : Catalog
+        The actions, their purposes, costs, cooldowns, caps and texts.
+    now : datetime
+        The service's clock (a settled UTC moment).
+    exposures : dict, optional
+        When each (action, product) was last shown and how often in 30 days.
+    window_days : int, default 14
+        How far ahead a run-out makes a replenishment reminder due.
+    max_actions : int, default 3
+        The most suggestions returned.
+
+    Returns
+    -------
+    Ranking
+        Suggestions by expected value (escalation first for a frustrated customer), what was
+        held back and why, whether the customer is frustrated, and the answer's locale.
+    """
     exposures = exposures or {}
     locale = answer_locale(context.locale, profile.locale if profile else None)
     frustrated = is_frustrated(profile, context)
+    candidates = _service_candidates(profile, context, catalog, now, frustrated)
+    if profile is not None:
+        candidates += _profile_candidates(profile, catalog, now, window_days, locale)
+    suggestions, suppressed = [], []
+    for candidate in candidates:
+        why = _suppressed_because(candidate, catalog, profile, frustrated, exposures, now)
+        if why is not None:
+            suppressed.append(Suppressed(candidate.action, candidate.product_id, why))
+            continue
+        action = catalog[candidate.action]
+        expected = candidate.probability * candidate.value - action.cost
+        if expected <= 0:
+            suppressed.append(
+                Suppressed(candidate.action, candidate.product_id, "expected value not positive")
+            )
+            continue
+        suggestions.append(_suggestion(candidate, action, expected, profile, locale))
+    # escalation first for a frustrated customer; then by expected value
+    suggestions.sort(
+        key=lambda s: (s.action != "escalate_to_human" or not frustrated, -s.expected_value)
+    )
+    return Ranking(
+        suggestions[:max_actions] or [_nothing_now(catalog, locale)],
+        suppressed,
+        frustrated,
+        locale,
+    )
+
+
+def _service_candidates(
+    profile: Profile | None, context: Context, catalog: Catalog, now: datetime, frustrated: bool
+) -> list[Candidate]:
+    """Escalation for a frustrated customer; order-status help when asked or just ordered."""
+    candidates = []
+    if frustrated:
+        value = _value(catalog, "escalate_to_human")
+        candidates.append(Candidate("escalate_to_human", None, 1.0, value, ("FRUSTRATED",), {}))
     asks_order = context.intent == "order_status" or bool(
         context.message and ORDER_WORDS.search(context.message)
     )
-    candidates: list[tuple[str, str | None, float, float, tuple[str, ...], dict]] = []
-    # (action, product, probability, value, reason codes, template values)
-    if frustrated:
-        candidates.append(
-            (
-                "escalate_to_human",
-                None,
-                1.0,
-                _value(catalog, "escalate_to_human"),
-                ("FRUSTRATED",),
-                {},
-            )
-        )
     recent = bool(
         profile
         and profile.last_order_at
@@ -185,123 +246,123 @@ def rank(
     )
     if asks_order or recent:
         codes = ("ASKED_ORDER_STATUS",) if asks_order else ("RECENT_ORDER",)
+        value = _value(catalog, "order_status_help")
+        probability = 1.0 if asks_order else 0.3
+        candidates.append(Candidate("order_status_help", None, probability, value, codes, {}))
+    return candidates
+
+
+def _profile_candidates(
+    profile: Profile, catalog: Catalog, now: datetime, window_days: int, locale: str
+) -> list[Candidate]:
+    """Replenishment reminders due in the window, the best cross-sell, a win-back offer."""
+    candidates = []
+    horizon = now + timedelta(days=window_days)
+    for item in profile.consumables:
+        if item.expected_next_purchase_at > horizon:
+            continue
+        date = item.expected_next_purchase_at.date().isoformat()
+        name = item.names.get(locale) or item.names["en"]
         candidates.append(
-            (
-                "order_status_help",
+            Candidate(
+                "replenishment_reminder",
+                item.product_id,
+                item.repurchase_probability,
+                item.price * catalog.margin,
+                ("RUNOUT_DUE",),
+                {"product": name, "date": date},
+            )
+        )
+    if profile.cross_sell:
+        best = max(profile.cross_sell, key=lambda c: (c.lift, c.confidence))
+        name = best.names.get(locale) or best.names["en"]
+        value = best.price * catalog.margin
+        candidates.append(
+            Candidate(
+                "cross_sell",
+                best.product_id,
+                best.confidence,
+                value,
+                ("CO_PURCHASE_LIFT",),
+                {"product": name},
+            )
+        )
+    if not profile.marketing_consent:  # churn was not scored (purpose limitation)
+        candidates.append(Candidate("winback_offer", None, 0.0, 0.0, ("CHURN_NOT_SCORED",), {}))
+    elif profile.churn_probability is not None and profile.churn_probability >= 0.5:
+        candidates.append(
+            Candidate(
+                "winback_offer",
                 None,
-                1.0 if asks_order else 0.3,
-                _value(catalog, "order_status_help"),
-                codes,
+                profile.churn_probability * catalog.retention_uplift,
+                float(profile.clv_12m or 0.0),
+                ("CHURN_RISK",),
                 {},
             )
         )
-    if profile is not None:
-        horizon = now + timedelta(days=window_days)
-        for item in profile.consumables:
-            if item.expected_next_purchase_at > horizon:
-                continue
-            date = item.expected_next_purchase_at.date().isoformat()
-            name = item.names.get(locale) or item.names["en"]
-            candidates.append(
-                (
-                    "replenishment_reminder",
-                    item.product_id,
-                    item.repurchase_probability,
-                    item.price * catalog.margin,
-                    ("RUNOUT_DUE",),
-                    {"product": name, "date": date},
-                )
-            )
-        if profile.cross_sell:
-            best = max(profile.cross_sell, key=lambda c: (c.lift, c.confidence))
-            name = best.names.get(locale) or best.names["en"]
-            candidates.append(
-                (
-                    "cross_sell",
-                    best.product_id,
-                    best.confidence,
-                    best.price * catalog.margin,
-                    ("CO_PURCHASE_LIFT",),
-                    {"product": name},
-                )
-            )
-        if not profile.marketing_consent:  # churn was not scored (purpose limitation)
-            candidates.append(("winback_offer", None, 0.0, 0.0, ("CHURN_NOT_SCORED",), {}))
-        elif profile.churn_probability is not None and profile.churn_probability >= 0.5:
-            candidates.append(
-                (
-                    "winback_offer",
-                    None,
-                    profile.churn_probability * catalog.retention_uplift,
-                    float(profile.clv_12m or 0.0),
-                    ("CHURN_RISK",),
-                    {},
-                )
-            )
+    return candidates
 
-    suggestions, suppressed = [], []
-    for name, product, probability, value, codes, values in candidates:
-        action = catalog[name]
-        if action.purpose == "marketing":
-            if profile is None:
-                suppressed.append(Suppressed(name, product, "unknown visitor"))
-                continue
-            if not profile.marketing_consent:
-                suppressed.append(Suppressed(name, product, "no marketing consent in force"))
-                continue
-            if frustrated:
-                suppressed.append(Suppressed(name, product, "customer is frustrated"))
-                continue
-        seen = exposures.get((name, product))
-        if seen is not None:
-            if now - seen.last_shown_at < timedelta(days=action.cooldown_days):
-                suppressed.append(Suppressed(name, product, "in cooldown"))
-                continue
-            if seen.shown_30d >= action.cap_per_30_days:
-                suppressed.append(Suppressed(name, product, "frequency cap reached"))
-                continue
-        expected = probability * value - action.cost
-        if expected <= 0:
-            suppressed.append(Suppressed(name, product, "expected value not positive"))
-            continue
-        suggestions.append(
-            Suggestion(
-                action=name,
-                purpose=action.purpose,
-                product_id=product,
-                probability=round(probability, 4),
-                value=round(value, 2),
-                expected_value=round(expected, 4),
-                confidence=_confidence(probability),
-                reason_codes=codes
-                if profile is None or action.purpose == "service"
-                else (*codes, "MARKETING_CONSENT"),
-                reason=_text(action.reasons, locale, **values),
-                message=_text(action.templates, locale, **values),
-            )
-        )
-    # escalation first for a frustrated customer; then by expected value
-    suggestions.sort(
-        key=lambda s: (s.action != "escalate_to_human" or not frustrated, -s.expected_value)
+
+def _suppressed_because(
+    candidate: Candidate,
+    catalog: Catalog,
+    profile: Profile | None,
+    frustrated: bool,
+    exposures: dict,
+    now: datetime,
+) -> str | None:
+    """Why ``candidate`` may not be proposed now (consent, frustration, cooldown, cap)."""
+    action = catalog[candidate.action]
+    if action.purpose == "marketing":
+        if profile is None:
+            return "unknown visitor"
+        if not profile.marketing_consent:
+            return "no marketing consent in force"
+        if frustrated:
+            return "customer is frustrated"
+    seen = exposures.get((candidate.action, candidate.product_id))
+    if seen is not None:
+        if now - seen.last_shown_at < timedelta(days=action.cooldown_days):
+            return "in cooldown"
+        if seen.shown_30d >= action.cap_per_30_days:
+            return "frequency cap reached"
+    return None
+
+
+def _suggestion(
+    candidate: Candidate, action, expected: float, profile: Profile | None, locale: str
+) -> Suggestion:
+    codes = candidate.codes
+    if profile is not None and action.purpose != "service":
+        codes = (*codes, "MARKETING_CONSENT")
+    return Suggestion(
+        action=candidate.action,
+        purpose=action.purpose,
+        product_id=candidate.product_id,
+        probability=round(candidate.probability, 4),
+        value=round(candidate.value, 2),
+        expected_value=round(expected, 4),
+        confidence=_confidence(candidate.probability),
+        reason_codes=codes,
+        reason=_text(action.reasons, locale, **candidate.values),
+        message=_text(action.templates, locale, **candidate.values),
     )
-    suggestions = suggestions[:max_actions]
-    if not suggestions:
-        action = catalog["nothing_now"]
-        suggestions = [
-            Suggestion(
-                "nothing_now",
-                "service",
-                None,
-                1.0,
-                0.0,
-                0.0,
-                "high",
-                ("NOTHING_WORTH_IT",),
-                _text(action.reasons, locale),
-                _text(action.templates, locale),
-            )
-        ]
-    return Ranking(suggestions, suppressed, frustrated, locale)
+
+
+def _nothing_now(catalog: Catalog, locale: str) -> Suggestion:
+    action = catalog["nothing_now"]
+    return Suggestion(
+        "nothing_now",
+        "service",
+        None,
+        1.0,
+        0.0,
+        0.0,
+        "high",
+        ("NOTHING_WORTH_IT",),
+        _text(action.reasons, locale),
+        _text(action.templates, locale),
+    )
 
 
 def _value(catalog: Catalog, name: str) -> float:

@@ -61,6 +61,7 @@ def body(status: int, detail: str, errors: list[dict] | None = None) -> bytes:
 def response(
     status: int, detail: str, errors: list[dict] | None = None, headers: dict | None = None
 ) -> Response:
+    """A problem response with ``headers`` (``Retry-After`` for a 503, say)."""
     return Response(body(status, detail, errors), status, headers, media_type=MEDIA_TYPE)
 
 
@@ -72,6 +73,7 @@ def _printable(value):
 
 
 def field_errors(error: RequestValidationError) -> list[dict]:
+    """FastAPI's validation errors as ``loc``, ``msg``, ``type`` items, without the input."""
     return [
         {
             "loc": [_printable(part) for part in item.get("loc", ())],

@@ -3,7 +3,8 @@
 Keys come from ``NEXTBEST_API_KEYS`` (``key:scope[+scope],…``) and/or the file named by
 ``NEXTBEST_API_KEYS_FILE`` (one ``key scope[,scope]`` per line, ``#`` comments). A request
 sends its key as ``Authorization: Bearer KEY`` or ``x-api-key: KEY``. Scopes: ``chatbot``
-(suggest, profile, feedback) and ``admin`` (events, reload; an admin key may do everything).
+(suggest, profile, feedback) and ``admin`` (events, reload; an admin key may do everything),
+declared by each route where it is defined (:mod:`serving.api`).
 ``/livez``, ``/readyz``, ``/metrics`` and the OpenAPI are open. Keys are kept only as
 SHA-256 digests and never logged; logs name a key by the first 8 hex digits of its digest.
 A body over ``NEXTBEST_MAX_BODY_BYTES`` (default 1 MB) gets 413 before it is read.
@@ -21,7 +22,6 @@ from cdp.errors import BadInputError
 from serving import problems
 
 OPEN = {"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/docs", "/"}
-ADMIN = {"/events", "/admin/reload", "/admin/subject/export", "/admin/subject/erase"}
 SCOPES = {"chatbot", "admin"}
 MAX_BODY = 1_000_000
 
@@ -59,6 +59,7 @@ def load_keys(env: dict | None = None) -> dict[str, set[str]]:
 
 
 def key_id(key: str) -> str:
+    """How logs and the audit name a key: the first 8 hex digits of its SHA-256."""
     return _digest(key)[:8]
 
 
@@ -67,10 +68,20 @@ CALLER: contextvars.ContextVar[str | None] = contextvars.ContextVar("caller", de
 
 
 class SecurityMiddleware:
-    """401 without a known key, 403 without the scope, 413 over the body limit."""
+    """401 without a known key, 403 without the scope, 413 over the body limit.
 
-    def __init__(self, app, keys: dict[str, set[str]] | None = None, max_body: int | None = None):
+    ``scopes``: the scope each path needs, as the routes declare it
+    (:func:`serving.api.scopes`); any other path needs a key of any scope."""
+
+    def __init__(
+        self,
+        app,
+        scopes: dict[str, str] | None = None,
+        keys: dict[str, set[str]] | None = None,
+        max_body: int | None = None,
+    ):
         self.app = app
+        self.scopes = scopes or {}
         self.keys = load_keys() if keys is None else keys
         self.max_body = max_body or int(os.environ.get("NEXTBEST_MAX_BODY_BYTES", MAX_BODY))
 
@@ -92,7 +103,7 @@ class SecurityMiddleware:
             scopes = self._scopes(digest)
             if scopes is None:
                 return await _problem(send, 401, "missing or unknown API key", auth=True)
-            needed = "admin" if path in ADMIN else "chatbot"
+            needed = self.scopes.get(path, "chatbot")
             if needed not in scopes and "admin" not in scopes:
                 return await _problem(send, 403, f"this key lacks the {needed!r} scope")
             CALLER.set(digest[:8])  # key_id: the digest's first 8 hex digits

@@ -1,18 +1,13 @@
 """The BentoML service: ``bentoml serve serving.service:NextBest`` (or ``nextbest serve``).
 
-Configuration comes from the environment (``nextbest serve`` sets it):
-
-- ``NEXTBEST_DATA`` contract folder, ``NEXTBEST_FEATURES`` feature snapshot,
-  ``NEXTBEST_MLRUNS`` MLflow folder (or ``MLFLOW_TRACKING_URI``);
-- ``NEXTBEST_STATE`` folder for the suggestion / feedback / event store;
-- ``NEXTBEST_NOW``: a fixed clock (ISO time) for simulated data, else the wall clock;
-- ``NEXTBEST_POLL_SECONDS``: check the registry for a new champion this often (0: never);
-- API keys and the body limit: :mod:`serving.security`.
+Settings: :class:`serving.config.ServeConfig`, read once from the environment when this
+module is imported. The live parts (:class:`serving.api.Runtime`) are put on the FastAPI
+app's state when the service starts; the routes reach them there.
 
 Loading runs in a background thread: ``/readyz`` answers 503 until the models and
 features are in memory. A reload (``POST /admin/reload`` or the poll) builds a new state
 beside the old one and swaps a single reference; if it fails the old one keeps serving,
-the failure is logged and counted in ``nextbest_reload_failures_total``.
+the failure is logged and counted in ``nextbest_reloads_total{outcome="failed"}``.
 """
 
 from __future__ import annotations
@@ -20,15 +15,13 @@ from __future__ import annotations
 import functools
 import gc
 import logging
-import os
 import threading
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 
 import bentoml
 
 from serving import api, traffic
+from serving.config import ServeConfig
 from serving.openapi import OpenAPIMiddleware
 from serving.security import SecurityMiddleware
 
@@ -46,20 +39,10 @@ RELOADS = bentoml.metrics.Counter(
 )
 
 
-def _clock():
-    fixed = os.environ.get("NEXTBEST_NOW")
-    if fixed:
-        moment = datetime.fromisoformat(fixed)
-        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-        return lambda: moment
-    return lambda: datetime.now(UTC)
+CONFIG = ServeConfig.from_env()
 
 
-@bentoml.service(
-    name="nextbest",
-    workers=int(os.environ.get("NEXTBEST_WORKERS", "1")),
-    traffic={"timeout": 60},
-)
+@bentoml.service(name="nextbest", workers=CONFIG.workers, traffic={"timeout": 60})
 @bentoml.asgi_app(api.app, path="/")
 class NextBest:
     """Next best actions for chatbots: suggest, profile, events, feedback, reload."""
@@ -71,31 +54,31 @@ class NextBest:
         from serving.feedback import FeedbackStore
         from training import registry
 
-        self.data = Path(os.environ.get("NEXTBEST_DATA", "data/demo"))
-        self.features = Path(os.environ.get("NEXTBEST_FEATURES", "data/features"))
-        registry.configure(os.environ.get("NEXTBEST_MLRUNS", "mlruns"))
-        state_dir = Path(os.environ.get("NEXTBEST_STATE", "data/serving"))
-        api.RUNTIME.catalog = load_catalog(os.environ.get("NEXTBEST_ACTIONS") or DEFAULT)
-        api.RUNTIME.feedback = FeedbackStore(state_dir / "serving.db")
-        api.RUNTIME.audit = AuditLog(state_dir / "audit")
+        self.config = CONFIG
+        registry.configure(CONFIG.mlruns)
         key = privacy.keys()[0]  # refuses to start without NEXTBEST_PSEUDONYM_KEY
-        api.RUNTIME.pseudonym = functools.partial(privacy.pseudonym, key=key)
-        api.RUNTIME.seal = functools.partial(privacy.sealed_row, key=key)
-        api.RUNTIME.clock = _clock()
-        api.RUNTIME.reload = self.reload
+        self.runtime = api.Runtime(
+            feedback=FeedbackStore(CONFIG.state / "serving.db"),
+            audit=AuditLog(CONFIG.state / "audit"),
+            catalog=load_catalog(CONFIG.actions or DEFAULT),
+            clock=CONFIG.clock(),
+            reload=self.reload,
+            pseudonym=functools.partial(privacy.pseudonym, key=key),
+            seal=functools.partial(privacy.sealed_row, key=key),
+        )
+        api.app.state.runtime = self.runtime
         self._reload_lock = threading.Lock()
         threading.Thread(target=self._first_load, daemon=True, name="nextbest-load").start()
-        poll = float(os.environ.get("NEXTBEST_POLL_SECONDS", "0"))
-        if poll > 0:
-            threading.Thread(target=self._poll, args=(poll,), daemon=True).start()
+        if CONFIG.poll_seconds > 0:
+            threading.Thread(target=self._poll, args=(CONFIG.poll_seconds,), daemon=True).start()
 
     def __is_ready__(self) -> bool:
-        return api.RUNTIME.state is not None
+        return self.runtime.state is not None
 
     def _load(self):
         from serving.state import ServingState
 
-        return ServingState.load(data=self.data, features=self.features)
+        return ServingState.load(data=self.config.data, features=self.config.features)
 
     @staticmethod
     def _freeze() -> None:
@@ -109,10 +92,10 @@ class NextBest:
 
     def _first_load(self) -> None:
         try:
-            api.RUNTIME.state = self._load()
+            self.runtime.state = self._load()
             self._freeze()
             RELOADS.labels(outcome="loaded").inc()
-            logger.info("serving models %s", api.RUNTIME.state.versions)
+            logger.info("serving models %s", self.runtime.state.versions)
         except Exception:  # the service stays unready; the log says why
             RELOADS.labels(outcome="failed").inc()
             logger.exception("loading models and features failed; /readyz stays 503")
@@ -120,7 +103,7 @@ class NextBest:
     def reload(self) -> dict:
         """Build a new state beside the current one and swap it in; keep the old on failure."""
         with self._reload_lock:
-            old = api.RUNTIME.state
+            old = self.runtime.state
             try:
                 new = self._load()
             except Exception as error:
@@ -132,7 +115,7 @@ class NextBest:
                     "model_versions": versions,
                     "detail": f"kept the current models: {type(error).__name__}: {error}",
                 }
-            api.RUNTIME.state = new  # one reference: requests see the old or the new, whole
+            self.runtime.state = new  # one reference: requests see the old or the new, whole
             del old
             self._freeze()
             RELOADS.labels(outcome="reloaded").inc()
@@ -146,7 +129,7 @@ class NextBest:
 
         while True:
             time.sleep(seconds)
-            state = api.RUNTIME.state
+            state = self.runtime.state
             if state is None:
                 continue
             try:
@@ -163,5 +146,5 @@ class NextBest:
                 self.reload()
 
 
-NextBest.add_asgi_middleware(SecurityMiddleware)
+NextBest.add_asgi_middleware(SecurityMiddleware, scopes=api.scopes())
 NextBest.add_asgi_middleware(OpenAPIMiddleware)

@@ -18,15 +18,24 @@ import threading
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from cdp.time import as_utc
+from features.profile import (
+    RECENT_ORDERS,
+    co_purchase_rules,
+    open_tickets,
+    owned,
+    preferred_channel,
+    recent_orders,
+)
 from serving.policy import Consumable, CrossSell, Profile
 
-RECENT_ORDERS = 5
-MIN_PAIR_CUSTOMERS = 20  # co-purchase rules need this many customers owning both
-MIN_LIFT = 1.2
+if TYPE_CHECKING:
+    from serving.schemas import EventBatch
 
 
 def _utc(value) -> datetime:
@@ -94,7 +103,7 @@ class ServingState:
         config = FeatureConfig(
             **{**built_with, "engagement_windows": tuple(built_with["engagement_windows"])}
         )
-        as_of = _utc(manifest["as_of"])
+        as_of = as_utc(manifest["as_of"])
         scores = score_frames(
             customers, pairs, as_of=as_of, champions=champions, versions=versions, config=config
         )
@@ -110,7 +119,14 @@ class ServingState:
     def _index(
         self, customers: pd.DataFrame, pairs: pd.DataFrame, scores: dict, tables: dict, as_of
     ) -> None:
-        products = tables["products"]
+        """Index everything a request reads by customer (and product) id."""
+        self._index_products(tables["products"])
+        self._index_customers(customers, scores, tables["events"], as_of)
+        self._index_history(tables, as_of)
+        if "replenishment" in scores:
+            self._index_consumables(pairs, scores["replenishment"])
+
+    def _index_products(self, products: pd.DataFrame) -> None:
         for row in products.to_dict("records"):
             names = {"en": row["name"]}
             for locale, column in (("zh-TW", "name_zh_tw"), ("zh-CN", "name_zh_cn")):
@@ -122,23 +138,16 @@ class ServingState:
                 "consumable": bool(row["consumable"]),
                 "category": row["category"],
             }
+
+    def _index_customers(self, customers, scores: dict, events: pd.DataFrame, as_of) -> None:
+        """Each customer's scores, locale, segment, channel and open tickets."""
         frame = customers[
             ["customer_id", "locale", "segment", "sentiment_min_30d", "last_purchase_at"]
         ].merge(scores["churn"], on="customer_id", how="left")
         frame = frame.merge(
             scores["clv"][["customer_id", "clv_12m", "p_alive"]], on="customer_id", how="left"
         )
-        events = tables["events"]
-        events = events[events["occurred_at"] <= as_of]
-        channel = (
-            events.dropna(subset=["customer_id"])
-            .groupby(["customer_id", "source"])
-            .size()
-            .reset_index(name="n")
-            .sort_values(["customer_id", "n"], ascending=[True, False])
-            .drop_duplicates("customer_id")
-            .set_index("customer_id")["source"]
-        )
+        channel = preferred_channel(events, as_of)
         frame["preferred_channel"] = frame["customer_id"].map(channel)
         for row in frame.to_dict("records"):
             self.customers[row["customer_id"]] = Customer(
@@ -156,6 +165,14 @@ class ServingState:
                 if isinstance(row["preferred_channel"], str)
                 else None,
             )
+        for customer_id, n in open_tickets(events, as_of).items():
+            if customer_id in self.customers:
+                self.customers[customer_id].open_tickets = int(n)
+
+    def _index_history(self, tables: dict, as_of) -> None:
+        """Identities, every consent record, what each customer owns, co-purchase rules and
+        recent orders."""
+        orders = tables["orders"]
         for row in tables["identities"].to_dict("records"):
             self.identities[(row["id_type"], row["id_value"])] = row["customer_id"]
         # every record, in time order: which one is in force depends on the request's clock
@@ -166,93 +183,53 @@ class ServingState:
                 customer.consents.setdefault(row["purpose"], []).append(
                     (_utc(row["recorded_at"]), bool(row["granted"]))
                 )
-        tickets = events[events["event_type"].isin(["ticket_opened", "ticket_resolved"])]
-        balance = (
-            tickets.assign(d=np.where(tickets["event_type"] == "ticket_opened", 1, -1))
-            .groupby("customer_id")["d"]
-            .sum()
-        )
-        for customer_id, n in balance[balance > 0].items():
+        bought = owned(orders, as_of)
+        for customer_id, products in bought.groupby("customer_id")["product_id"]:
             if customer_id in self.customers:
-                self.customers[customer_id].open_tickets = int(n)
-        orders = tables["orders"]
-        orders = orders[orders["ordered_at"] <= as_of]
-        bought = orders[orders["quantity"] > 0][["customer_id", "product_id"]].drop_duplicates()
-        for customer_id, owned in bought.groupby("customer_id")["product_id"]:
-            if customer_id in self.customers:
-                self.customers[customer_id].owned = set(owned)
-        self._rules(bought)
-        per_order = (
-            orders.groupby(["customer_id", "order_id"])
-            .agg(
-                ordered_at=("ordered_at", "max"), amount=("amount", "sum"), lines=("amount", "size")
+                self.customers[customer_id].owned = set(products)
+        rules = co_purchase_rules(bought)
+        for product_id, group in rules.groupby("product_id", sort=False):
+            self.rules[product_id] = list(
+                zip(group["other"], group["confidence"], group["lift"], strict=True)
             )
-            .reset_index()
-            .sort_values(["customer_id", "ordered_at"], ascending=[True, False])
-        )
-        recent = per_order.groupby("customer_id").head(RECENT_ORDERS)
-        for row in recent.to_dict("records"):
+        for row in recent_orders(orders, as_of).to_dict("records"):
             if row["customer_id"] in self.customers:
                 self.customers[row["customer_id"]].recent_orders.append(
                     {
                         "order_id": row["order_id"],
                         "ordered_at": _utc(row["ordered_at"]),
-                        "amount": round(float(row["amount"]), 2),
+                        "amount": float(row["amount"]),
                         "lines": int(row["lines"]),
                     }
                 )
-        if "replenishment" in scores:
-            # the per-unit cycle and last purchase come from the snapshot's pair features
-            cycles = pairs[["customer_id", "product_id", "cycle_median_days", "last_purchase_at"]]
-            pairs = scores["replenishment"].merge(
-                cycles, on=["customer_id", "product_id"], how="left"
+
+    def _index_consumables(self, pairs: pd.DataFrame, scored: pd.DataFrame) -> None:
+        """Each customer's consumables: repurchase probability and run-out dates."""
+        # the per-unit cycle and last purchase come from the snapshot's pair features
+        cycles = pairs[["customer_id", "product_id", "cycle_median_days", "last_purchase_at"]]
+        pairs = scored.merge(cycles, on=["customer_id", "product_id"], how="left")
+        for row in pairs.to_dict("records"):
+            customer = self.customers.get(row["customer_id"])
+            product = self.products.get(row["product_id"])
+            if customer is None or product is None:
+                continue
+            customer.consumables[row["product_id"]] = Consumable(
+                product_id=row["product_id"],
+                names=product["names"],
+                price=product["price"],
+                repurchase_probability=float(row["repurchase_probability"]),
+                expected_next_purchase_at=_utc(row["expected_next_purchase_at"]),
+                next_purchase_p10_at=_utc(row["next_purchase_p10_at"]),
+                next_purchase_p90_at=_utc(row["next_purchase_p90_at"]),
+                last_purchase_at=_utc(row["last_purchase_at"]),
             )
-            for row in pairs.to_dict("records"):
-                customer = self.customers.get(row["customer_id"])
-                product = self.products.get(row["product_id"])
-                if customer is None or product is None:
-                    continue
-                customer.consumables[row["product_id"]] = Consumable(
-                    product_id=row["product_id"],
-                    names=product["names"],
-                    price=product["price"],
-                    repurchase_probability=float(row["repurchase_probability"]),
-                    expected_next_purchase_at=_utc(row["expected_next_purchase_at"]),
-                    next_purchase_p10_at=_utc(row["next_purchase_p10_at"]),
-                    next_purchase_p90_at=_utc(row["next_purchase_p90_at"]),
-                    last_purchase_at=_utc(row["last_purchase_at"]),
-                )
-                customer.cycle_days[row["product_id"]] = float(row["cycle_median_days"])
-
-    def _rules(self, bought: pd.DataFrame) -> None:
-        """Co-purchase rules A -> B with lift >= MIN_LIFT among owners of A."""
-        from scipy import sparse
-
-        if bought.empty:
-            return
-        c_codes, c_index = pd.factorize(bought["customer_id"])
-        p_codes, p_index = pd.factorize(bought["product_id"])
-        x = sparse.csr_matrix(
-            (np.ones(len(bought)), (c_codes, p_codes)), shape=(len(c_index), len(p_index))
-        )
-        both = (x.T @ x).toarray()
-        owners = np.diag(both)
-        n = len(c_index)
-        for a in range(len(p_index)):
-            rules = []
-            for b in range(len(p_index)):
-                if a == b or both[a, b] < MIN_PAIR_CUSTOMERS:
-                    continue
-                confidence = both[a, b] / owners[a]
-                lift = confidence / (owners[b] / n)
-                if lift >= MIN_LIFT:
-                    rules.append((str(p_index[b]), float(confidence), float(lift)))
-            if rules:
-                self.rules[str(p_index[a])] = sorted(rules, key=lambda r: -r[2])[:5]
+            customer.cycle_days[row["product_id"]] = float(row["cycle_median_days"])
 
     # -- requests --------------------------------------------------------------------------
 
-    def resolve(self, customer_id: str | None, id_type: str | None, id_value: str | None):
+    def resolve(
+        self, customer_id: str | None, id_type: str | None, id_value: str | None
+    ) -> str | None:
         """The customer id for a reference, or ``None`` for an unknown visitor."""
         if customer_id is None:
             customer_id = self.identities.get((id_type, id_value))
@@ -270,17 +247,18 @@ class ServingState:
         return {purpose: consent_in_force(history, now) for purpose, history in c.consents.items()}
 
     def profile(self, customer_id: str, now: datetime) -> Profile:
+        """The policy's view of ``customer_id`` at ``now`` (consent as in force then)."""
         c = self.customers[customer_id]
         granted = self.allows(customer_id, "marketing", now)
         cross = []
-        for owned in c.owned:
-            for product_id, confidence, lift in self.rules.get(owned, ()):
+        for held in c.owned:
+            for product_id, confidence, lift in self.rules.get(held, ()):
                 product = self.products[product_id]
                 if product_id in c.owned or product["consumable"]:
                     continue
                 cross.append(
                     CrossSell(
-                        product_id, product["names"], product["price"], confidence, lift, owned
+                        product_id, product["names"], product["price"], confidence, lift, held
                     )
                 )
         return Profile(
@@ -299,7 +277,7 @@ class ServingState:
 
     # -- online updates --------------------------------------------------------------------
 
-    def apply(self, batch) -> dict[str, int]:
+    def apply(self, batch: EventBatch) -> dict[str, int]:
         """Apply an ingested batch (:class:`serving.api.EventBatch`); returns counts applied.
         Rows of unknown customers are counted as ``ignored``."""
         counts = {"orders": 0, "events": 0, "consents": 0, "identities": 0, "ignored": 0}
@@ -420,6 +398,7 @@ def _num(value) -> float | None:
 
 
 def utc_now() -> datetime:
+    """The wall clock in UTC."""
     return datetime.now(UTC)
 
 

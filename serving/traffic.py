@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from starlette.responses import JSONResponse
+from serving import problems
 
 
 class TimeoutMiddleware:
@@ -48,8 +48,8 @@ class TimeoutMiddleware:
             await started
         except TimeoutError:
             if task.cancel():
-                body = {"error": f"Not able to process the request in {self.timeout} seconds"}
-                await JSONResponse(body, status_code=504)(scope, receive, send)
+                detail = f"not able to process the request in {self.timeout} seconds"
+                await problems.response(504, detail)(scope, receive, send)
                 return
         finally:
             timer.cancel()
@@ -61,10 +61,23 @@ def _expire(started: asyncio.Future) -> None:
         started.set_exception(TimeoutError())
 
 
+#: The BentoML minor series this replacement was written against (pyproject.toml pins it).
+WRITTEN_FOR = "1.4."
+
+
 def install() -> None:
     """Make BentoML build its HTTP app with :class:`TimeoutMiddleware` (it looks the class
-    up in ``bentoml._internal.server.http.traffic`` when it assembles the middlewares)."""
+    up in ``bentoml._internal.server.http.traffic`` when it assembles the middlewares).
+    Refuses any BentoML outside :data:`WRITTEN_FOR`: the class it replaces is internal."""
+    import bentoml
     from bentoml._internal.server.http import traffic
+
+    if not bentoml.__version__.startswith(WRITTEN_FOR):
+        raise RuntimeError(
+            f"serving/traffic.py replaces a class inside BentoML {WRITTEN_FOR}x, not"
+            f" {bentoml.__version__}: check it against this version, then move WRITTEN_FOR"
+            " and the bound in pyproject.toml"
+        )
 
     if not hasattr(traffic, "TimeoutMiddleware"):  # a BentoML that no longer has it
         raise RuntimeError(

@@ -13,7 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import mlflow
 import numpy as np
+from mlflow import MlflowClient
 
 from training.gate import Gate
 from training.registry import REGISTERED, load, promote_champions
@@ -47,7 +49,7 @@ def gate(
     run_id: str,
     y: np.ndarray,
     predict: Callable[[object], np.ndarray],
-    challenger_model,
+    challenger_model: object,
     about: dict,
     *,
     margin: float,
@@ -60,7 +62,6 @@ def gate(
     A failure before the decision is logged deletes the new version: no version is left
     without its decision.
     ``about``: the version's tags (as-of, data digest), with the decision added."""
-    from mlflow import MlflowClient
 
     gate = Gate(*GATE_METRICS[kind], margin=margin, confidence=confidence)
     try:
@@ -75,7 +76,6 @@ def gate(
 
 
 def _decide(kind, version, run_id, y, predict, challenger_model, gate: Gate) -> Decision:
-    import mlflow
     from mlflow import MlflowClient
 
     name = REGISTERED[kind]
@@ -134,7 +134,6 @@ DESCRIPTIONS = {
 
 def _describe(decision: Decision, gate: Gate, about: dict) -> None:
     """Tag the new version with its as-of, data digest and gate decision, and describe it."""
-    from mlflow import MlflowClient
 
     client, name = MlflowClient(), REGISTERED[decision.kind]
     tags = {

@@ -28,12 +28,31 @@ RFM = ("recency_days", "purchase_days", "monetary_total")
 
 class ChurnModel(CalibratedClassifier):
     """The churn classifier: a :class:`~training.classifier.CalibratedClassifier` of
-    ``churned``."""
+    ``churned`` (the same hyper-parameters, spelled out as scikit-learn's ``get_params``
+    needs)."""
 
-    label = "churned"  # also for models rebuilt with from_parts
-
-    def __init__(self, **params) -> None:
-        super().__init__(label="churned", **params)
+    def __init__(
+        self,
+        *,
+        label: str = "churned",
+        n_estimators: int = 100,
+        learning_rate: float = 0.15,
+        num_leaves: int = 31,
+        min_child_samples: int = 50,
+        max_train_rows: int | None = 500_000,
+        random_state: int = 0,
+        n_jobs: int = 2,
+    ) -> None:
+        super().__init__(
+            label=label,
+            n_estimators=n_estimators,
+            learning_rate=learning_rate,
+            num_leaves=num_leaves,
+            min_child_samples=min_child_samples,
+            max_train_rows=max_train_rows,
+            random_state=random_state,
+            n_jobs=n_jobs,
+        )
 
 
 def _logistic(train: pd.DataFrame, columns: list[str]):
@@ -69,8 +88,26 @@ class ChurnResult:
 def train_churn(
     dataset: dict[str, pd.DataFrame], *, horizon_days: int, model: ChurnModel | None = None
 ) -> ChurnResult:
-    """Pick the tree size on the training cutoffs (unless ``model`` is given), train on the
-    older training cutoffs, calibrate on the newest, validate on ``valid``."""
+    """Train the churn model and judge it and its baselines on the validation cutoff.
+
+    The tree size is picked on the training cutoffs (unless ``model`` is given); the model
+    is fitted on the older training cutoffs and calibrated on the newest.
+
+    Parameters
+    ----------
+    dataset : dict of str to pandas.DataFrame
+        ``train`` and ``valid`` examples (:func:`training.dataset.churn_dataset`).
+    horizon_days : int
+        The churn horizon H of the labels.
+    model : ChurnModel, optional
+        An unfitted model with fixed hyper-parameters (no selection).
+
+    Returns
+    -------
+    ChurnResult
+        The fitted model, metrics of it and every baseline, calibration curves, the
+        selection table and the validation scores.
+    """
     train_all, valid = dataset["train"], dataset["valid"]
     selection = None
     if model is None:

@@ -6,6 +6,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from scipy.special import expit
+from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
@@ -53,7 +54,7 @@ def model_frame(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     )
 
 
-class CalibratedClassifier:
+class CalibratedClassifier(BaseEstimator):
     """LightGBM classifier of the boolean column ``label``, with Platt calibration on a
     held-out later slice.
 
@@ -64,8 +65,9 @@ class CalibratedClassifier:
     the examples of several cutoffs run into millions, and the validation AUC stops moving
     long before that while the fit time grows with every row (see benchmarks/train.py).
 
-    Follows the scikit-learn contract: hyper-parameters are stored unchanged, learned
-    state ends in ``_``, ``fit`` returns ``self``.
+    A scikit-learn estimator: hyper-parameters are stored unchanged by ``__init__``, learned
+    state ends in ``_``, ``fit`` returns ``self``, and ``get_params`` works on a model loaded
+    from the registry too (its hyper-parameters are stored with it).
     """
 
     def __init__(
@@ -88,9 +90,6 @@ class CalibratedClassifier:
         self.max_train_rows = max_train_rows
         self.random_state = random_state
         self.n_jobs = n_jobs
-
-    def get_params(self) -> dict:
-        return {k: getattr(self, k) for k in _PARAMS}
 
     def _check(self, name: str, frame: pd.DataFrame) -> None:
         if frame.empty or frame[self.label].nunique() < 2:
@@ -130,17 +129,13 @@ class CalibratedClassifier:
 
     @classmethod
     def from_parts(
-        cls, booster: lgb.Booster, features: list[str], calibration: dict, label: str | None = None
-    ):
-        """A fitted model from its stored parts (a LightGBM booster and JSON values)."""
-        model = cls.__new__(cls)
-        if label is not None:
-            model.label = label
-        model.booster_, model.features_, model.calibration_ = (
-            booster,
-            list(features),
-            dict(calibration),
-        )
+        cls, booster: lgb.Booster, features: list[str], calibration: dict, params: dict
+    ) -> CalibratedClassifier:
+        """A fitted model from its stored parts: a LightGBM booster, the feature names, the
+        calibration and the hyper-parameters (JSON values)."""
+        model = cls(**params)
+        model.booster_, model.features_ = booster, list(features)
+        model.calibration_ = dict(calibration)
         return model
 
     def _log_odds(self, frame: pd.DataFrame) -> np.ndarray:
@@ -167,18 +162,6 @@ class CalibratedClassifier:
         )
         out["baseline"] += c["intercept"]
         return out
-
-
-_PARAMS = (
-    "label",
-    "n_estimators",
-    "learning_rate",
-    "num_leaves",
-    "min_child_samples",
-    "max_train_rows",
-    "random_state",
-    "n_jobs",
-)
 
 
 def select_params(

@@ -17,48 +17,62 @@ found in the top decile of predictions.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
 import polars as pl
+from numpy.typing import ArrayLike
 from scipy.stats import spearmanr
+from sklearn.base import BaseEstimator
 
 from features.build import fit_population
 from features.clv import LifetimesParams, lifetimes_features
 from features.config import FeatureConfig
+from features.inputs import Tables
 from features.labels import spend_labels
 
 SUMMARY = ("frequency", "recency", "T", "monetary_value")
 
 
-@dataclass(frozen=True)
-class ClvModel:
-    """Fitted lifetimes parameters and the CLV settings; stored as JSON."""
+class ClvModel(BaseEstimator):
+    """BG/NBD and Gamma-Gamma fitted on the population (lifetimes), with the CLV settings.
 
-    bgnbd: dict[str, float] | None
-    gamma_gamma: dict[str, float] | None
-    mean_repeat_value: float
-    clv_months: int = 12
-    monthly_discount_rate: float = 0.01
+    A scikit-learn estimator: ``clv_months`` and ``monthly_discount_rate`` are its
+    hyper-parameters; ``bgnbd_``, ``gamma_gamma_`` (fitted parameters, ``None`` when a fit
+    had no answer) and ``mean_repeat_value_`` are learned by :meth:`fit`. Stored as JSON
+    (:meth:`to_dict`)."""
 
-    @classmethod
-    def fit(cls, tables, *, cutoff, config: FeatureConfig) -> ClvModel:
+    def __init__(self, *, clv_months: int = 12, monthly_discount_rate: float = 0.01) -> None:
+        self.clv_months = clv_months
+        self.monthly_discount_rate = monthly_discount_rate
+
+    def fit(self, tables: Tables, *, cutoff: datetime, config: FeatureConfig) -> ClvModel:
+        """Fit both models on every customer's history up to ``cutoff``."""
         params = fit_population(tables, as_of=cutoff, config=config).lifetimes
-        return cls(
-            params.bgnbd,
-            params.gamma_gamma,
-            params.mean_repeat_value,
-            config.clv_months,
-            config.monthly_discount_rate,
-        )
+        self.bgnbd_, self.gamma_gamma_ = params.bgnbd, params.gamma_gamma
+        self.mean_repeat_value_ = params.mean_repeat_value
+        return self
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fitted model as JSON values (the learned ones without their ``_``)."""
+        return {
+            "bgnbd": self.bgnbd_,
+            "gamma_gamma": self.gamma_gamma_,
+            "mean_repeat_value": self.mean_repeat_value_,
+            **self.get_params(),
+        }
 
     @classmethod
     def from_dict(cls, values: dict) -> ClvModel:
-        return cls(**values)
+        """The model :meth:`to_dict` wrote."""
+        model = cls(
+            **{k: values[k] for k in ("clv_months", "monthly_discount_rate") if k in values}
+        )
+        model.bgnbd_, model.gamma_gamma_ = values["bgnbd"], values["gamma_gamma"]
+        model.mean_repeat_value_ = values["mean_repeat_value"]
+        return model
 
     def predict(self, customers: pd.DataFrame, *, horizon_days: int) -> pd.DataFrame:
         """Per row of ``customers`` (with ``customer_id`` and the lifetimes summary columns):
@@ -69,7 +83,9 @@ class ClvModel:
             raise ValueError(f"CLV needs the columns {missing}")
         bought = customers[customers["frequency"].notna()]
         summary = pl.from_pandas(bought[["customer_id", *SUMMARY]].reset_index(drop=True))
-        params = LifetimesParams(self.bgnbd, self.gamma_gamma, None, None, self.mean_repeat_value)
+        params = LifetimesParams(
+            self.bgnbd_, self.gamma_gamma_, None, None, self.mean_repeat_value_
+        )
         h = horizon_days
         out = lifetimes_features(
             summary,
@@ -83,7 +99,7 @@ class ClvModel:
         return out.fillna({f"expected_purchases_{h}d": 0.0, f"expected_spend_{h}d": 0.0})
 
 
-def spend_metrics(actual, predicted) -> dict[str, float]:
+def spend_metrics(actual: ArrayLike, predicted: ArrayLike) -> dict[str, float]:
     """Errors of predicted spend against the actual spend of the same customers."""
     actual, predicted = np.asarray(actual, float), np.asarray(predicted, float)
     top = np.argsort(-predicted, kind="stable")[: max(1, int(np.ceil(0.1 * actual.size)))]
@@ -105,7 +121,7 @@ class ClvResult:
     scores: dict[str, np.ndarray]  # their predicted spend, per scorer
 
 
-def clv_holdout(tables, valid: pd.DataFrame, *, horizon_days: int) -> pd.DataFrame:
+def clv_holdout(tables: Tables, valid: pd.DataFrame, *, horizon_days: int) -> pd.DataFrame:
     """The validation customers (who had bought by the cutoff) with their holdout spend."""
     cutoff = valid["cutoff"].iloc[0]
     spend = spend_labels(tables, as_of=cutoff, horizon_days=horizon_days)
@@ -119,11 +135,28 @@ def score_clv(model: ClvModel, holdout: pd.DataFrame, *, horizon_days: int) -> n
     ].to_numpy()
 
 
-def train_clv(tables, valid: pd.DataFrame, *, config: FeatureConfig) -> ClvResult:
-    """Fit at the validation cutoff of ``valid`` (examples from
-    :func:`training.dataset.churn_examples`) and judge on the following H days' spend."""
+def train_clv(tables: Tables, valid: pd.DataFrame, *, config: FeatureConfig) -> ClvResult:
+    """Fit the CLV model at the validation cutoff and judge it on the next H days' spend.
+
+    Parameters
+    ----------
+    tables : Tables
+        The contract tables (or folder).
+    valid : pandas.DataFrame
+        The validation examples (:func:`training.dataset.churn_examples`); their cutoff is
+        the fit's as-of.
+    config : FeatureConfig
+        Feature settings (H, the CLV months and discount rate).
+
+    Returns
+    -------
+    ClvResult
+        The fitted model, its metrics beside the baselines', actual and predicted spend.
+    """
     h = config.horizon_days
-    model = ClvModel.fit(tables, cutoff=valid["cutoff"].iloc[0], config=config)
+    model = ClvModel(
+        clv_months=config.clv_months, monthly_discount_rate=config.monthly_discount_rate
+    ).fit(tables, cutoff=valid["cutoff"].iloc[0], config=config)
     holdout = clv_holdout(tables, valid, horizon_days=h)
     rate = holdout["monetary_total"] / holdout["tenure_days"].clip(lower=30)
     scores = {

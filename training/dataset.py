@@ -23,11 +23,11 @@ import numpy as np
 import pandas as pd
 
 from cdp.errors import BadInputError
+from cdp.time import AsOf, as_utc
 from features.build import build_features
 from features.config import FeatureConfig
-from features.inputs import as_inputs
+from features.inputs import Tables, as_inputs
 from features.labels import churn_labels
-from features.time import as_utc
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,29 @@ class Cutoffs:
     valid: datetime
 
 
-def training_cutoffs(as_of, *, horizon_days: int, n_train: int = 6, step_days: int = 30) -> Cutoffs:
-    """The cutoffs described in the module docstring, for a label window of ``horizon_days``
-    (the churn horizon H, or the repurchase window W)."""
+def training_cutoffs(
+    as_of: AsOf, *, horizon_days: int, n_train: int = 6, step_days: int = 30
+) -> Cutoffs:
+    """The training and validation cutoffs before ``as_of`` (see the module docstring).
+
+    Parameters
+    ----------
+    as_of : AsOf
+        The moment the models will score at; settled to UTC here.
+    horizon_days : int
+        The label window: the churn horizon H, or the repurchase window W.
+    n_train : int, default 6
+        Training cutoffs.
+    step_days : int, default 30
+        Days between training cutoffs.
+
+    Returns
+    -------
+    Cutoffs
+        ``valid`` = ``as_of`` - H (its labels end at ``as_of``), and the training cutoffs
+        (oldest first), the newest H before ``valid``: no label window overlaps the
+        validation period.
+    """
     as_of = as_utc(as_of)
     valid = as_of - timedelta(days=horizon_days)
     newest = valid - timedelta(days=horizon_days)
@@ -72,7 +92,7 @@ def check_history(
     )
 
 
-def churn_examples(tables, cutoff: datetime, config: FeatureConfig) -> pd.DataFrame:
+def churn_examples(tables: Tables, cutoff: datetime, config: FeatureConfig) -> pd.DataFrame:
     """Customer features at ``cutoff`` for customers who had bought by then, with ``churned``.
 
     A column ``cutoff`` records the moment; features use only rows at or before it, the
@@ -86,7 +106,7 @@ def churn_examples(tables, cutoff: datetime, config: FeatureConfig) -> pd.DataFr
 
 
 def examples_by_cutoff(
-    examples: Callable[..., pd.DataFrame], tables, config: FeatureConfig, cutoffs: Cutoffs
+    examples: Callable[..., pd.DataFrame], tables: Tables, config: FeatureConfig, cutoffs: Cutoffs
 ) -> dict[str, pd.DataFrame]:
     """``{"train": ..., "valid": ...}``: ``examples(tables, cutoff, config)`` for every
     training cutoff (concatenated) and for the validation cutoff."""
@@ -95,12 +115,31 @@ def examples_by_cutoff(
     return {"train": train, "valid": examples(inputs, cutoffs.valid, config)}
 
 
-def churn_dataset(tables, config: FeatureConfig, cutoffs: Cutoffs) -> dict[str, pd.DataFrame]:
-    """Churn examples for the cutoffs."""
+def churn_dataset(
+    tables: Tables, config: FeatureConfig, cutoffs: Cutoffs
+) -> dict[str, pd.DataFrame]:
+    """Churn examples (features at each cutoff, labels of the H days after) for the cutoffs.
+
+    Parameters
+    ----------
+    tables : Tables
+        The contract tables (or folder).
+    config : FeatureConfig
+        Feature settings (the horizon H).
+    cutoffs : Cutoffs
+        From :func:`training_cutoffs`.
+
+    Returns
+    -------
+    dict of str to pandas.DataFrame
+        ``train`` (every training cutoff, with a ``cutoff`` column) and ``valid``.
+    """
     return examples_by_cutoff(churn_examples, tables, config, cutoffs)
 
 
-def take(frame: pd.DataFrame, mask, max_rows: int | None = None, seed: int = 0) -> pd.DataFrame:
+def take(
+    frame: pd.DataFrame, mask: np.ndarray, max_rows: int | None = None, seed: int = 0
+) -> pd.DataFrame:
     """The rows of ``frame`` where ``mask`` holds; at most ``max_rows`` of them, a fixed random
     sample in their original order. Sampling positions first copies only the rows kept."""
     rows = np.flatnonzero(np.asarray(mask, dtype=bool))

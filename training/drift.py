@@ -18,9 +18,11 @@ a major shift. The thresholds are settings (:class:`DriftThresholds`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 #: Floor of a bin share in the PSI, so that an empty bin gives a large, finite term.
 EPS = 1e-4
@@ -43,12 +45,13 @@ class DriftThresholds:
             )
 
     def level(self, psi: float) -> str:
+        """stable, moderate or major for a PSI value (unknown when it is not finite)."""
         if not np.isfinite(psi):
             return "unknown"
         return "major" if psi >= self.major else "moderate" if psi >= self.moderate else "stable"
 
 
-def psi(expected, actual) -> float:
+def psi(expected: ArrayLike, actual: ArrayLike) -> float:
     """PSI between two vectors of bin shares (each summing to 1 over the same bins)."""
     e = np.maximum(np.asarray(expected, dtype=float), EPS)
     a = np.maximum(np.asarray(actual, dtype=float), EPS)
@@ -93,7 +96,9 @@ def bin_shares(profile: dict, values: pd.Series) -> np.ndarray:
     return np.append(counts, missing.sum()) / n
 
 
-def reference_profile(frame: pd.DataFrame, columns: list[str], scores, as_of) -> dict:
+def reference_profile(
+    frame: pd.DataFrame, columns: list[str], scores: np.ndarray, as_of: datetime
+) -> dict:
     """The profile of ``columns`` of ``frame`` and of the model's ``scores`` on it, at
     ``as_of``: what :func:`drift_report` later compares against."""
     return {
@@ -105,7 +110,7 @@ def reference_profile(frame: pd.DataFrame, columns: list[str], scores, as_of) ->
 
 
 def drift_report(
-    reference: dict, frame: pd.DataFrame, scores, thresholds: DriftThresholds
+    reference: dict, frame: pd.DataFrame, scores: np.ndarray, thresholds: DriftThresholds
 ) -> pd.DataFrame:
     """PSI of each profiled feature of ``frame`` and of ``scores`` against ``reference``:
     one row per feature (``score`` last) with ``psi`` and ``level``, largest shift first."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 BLOCK = 50  # bootstrap replicates computed at once (memory: BLOCK x examples floats)
 #: Above this many examples the replicates are drawn on a fixed random subsample of this
@@ -73,12 +74,14 @@ class Gate:
         if not 0 <= self.confidence < 1:
             raise ValueError(f"confidence must be in [0, 1), got {self.confidence}")
 
-    def score(self, y, predicted) -> float:
+    def score(self, y: ArrayLike, predicted: ArrayLike) -> float:
         """The metric of ``predicted`` against ``y`` on every example once."""
         y, predicted = np.asarray(y, float), np.asarray(predicted, float)
         return float(METRICS[self.metric](y, predicted, np.ones((1, len(y))))[0])
 
-    def judge(self, y, challenger, champion=None) -> Verdict:
+    def judge(
+        self, y: ArrayLike, challenger: ArrayLike, champion: ArrayLike | None = None
+    ) -> Verdict:
         """Compare the two models' predictions (``champion=None``: no champion yet)."""
         new = self.score(y, challenger)
         if champion is None:

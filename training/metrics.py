@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
@@ -17,7 +18,7 @@ def top_decile_capture(y: np.ndarray, score: np.ndarray) -> float:
     return float(y[top].sum() / y.sum())
 
 
-def binary_metrics(y, probability) -> dict[str, float]:
+def binary_metrics(y: ArrayLike, probability: ArrayLike) -> dict[str, float]:
     """ROC-AUC, PR-AUC (average precision), Brier score, log loss and top-decile capture."""
     y = np.asarray(y, dtype=bool)
     p = np.clip(np.asarray(probability, dtype=float), 1e-6, 1 - 1e-6)
@@ -30,7 +31,7 @@ def binary_metrics(y, probability) -> dict[str, float]:
     }
 
 
-def calibration_table(y, probability, bins: int = 10) -> pd.DataFrame:
+def calibration_table(y: ArrayLike, probability: ArrayLike, bins: int = 10) -> pd.DataFrame:
     """Mean predicted probability and observed rate per quantile bin of the predictions."""
     observed, predicted = calibration_curve(
         np.asarray(y, dtype=bool),

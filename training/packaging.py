@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 import lightgbm as lgb
+import mlflow
 import pandas as pd
 
 from cdp.errors import NextbestError
@@ -37,6 +38,9 @@ from training.churn import ChurnModel
 from training.classifier import CalibratedClassifier
 from training.clv import ClvModel
 from training.replenishment import ReplenishmentModel, RunoutModel
+
+#: A registered model of any kind.
+Model = CalibratedClassifier | ReplenishmentModel | ClvModel
 
 BOOSTER = "model.lgb"
 PARTS = "model.json"
@@ -53,7 +57,7 @@ def _classifier(kind: str, model) -> CalibratedClassifier:
     return model.classifier if kind == "replenishment" else model
 
 
-def parts_of(kind: str, model, **extra) -> dict:
+def parts_of(kind: str, model: Model, **extra: object) -> dict:
     """The JSON-able learned values of ``model`` of ``kind`` (no booster)."""
     if kind == "clv":
         return {"kind": kind, **model.to_dict(), **extra}
@@ -61,29 +65,32 @@ def parts_of(kind: str, model, **extra) -> dict:
     parts = {
         "kind": kind,
         "label": classifier.label,
+        "params": classifier.get_params(),
         "features": classifier.features_,
         "calibration": classifier.calibration_,
         **extra,
     }
     if kind == "replenishment":
-        parts["runout"] = model.runout.__dict__
+        runout = model.runout
+        learned = ("product_sigma_", "default_sigma_", "scale_")
+        parts["runout"] = {**runout.get_params(), **{k: getattr(runout, k) for k in learned}}
     return parts
 
 
-def model_from_parts(parts: dict, booster: lgb.Booster | None):
+def model_from_parts(parts: dict, booster: lgb.Booster | None) -> Model:
     """The fitted model that :func:`parts_of` (and the booster) describe."""
     kind = parts["kind"]
     if kind == "clv":
-        fields = {k: v for k, v in parts.items() if k in ClvModel.__dataclass_fields__}
-        return ClvModel.from_dict(fields)
+        return ClvModel.from_dict(parts)
     cls = ChurnModel if kind == "churn" else CalibratedClassifier
-    classifier = cls.from_parts(booster, parts["features"], parts["calibration"], parts["label"])
+    params = parts.get("params") or {"label": parts["label"]}  # stores before params were kept
+    classifier = cls.from_parts(booster, parts["features"], parts["calibration"], params)
     if kind == "churn":
         return classifier
-    return ReplenishmentModel(classifier, RunoutModel(**parts["runout"]))
+    return ReplenishmentModel(classifier, RunoutModel.from_parts(parts["runout"]))
 
 
-def predict_frame(parts: dict, model, frame: pd.DataFrame) -> pd.DataFrame:
+def predict_frame(parts: dict, model: Model, frame: pd.DataFrame) -> pd.DataFrame:
     """The model's predictions for each row of ``frame`` (see the module's table), with the
     ``customer_id`` (and ``product_id``) of the input when it has them."""
     kind = parts["kind"]
@@ -99,10 +106,9 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def log_model(kind: str, model, registered_name: str, **extra) -> str:
+def log_model(kind: str, model: Model, registered_name: str, **extra: object) -> str:
     """Log ``model`` as a pyfunc model in the active run, register it as a new version of
     ``registered_name``; return the version. ``extra`` goes into ``model.json``."""
-    import mlflow
 
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = {"parts": str(Path(tmp) / PARTS)}

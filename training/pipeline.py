@@ -21,17 +21,18 @@ import hashlib
 import json
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from cdp.io import locate_tables
+from cdp.time import AsOf, as_utc
 from features.build import FeatureTables, build_features
 from features.config import FeatureConfig
-from features.inputs import as_inputs, order_span
+from features.inputs import Tables, as_inputs, order_span
 from features.manifest import FEATURES_VERSION, describe, file_digest
-from features.time import as_utc
 from training.churn import train_churn
 from training.clv import clv_holdout, train_clv
 from training.dataset import check_history, churn_dataset, training_cutoffs
@@ -71,25 +72,51 @@ class TrainReport:
 
 
 def train(
-    tables,
+    tables: Tables,
     *,
-    as_of,
+    as_of: AsOf,
     config: FeatureConfig,
     root: str | os.PathLike = "mlruns",
     margin: float = 0.0,
     confidence: float = 0.95,
     tags: dict | None = None,
-    progress=lambda message: None,
+    progress: Callable[[str], None] = lambda message: None,
     promote: bool = True,
     current: FeatureTables | None = None,
 ) -> TrainReport:
-    """Train, log, register and gate churn, replenishment and CLV models for ``as_of``.
+    """Train, log, register and gate the churn, replenishment and CLV models for ``as_of``.
 
-    Champions move only after every model is trained, logged and gated (with ``promote``;
-    else the caller moves them with :func:`training.registry.promote_champions`). If any
-    step fails, the versions this call registered are deleted (their runs stay, marked
-    failed) and the champions are untouched. ``current``: the features at ``as_of``, if
-    already built (the churn run logs their reference profile for drift reports).
+    Champions move only after every model is trained, logged and gated. If any step fails
+    (or the process is stopped), the versions this call registered are deleted (their runs
+    stay, marked failed) and the champions are untouched.
+
+    Parameters
+    ----------
+    tables : Tables
+        The contract tables (or folder) to train on.
+    as_of : AsOf
+        Train to score at this moment; settled to UTC here.
+    config : FeatureConfig
+        Feature settings (horizon H, window W, ...).
+    root : str or os.PathLike, default "mlruns"
+        The MLflow folder (see :func:`training.registry.configure`).
+    margin, confidence : float
+        The champion gate's settings (:class:`training.gate.Gate`).
+    tags : dict, optional
+        Tags for every run (the data digest, the retraining job).
+    progress : callable, optional
+        Called with the name of each stage as it begins.
+    promote : bool, default True
+        Move the champion aliases at the end; with False the caller moves them
+        (:func:`training.registry.promote_champions`).
+    current : FeatureTables, optional
+        The features at ``as_of``, if already built (the churn run logs their reference
+        profile for drift reports).
+
+    Returns
+    -------
+    TrainReport
+        The gate's decision per model, their metrics, and the models skipped and why.
     """
     from training import recovery, registry
 

@@ -6,9 +6,16 @@ at once what the model adds over the rules a business could write itself.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 from sklearn.metrics import roc_curve
+
+if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn (the Agg backend first)
+    import lightgbm as lgb
+    from matplotlib.figure import Figure
 
 
 def _pyplot():
@@ -20,7 +27,8 @@ def _pyplot():
     return plt
 
 
-def roc(y, scores: dict[str, np.ndarray], title: str):
+def roc(y: ArrayLike, scores: dict[str, np.ndarray], title: str) -> Figure:
+    """ROC curves of the model and its baselines, each with its AUC."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     for name, score in scores.items():
@@ -33,7 +41,8 @@ def roc(y, scores: dict[str, np.ndarray], title: str):
     return fig
 
 
-def calibration(curves: dict[str, pd.DataFrame], what: str):
+def calibration(curves: dict[str, pd.DataFrame], what: str) -> Figure:
+    """Predicted against observed rates per bin (:func:`training.metrics.calibration_table`)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     for name, curve in curves.items():
@@ -48,7 +57,7 @@ def calibration(curves: dict[str, pd.DataFrame], what: str):
     return fig
 
 
-def lift(outcome, scores: dict[str, np.ndarray], what: str):
+def lift(outcome: ArrayLike, scores: dict[str, np.ndarray], what: str) -> Figure:
     """Cumulative share of ``outcome`` (a 0/1 label or an amount) captured when targeting
     the customers with the highest scores first."""
     plt = _pyplot()
@@ -70,7 +79,8 @@ def lift(outcome, scores: dict[str, np.ndarray], what: str):
     return fig
 
 
-def importance(booster, features: list[str], top: int = 20):
+def importance(booster: lgb.Booster, features: list[str], top: int = 20) -> Figure:
+    """The ``top`` features by total gain."""
     plt = _pyplot()
     gain = pd.Series(booster.feature_importance("gain"), index=features).nlargest(top)[::-1]
     fig, ax = plt.subplots(figsize=(6, 6))
@@ -78,7 +88,7 @@ def importance(booster, features: list[str], top: int = 20):
     return fig
 
 
-def errors(days: np.ndarray, title: str):
+def errors(days: np.ndarray, title: str) -> Figure:
     """Histogram of signed errors in days (actual - predicted)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -88,7 +98,7 @@ def errors(days: np.ndarray, title: str):
     return fig
 
 
-def drift(table: pd.DataFrame, moderate: float, major: float, title: str):
+def drift(table: pd.DataFrame, moderate: float, major: float, title: str) -> Figure:
     """PSI per feature (largest first) with the moderate and major thresholds."""
     plt = _pyplot()
     shown = table.dropna(subset=["psi"])

@@ -7,22 +7,31 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
-from mlflow.pyfunc import PythonModel
+from mlflow.pyfunc import PythonModel, PythonModelContext
 
 
 class NextbestModel(PythonModel):
     """A churn, replenishment or CLV model, as its ``model.json`` says."""
 
-    def load_context(self, context) -> None:
+    def load_context(self, context: PythonModelContext) -> None:
+        """Load the stored parts (checked against their SHA-256) when MLflow loads the model."""
         from training.packaging import load_parts
 
         folder = Path(context.artifacts["parts"]).parent.parent
         self.model, self.parts = load_parts(folder)
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+    def predict(
+        self,
+        context: PythonModelContext,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
+        """The model's predictions for each row of ``model_input`` (a features snapshot's
+        rows), as :func:`training.packaging.predict_frame` describes."""
         from training.packaging import predict_frame
 
         return predict_frame(self.parts, self.model, model_input)

@@ -22,13 +22,11 @@ from __future__ import annotations
 import os
 import socket
 from collections import defaultdict
-from typing import TYPE_CHECKING
+
+from mlflow import MlflowClient
+from mlflow.entities import Run
 
 from training.registry import JOBS, REGISTERED
-
-if TYPE_CHECKING:  # mlflow is imported where it is used: importing it configures its logging
-    from mlflow import MlflowClient
-    from mlflow.entities import Run
 
 PID, HOST = "nextbest.pid", "nextbest.host"
 BATCH, COMPLETE = "nextbest.batch", "nextbest.batch_complete"
@@ -80,8 +78,7 @@ def _runs(client: MlflowClient, experiment_ids, filter_string: str) -> list[Run]
 def recover() -> list[str]:
     """Clean up after jobs of this host whose process is gone; one line per thing done.
 
-    Call while holding the job lock (``training.retrain.job_lock``)."""
-    from mlflow import MlflowClient
+    Call while holding the job lock (:func:`training.jobs.job_lock`)."""
 
     client, host = MlflowClient(), socket.gethostname()
     models = _experiments(client, REGISTERED.values())
@@ -127,7 +124,6 @@ def recover() -> list[str]:
 
 def complete(run_ids: list[str], kinds: list[str]) -> None:
     """Mark the runs of one batch complete: every model in ``kinds`` is trained and gated."""
-    from mlflow import MlflowClient
 
     client = MlflowClient()
     for run_id in run_ids:
@@ -141,7 +137,6 @@ def completed_on(digest: str, as_of: str) -> dict[str, str]:
     Complete: every kind the batch trained has a FINISHED run and a version that carries its
     gate decision, and every version the gate promoted is champion now (a job stopped between
     its gate and the promotion did not finish)."""
-    from mlflow import MlflowClient
 
     client = MlflowClient()
     models = _experiments(client, REGISTERED.values())

@@ -3,8 +3,8 @@ version is champion, and loading a version back.
 
 Default store: SQLite at ``mlruns/mlflow.db`` with artifacts under ``mlruns/artifacts``;
 ``MLFLOW_TRACKING_URI`` overrides it. :func:`configure` is the one place the store is chosen.
-Nothing here runs at import time (importing MLflow configures its logging, so it is imported
-where it is used).
+Importing MLflow configures its logging from ``MLFLOW_LOGGING_LEVEL``: the CLI sets that
+before any training module is imported.
 
 One experiment and one registered model per kind:
 
@@ -26,6 +26,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import mlflow
+from mlflow import MlflowClient
 
 from training import packaging
 from training.churn import ChurnModel
@@ -50,12 +53,22 @@ JOBS = "nextbest-retrain"
 
 def configure(root: str | os.PathLike = "mlruns") -> str:
     """Point MLflow at ``MLFLOW_TRACKING_URI`` (as the user set it) or at a SQLite store in
-    ``root``.
+    ``root``: the one place the store is chosen.
 
     MLflow's setters also export the URI to ``os.environ``; that is undone, so a later call
     with another ``root`` in the same process (a notebook, a test) is not overridden by the
-    first store, and subprocesses get the environment the user gave."""
-    import mlflow
+    first store, and subprocesses get the environment the user gave.
+
+    Parameters
+    ----------
+    root : str or os.PathLike, default "mlruns"
+        The folder of ``mlflow.db`` and ``artifacts/`` (created if missing).
+
+    Returns
+    -------
+    str
+        The tracking (and registry) URI now in use.
+    """
 
     names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
     before = {name: os.environ.get(name) for name in names}
@@ -73,8 +86,7 @@ def configure(root: str | os.PathLike = "mlruns") -> str:
 
 
 def experiment(name: str, root: Path) -> str:
-    import mlflow
-
+    """The id of experiment ``name``, created with its artifacts under ``root/artifacts``."""
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
@@ -85,15 +97,12 @@ def experiment(name: str, root: Path) -> str:
 
 
 def _version(name: str, alias: str):
-    from mlflow import MlflowClient
-
     return MlflowClient().get_model_version_by_alias(name, alias)
 
 
 def _load(kind: str, alias: str):
     """The model of ``kind`` with ``alias`` from its stored parts (:mod:`training.packaging`),
     and its version."""
-    import mlflow
 
     version = _version(REGISTERED[kind], alias)
     folder = Path(mlflow.artifacts.download_artifacts(version.source))
@@ -125,7 +134,7 @@ def load_clv(alias: str = "champion") -> tuple[ClvModel, str]:
 LOADERS = {"churn": load_churn, "replenishment": load_replenishment, "clv": load_clv}
 
 
-def load(kind: str, alias: str = "champion"):
+def load(kind: str, alias: str = "champion") -> tuple[object, str]:
     """``(model, version)`` of the registered model of ``kind`` with ``alias``."""
     return LOADERS[kind](alias)
 
@@ -133,7 +142,6 @@ def load(kind: str, alias: str = "champion"):
 def load_profile(alias: str = "champion") -> tuple[dict | None, str]:
     """The reference profile logged with the churn model of ``alias`` (``None`` for a model
     trained before profiles were logged), and its version."""
-    import mlflow
 
     version = _version(CHURN_MODEL, alias)
     try:
@@ -147,7 +155,6 @@ def load_profile(alias: str = "champion") -> tuple[dict | None, str]:
 
 def promote_champions(decisions: list[Decision]) -> list[Decision]:
     """Move the ``champion`` alias to every version whose gate said promote; return those."""
-    from mlflow import MlflowClient
 
     client = MlflowClient()
     promoted = [d for d in decisions if d.promoted]
@@ -159,7 +166,6 @@ def promote_champions(decisions: list[Decision]) -> list[Decision]:
 def discard(decisions: list[Decision]) -> None:
     """Delete the versions of ``decisions`` (a job that failed after registering them); their
     runs stay, marked failed, as the record. Never touches a version that is champion."""
-    from mlflow import MlflowClient
 
     client = MlflowClient()
     for d in decisions:
@@ -173,7 +179,6 @@ def discard(decisions: list[Decision]) -> None:
 
 def champion_versions() -> dict[str, str]:
     """The champion version of each registered model that has one."""
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     client, versions = MlflowClient(), {}
@@ -187,6 +192,5 @@ def champion_versions() -> dict[str, str]:
 
 def check_reachable() -> None:
     """Raise if the tracking store cannot be read (before any work is done)."""
-    from mlflow import MlflowClient
 
     MlflowClient().search_experiments(max_results=1)

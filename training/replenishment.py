@@ -15,14 +15,18 @@ Two parts, both judged on a later period than they were fitted on:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 from scipy.stats import norm
+from sklearn.base import BaseEstimator
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from features.build import FeatureTables, build_features
 from features.config import FeatureConfig
+from features.inputs import Tables
 from features.labels import repurchase_labels
 from training.classifier import CalibratedClassifier, select_params
 from training.dataset import Cutoffs, calibration_split, examples_by_cutoff
@@ -41,7 +45,7 @@ CONTEXT = (
 SHRINK_GAPS = 3.0  # weight of the product's spread, in gaps
 
 
-def pair_frame_from(customers: pd.DataFrame, pairs: pd.DataFrame, cutoff) -> pd.DataFrame:
+def pair_frame_from(customers: pd.DataFrame, pairs: pd.DataFrame, cutoff: datetime) -> pd.DataFrame:
     """The model's input at ``cutoff``: pair features with customer context and ``cutoff``."""
     context = customers[["customer_id", *CONTEXT]].rename(
         columns={c: f"customer_{c}" for c in CONTEXT}
@@ -50,12 +54,12 @@ def pair_frame_from(customers: pd.DataFrame, pairs: pd.DataFrame, cutoff) -> pd.
     return pairs.assign(cutoff=pd.Timestamp(cutoff))
 
 
-def pair_frame(built: FeatureTables, cutoff) -> pd.DataFrame:
+def pair_frame(built: FeatureTables, cutoff: datetime) -> pd.DataFrame:
     """:func:`pair_frame_from` the tables of a feature build."""
     return pair_frame_from(built.customers, built.pairs, cutoff)
 
 
-def replenishment_examples(tables, cutoff, config: FeatureConfig) -> pd.DataFrame:
+def replenishment_examples(tables: Tables, cutoff: datetime, config: FeatureConfig) -> pd.DataFrame:
     """Pair features at ``cutoff`` with customer context, ``repurchased``, ``next_purchase_at``."""
     pairs = pair_frame(build_features(tables, as_of=cutoff, config=config), cutoff)
     labels = repurchase_labels(tables, pairs, as_of=cutoff, window_days=config.window_days)
@@ -63,43 +67,55 @@ def replenishment_examples(tables, cutoff, config: FeatureConfig) -> pd.DataFram
 
 
 def replenishment_dataset(
-    tables, config: FeatureConfig, cutoffs: Cutoffs
+    tables: Tables, config: FeatureConfig, cutoffs: Cutoffs
 ) -> dict[str, pd.DataFrame]:
     """Pair examples for the cutoffs (their horizon is the repurchase window W)."""
     return examples_by_cutoff(replenishment_examples, tables, config, cutoffs)
 
 
-@dataclass(frozen=True)
-class RunoutModel:
-    """Per-product spread of the log per-unit cycle, learned from training pairs."""
+class RunoutModel(BaseEstimator):
+    """Per-product spread of the log per-unit cycle, learned from training pairs.
 
-    product_sigma_: dict[str, float]
-    default_sigma_: float
-    scale_: float = 1.0  # widens the spread so the 10-90 interval covers 80% in training
+    A scikit-learn estimator: ``coverage`` is its hyper-parameter; ``product_sigma_``,
+    ``default_sigma_`` and ``scale_`` (which widens every spread so the 10-90 interval
+    covers ``coverage`` of the training pairs) are learned by :meth:`fit`."""
 
-    @classmethod
-    def fit(cls, pairs: pd.DataFrame, coverage: float = 0.8) -> RunoutModel:
+    def __init__(self, *, coverage: float = 0.8) -> None:
+        self.coverage = coverage
+
+    def fit(self, pairs: pd.DataFrame) -> RunoutModel:
         """Spreads per product from ``pairs``; then the smallest widening of all spreads
         that makes the 10-90 interval cover ``coverage`` of the training pairs' actual next
         purchases (lapses and refills bought elsewhere make the tails heavier than the
         gaps alone show)."""
         sigma = _pair_sigma(pairs)
         by_product = sigma.groupby(pairs["product_id"]).median().dropna()
-        model = cls({k: float(v) for k, v in by_product.items()}, float(np.nanmedian(sigma)))
+        self.product_sigma_ = {k: float(v) for k, v in by_product.items()}
+        self.default_sigma_ = float(np.nanmedian(sigma))
         bought = pairs[pairs["next_purchase_at"].notna()]
         for scale in np.arange(1.0, 6.01, 0.1):
-            candidate = cls(model.product_sigma_, model.default_sigma_, float(round(scale, 2)))
-            if candidate.coverage(bought) >= coverage:
-                return candidate
-        return candidate
+            self.scale_ = float(round(scale, 2))
+            if self.covered(bought) >= self.coverage:
+                break
+        return self
 
-    def coverage(self, bought: pd.DataFrame) -> float:
+    @classmethod
+    def from_parts(cls, parts: dict) -> RunoutModel:
+        """A fitted model from its stored values (hyper-parameters and learned ``_`` ones)."""
+        model = cls(**{k: v for k, v in parts.items() if not k.endswith("_")})
+        for name in ("product_sigma_", "default_sigma_", "scale_"):
+            setattr(model, name, parts.get(name, 1.0 if name == "scale_" else None))
+        return model
+
+    def covered(self, bought: pd.DataFrame) -> float:
         """Share of ``bought`` pairs whose next purchase falls in the 10-90 interval."""
         dates = self.predict(bought, quantiles=(0.1, 0.9))
         actual = bought["next_purchase_at"]
         return float(((actual >= dates["runout_p10"]) & (actual <= dates["runout_p90"])).mean())
 
-    def predict(self, pairs: pd.DataFrame, quantiles=(0.1, 0.5, 0.9)) -> pd.DataFrame:
+    def predict(
+        self, pairs: pd.DataFrame, quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
+    ) -> pd.DataFrame:
         """Run-out dates at ``quantiles``, given no purchase of the pair by its cutoff."""
         product = pairs["product_id"].map(self.product_sigma_).fillna(self.default_sigma_)
         gaps = (pairs["purchase_days"] - 1).clip(lower=0)
@@ -129,7 +145,7 @@ def _pair_sigma(pairs: pd.DataFrame) -> pd.Series:
     return np.sqrt(np.log1p(cv**2))
 
 
-def precision_at_k(y, score, k: int) -> float:
+def precision_at_k(y: ArrayLike, score: ArrayLike, k: int) -> float:
     """Share of positives among the ``k`` highest scores (one cutoff day)."""
     top = np.argsort(-np.asarray(score), kind="stable")[:k]
     return float(np.asarray(y, dtype=bool)[top].mean())
@@ -160,21 +176,38 @@ class ReplenishmentResult:
 
     @property
     def model(self) -> ReplenishmentModel:
+        """The classifier and the run-out model, scored together."""
         return ReplenishmentModel(self.classifier, self.runout)
 
 
 def train_replenishment(
     dataset: dict[str, pd.DataFrame], *, window_days: int = 14, top_k: int = 100
 ) -> ReplenishmentResult:
-    """Pick the tree size on the training cutoffs, fit on the older ones, calibrate on the
-    newest, evaluate on ``valid``."""
+    """Train the repurchase classifier and the run-out model; judge them on ``valid``.
+
+    Parameters
+    ----------
+    dataset : dict of str to pandas.DataFrame
+        ``train`` and ``valid`` pair examples
+        (:func:`training.replenishment.replenishment_dataset`).
+    window_days : int, default 14
+        The repurchase window W of the labels.
+    top_k : int, default 100
+        The k of precision at k among the metrics.
+
+    Returns
+    -------
+    ReplenishmentResult
+        The fitted models, metrics of them and the baselines, the selection table, the
+        validation scores and the run-out errors.
+    """
     train_all, valid = dataset["train"], dataset["valid"]
     params, selection = select_params(train_all, label="repurchased", horizon_days=window_days)
     classifier = CalibratedClassifier(label="repurchased", **params)
     classifier = classifier.fit(*calibration_split(train_all, classifier.max_train_rows))
     # Only what was known at the validation cutoff: later next purchases are unseen.
     known = train_all["next_purchase_at"] <= valid["cutoff"].min()
-    runout = RunoutModel.fit(
+    runout = RunoutModel().fit(
         train_all.assign(next_purchase_at=train_all["next_purchase_at"].where(known))
     )
     y = valid["repurchased"].to_numpy()
@@ -199,7 +232,7 @@ def train_replenishment(
     error = signed.abs()
     metrics.loc["model", "runout_mae_days"] = float(error.mean())
     metrics.loc["model", "runout_median_abs_error_days"] = float(error.median())
-    metrics.loc["model", "interval_coverage_p10_p90"] = runout.coverage(bought)
+    metrics.loc["model", "interval_coverage_p10_p90"] = runout.covered(bought)
     naive = (bought["next_purchase_at"] - bought["expected_next_purchase_at"]).dt.total_seconds()
     metrics.loc["overdue_ratio", "runout_mae_days"] = float((naive.abs() / 86_400).mean())
     return ReplenishmentResult(classifier, runout, metrics, selection, scores, signed.to_numpy())

@@ -25,52 +25,31 @@ MLflow is down. Records hold counts, versions and metrics, never a customer row 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import io
-import json
 import os
-import sys
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 
-from cdp.errors import BadInputError, ContractError, Interrupted, NextbestError
+from cdp.contract import ContractTables
+from cdp.errors import BadInputError, Interrupted, NextbestError
+from cdp.time import Moment, as_utc
 from features.config import FeatureConfig
-from features.time import as_utc
+from features.inputs import Tables
+from training.classifier import CalibratedClassifier
 from training.drift import DriftThresholds
+from training.jobs import Busy, JobLog, Outcome, job_lock, journal, safe_message, stderr_as
+
 
 #: Exit codes of ``nextbest retrain`` (documented in the README).
-EXIT = {
-    "promoted": 0,
-    "up to date": 0,
-    "failed": 1,
-    "bad input": 2,
-    "not promoted": 3,
-    "busy": 4,
-    "interrupted": 143,
-}
-LOCK = "retrain.lock"
-JOURNAL = "retrain-journal.jsonl"
-
-
-class Busy(NextbestError):
-    """Another retraining job holds the lock."""
-
-    exit_code = EXIT["busy"]
-
-
 @dataclass(frozen=True)
 class RetrainConfig:
     """Settings of one job. ``admin_key`` is never printed, logged or recorded."""
 
     data: Path
     mlruns: Path = Path("mlruns")
-    as_of: pd.Timestamp | None = None
+    as_of: Moment | None = None  # settled by the caller (the CLI)
     features_out: Path | None = None
     features: FeatureConfig = field(default_factory=FeatureConfig)
     margin: float = 0.0
@@ -82,142 +61,7 @@ class RetrainConfig:
     wait_seconds: float = 0.0
 
 
-@dataclass
-class Outcome:
-    """What a job did; ``record()`` is what the MLflow run and the journal keep."""
-
-    outcome: str = "failed"
-    stage: str = "start"
-    message: str = ""
-    as_of: str | None = None
-    as_of_source: str | None = None
-    digest: str | None = None
-    champions_before: dict[str, str] = field(default_factory=dict)
-    champions_after: dict[str, str] = field(default_factory=dict)
-    decisions: list = field(default_factory=list)
-    drift: pd.DataFrame | None = None
-    realised: dict | None = None
-    reload: dict | None = None
-    run_id: str | None = None
-    signal: int | None = None
-    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
-
-    @property
-    def exit_code(self) -> int:
-        if self.outcome == "interrupted" and self.signal:
-            return 128 + self.signal
-        return EXIT[self.outcome]
-
-    def record(self) -> dict:
-        return {
-            "outcome": self.outcome,
-            "exit_code": self.exit_code,
-            "stage": self.stage,
-            "message": self.message,
-            "as_of": self.as_of,
-            "as_of_source": self.as_of_source,
-            "data_digest": self.digest,
-            "champions_before": self.champions_before,
-            "champions_after": self.champions_after,
-            "decisions": [
-                {k: v for k, v in d.__dict__.items() if k != "run_id"} for d in self.decisions
-            ],
-            "drift_major": []
-            if self.drift is None
-            else self.drift.loc[self.drift["level"] == "major", "feature"].tolist(),
-            "realised": self.realised,
-            "reload": self.reload,
-            "mlflow_run_id": self.run_id,
-            "started_at": self.started_at,
-            "ended_at": datetime.now(UTC).isoformat(),
-            "pid": os.getpid(),
-        }
-
-
-class JobLog:
-    """Progress lines on stderr: text for people, JSON lines for schedulers (``json=True``)."""
-
-    def __init__(self, json_lines: bool = False, stream=None) -> None:
-        self.json_lines = json_lines
-        self.stream = stream or sys.stderr
-
-    def __call__(self, event: str, message: str, level: str = "info", **fields) -> None:
-        if self.json_lines:
-            line = {
-                "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                "level": level,
-                "event": event,
-                "message": message,
-                **fields,
-            }
-            self.stream.write(json.dumps(line, default=str) + "\n")
-        else:
-            self.stream.write(f"retrain: {message}\n")
-        self.stream.flush()
-
-
-@contextlib.contextmanager
-def job_lock(folder: Path, wait_seconds: float = 0.0) -> Iterator[None]:
-    """Hold ``folder/retrain.lock`` (an advisory ``flock``: released by the kernel when the
-    process dies, so a killed job never leaves a stale lock). Waits up to ``wait_seconds``,
-    then raises :class:`Busy` naming the holder."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK
-    with open(path, "a+") as handle:
-        deadline = time.monotonic() + wait_seconds
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as error:
-                if error.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() >= deadline:
-                    handle.seek(0)
-                    holder = handle.read().strip() or "another process"
-                    raise Busy(
-                        f"another retrain is running ({holder}) and holds {path}; nothing done"
-                    ) from None
-                time.sleep(0.5)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(
-            f"pid {os.getpid()}, started {datetime.now(UTC).isoformat(timespec='seconds')}"
-        )
-        handle.flush()
-        try:
-            yield
-        finally:
-            handle.truncate(0)
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-class _LinesTo(io.TextIOBase):
-    """A text stream that hands every complete line to ``log`` (libraries' prints)."""
-
-    def __init__(self, log: JobLog) -> None:
-        self.log, self.pending = log, ""
-
-    def write(self, text: str) -> int:
-        self.pending += text
-        *lines, self.pending = self.pending.split("\n")
-        for line in filter(None, (x.strip() for x in lines)):
-            self.log("library", line)
-        return len(text)
-
-
-@contextlib.contextmanager
-def _stderr_as(log: JobLog) -> Iterator[None]:
-    """With JSON logs, what libraries print on stderr (MLflow's "Created version ...")
-    becomes JSON lines too, so a log collector sees one format."""
-    if not log.json_lines:
-        yield
-        return
-    with contextlib.redirect_stderr(_LinesTo(log)):
-        yield
-
-
-def latest_complete_day(tables) -> pd.Timestamp:
+def latest_complete_day(tables: ContractTables) -> pd.Timestamp:
     """The end (midnight UTC) of the latest complete day: the day of the newest order or
     event may still be filling, so it is left out."""
     newest = []
@@ -227,36 +71,19 @@ def latest_complete_day(tables) -> pd.Timestamp:
             newest.append(frame[column].max())
     if not newest:
         raise BadInputError("orders: no rows, so there is no complete day to train as of")
-    return pd.Timestamp(as_utc(max(newest))).floor("D")
-
-
-def safe_message(error: BaseException) -> str:
-    """The error for records and logs: a contract violation without its example values
-    (they can be customer ids)."""
-    if isinstance(error, ContractError):
-        first = error.violations[0]
-        where = f"{first.table}.{first.column}" if first.column else first.table
-        more = len(error.violations) - 1
-        return (
-            f"{error.source} breaks the data contract: {where}: {first.problem}"
-            f" ({first.rows:,} rows){f' (+{more} more)' if more else ''};"
-            " `nextbest validate` lists them"
-        )
-    if isinstance(error, NextbestError):
-        return str(error)
-    return f"{type(error).__name__}: {error}"
+    return as_utc(pd.Timestamp(max(newest)).floor("D"))
 
 
 def run(config: RetrainConfig, log: JobLog) -> Outcome:
     """Run one job under the lock; never raises for an expected failure (see ``Outcome``)."""
     job = Outcome()
     try:
-        with job_lock(config.mlruns, config.wait_seconds), _stderr_as(log):
+        with job_lock(config.mlruns, config.wait_seconds), stderr_as(log):
             _guarded(config, log, job)
     except Busy as error:
         job.outcome, job.stage, job.message = "busy", "lock", str(error)
         log("busy", job.message, level="warning")
-        _journal(config.mlruns, job)
+        journal(config.mlruns, job)
     return job
 
 
@@ -301,36 +128,61 @@ def _guarded(config: RetrainConfig, log: JobLog, job: Outcome) -> None:
 
 
 def _steps(config: RetrainConfig, log: JobLog, job: Outcome) -> None:
-    from cdp.validation import load_contract
+    """The stages in order; ``job.stage`` names the one running (a failure names it)."""
     from features.build import build_features
-    from features.io import write_snapshot
-    from training import pipeline, recovery, registry
+
+    tables, as_of = _validate(config, log, job)
+    if _up_to_date(config, log, job):
+        return
+    job.stage = "features"
+    log("stage", "building features", stage=job.stage)
+    current = build_features(tables, as_of=as_of, config=config.features)
+    job.stage = "drift"
+    _drift(config, log, job, tables, current, as_of)
+    winners = _train(config, log, job, tables, current, as_of)
+    if not winners:
+        job.outcome = "not promoted"
+        job.message = "no challenger beat its champion; champions unchanged"
+        return
+    _promote(config, log, job, current, winners)
+    _reload_service(config, log, job)
+
+
+def _validate(config: RetrainConfig, log: JobLog, job: Outcome):
+    """Read and check the contract; choose the as-of and the data digest."""
+    from cdp.validation import load_contract
+    from training import pipeline
 
     job.stage = "validate"
     tables = load_contract(config.data)
     if config.as_of is not None:
-        as_of, job.as_of_source = as_utc(config.as_of), "--as-of"
+        as_of, job.as_of_source = config.as_of, "--as-of"
     else:
         as_of, job.as_of_source = latest_complete_day(tables), "latest complete day in the data"
     job.as_of = as_of.isoformat()
     job.digest = pipeline.data_digest(config.data, config.features)
     log("as_of", f"as of {job.as_of} ({job.as_of_source})", as_of=job.as_of)
+    return tables, as_of
+
+
+def _up_to_date(config: RetrainConfig, log: JobLog, job: Outcome) -> bool:
+    """Whether a complete earlier job trained this data as of this moment (unless --force)."""
+    from training import recovery
 
     job.stage = "up-to-date check"
     done = recovery.completed_on(job.digest, job.as_of)
-    if done and not config.force:
-        job.outcome = "up to date"
-        listed = ", ".join(f"{k} v{v}" for k, v in sorted(done.items()))
-        job.message = f"{listed} already trained on this data as of {job.as_of}"
-        log("up_to_date", f"up to date: {job.message}", versions=done)
-        return
+    if not done or config.force:
+        return False
+    job.outcome = "up to date"
+    listed = ", ".join(f"{k} v{v}" for k, v in sorted(done.items()))
+    job.message = f"{listed} already trained on this data as of {job.as_of}"
+    log("up_to_date", f"up to date: {job.message}", versions=done)
+    return True
 
-    job.stage = "features"
-    log("stage", "building features", stage=job.stage)
-    current = build_features(tables, as_of=as_of, config=config.features)
 
-    job.stage = "drift"
-    _drift(config, log, job, tables, current, as_of)
+def _train(config: RetrainConfig, log: JobLog, job: Outcome, tables, current, as_of) -> list:
+    """Train, log, register and gate every model, moving no champion; the winners."""
+    from training import pipeline
 
     job.stage = "train"
     log("stage", "training, logging and gating", stage=job.stage)
@@ -359,11 +211,13 @@ def _steps(config: RetrainConfig, log: JobLog, job: Outcome) -> None:
         )
     for kind, why in report.skipped.items():
         log("skipped", f"{kind}: not trained: {why}", kind=kind)
-    winners = [d for d in report.decisions if d.promoted]
-    if not winners:
-        job.outcome = "not promoted"
-        job.message = "no challenger beat its champion; champions unchanged"
-        return
+    return [d for d in report.decisions if d.promoted]
+
+
+def _promote(config: RetrainConfig, log: JobLog, job: Outcome, current, winners: list) -> None:
+    """Replace the serving snapshot (atomically), then move the champion aliases."""
+    from features.io import write_snapshot
+    from training import registry
 
     job.stage = "promote"
     if config.features_out is not None:
@@ -375,17 +229,19 @@ def _steps(config: RetrainConfig, log: JobLog, job: Outcome) -> None:
     job.message = ", ".join(f"{d.kind} v{d.version}" for d in winners) + " now champion"
     log("promoted", f"promoted: {job.message}", versions={d.kind: d.version for d in winners})
 
+
+def _reload_service(config: RetrainConfig, log: JobLog, job: Outcome) -> None:
+    """Ask the running service (if any) to load the new champions."""
     job.stage = "reload"
-    if config.service_url:
-        job.reload = _reload(config)
-        if not job.reload.get("reloaded"):
-            raise NextbestError(
-                f"the service at {config.service_url} did not reload: {job.reload.get('detail')}"
-                " (the new champions are registered; it will load them on its next reload)"
-            )
-        log(
-            "reloaded", f"the service at {config.service_url} serves {job.reload['model_versions']}"
+    if not config.service_url:
+        return
+    job.reload = _reload(config)
+    if not job.reload.get("reloaded"):
+        raise NextbestError(
+            f"the service at {config.service_url} did not reload: {job.reload.get('detail')}"
+            " (the new champions are registered; it will load them on its next reload)"
         )
+    log("reloaded", f"the service at {config.service_url} serves {job.reload['model_versions']}")
 
 
 def _drift(config, log, job, tables, current, as_of) -> None:
@@ -435,15 +291,17 @@ def _drift(config, log, job, tables, current, as_of) -> None:
         )
 
 
-def realised_metrics(champion, tables, config: FeatureConfig, as_of) -> dict:
+def realised_metrics(
+    champion: CalibratedClassifier, tables: Tables, config: FeatureConfig, as_of: datetime
+) -> dict:
     """How good the churn champion really was on the newest complete window: its scores at
     ``as_of - H`` against what happened in ``(as_of - H, as_of]``."""
     from training.dataset import churn_examples
     from training.metrics import binary_metrics
 
-    cutoff = as_utc(as_of) - pd.Timedelta(days=config.horizon_days)
+    cutoff = as_of - pd.Timedelta(days=config.horizon_days)
     examples = churn_examples(tables, cutoff, config)
-    window = f"({cutoff.date()}, {as_utc(as_of).date()}]"
+    window = f"({cutoff.date()}, {as_of.date()}]"
     y = examples["churned"].to_numpy(dtype=bool)
     if examples.empty or y.all() or not y.any():
         return {"window": window, "customers": len(examples), "note": "one outcome only"}
@@ -494,16 +352,4 @@ def _finish(config: RetrainConfig, log: JobLog, job: Outcome) -> None:
             log("record", f"could not record the job in MLflow: {error}", level="warning")
             job.run_id = None
             record = job.record()
-    _journal(config.mlruns, job, record)
-
-
-def _journal(folder: Path, job: Outcome, record: dict | None = None) -> None:
-    """Append one JSON line to the local journal (``O_APPEND``: lines of concurrent writers
-    never interleave)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(record or job.record(), default=str, sort_keys=True) + "\n"
-    fd = os.open(folder / JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
+    journal(config.mlruns, job, record)

@@ -12,20 +12,21 @@ import os
 from dataclasses import asdict
 
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 from cdp.errors import BadInputError
 from cdp.io import atomic_folder, write_table
+from cdp.time import AsOf, Moment, as_utc
 from features.build import build_features
 from features.config import FeatureConfig
+from features.inputs import Tables
 from features.io import read_snapshot
-from features.time import as_utc
 from training.replenishment import pair_frame_from
 
 
 def load_champions() -> tuple[dict, dict[str, str]]:
     """The champion models by kind, and their versions. A missing churn or CLV champion is
     an error; a missing replenishment champion is not (data without consumables has none)."""
-    from mlflow.exceptions import MlflowException
 
     from training import registry
 
@@ -47,14 +48,13 @@ def score_frames(
     customers: pd.DataFrame,
     pairs: pd.DataFrame,
     *,
-    as_of,
+    as_of: Moment,
     champions: dict,
     versions: dict[str, str],
     config: FeatureConfig,
 ) -> dict[str, pd.DataFrame]:
     """Score feature tables (customers and pairs at ``as_of``) with ``champions``: churn and
     CLV for every customer who has bought, replenishment for every pair."""
-    as_of = as_utc(as_of)
     frames = {}
     buyers = customers[customers["purchase_days"] > 0]
     churn = champions["churn"]
@@ -94,21 +94,42 @@ def score_frames(
 
 
 def score(
-    tables=None,
+    tables: Tables | None = None,
     *,
-    as_of=None,
+    as_of: AsOf | None = None,
     config: FeatureConfig,
     out: str | os.PathLike,
     snapshot: str | os.PathLike | None = None,
     consents: pd.DataFrame | None = None,
     overwrite: bool = False,
 ) -> dict:
-    """Score every customer (and pair) with the champion models and write ``out``: features
-    built from ``tables`` at ``as_of``, or read from a ``snapshot`` (``nextbest features``).
+    """Score every customer (and pair) with the champion models and write ``out``.
 
-    Purpose limitation: the three models serve marketing (:data:`registry.PURPOSES`), so
-    customers without marketing consent in force at ``as_of`` (``consents``, default
-    ``tables.consents``) get no score; ``scores.json`` counts them under ``withheld``.
+    Purpose limitation: the three models serve marketing (:data:`training.registry.PURPOSES`),
+    so customers without marketing consent in force at ``as_of`` get no score;
+    ``scores.json`` counts them under ``withheld``.
+
+    Parameters
+    ----------
+    tables : Tables, optional
+        The contract tables to build features from (with ``as_of``).
+    as_of : AsOf, optional
+        The moment to build features at; settled to UTC here.
+    config : FeatureConfig
+        Feature settings of a build (a snapshot brings its own).
+    out : str or os.PathLike
+        The folder to write: one Parquet file per model and ``scores.json``.
+    snapshot : str or os.PathLike, optional
+        A feature snapshot (``nextbest features``) to score instead of building.
+    consents : pandas.DataFrame, optional
+        The consent records; ``tables.consents`` when not given.
+    overwrite : bool, default False
+        Replace a non-empty ``out`` (atomically).
+
+    Returns
+    -------
+    dict
+        What ``scores.json`` holds: as-of, model versions, rows written and withheld.
     """
     from cdp.privacy import consent_in_force
     from training.registry import PURPOSES, REGISTERED

@@ -12,16 +12,27 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import mlflow
 import numpy as np
 import pandas as pd
+from mlflow import MlflowClient
+from mlflow.data.code_dataset_source import CodeDatasetSource
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.types import ColSpec, Schema
 
 from training import packaging, plots
 from training.champion import Decision, gate
-from training.classifier import model_frame
+from training.churn import ChurnResult
+from training.classifier import CalibratedClassifier, model_frame
 from training.clv import ClvResult, score_clv
 from training.metrics import calibration_table
 from training.registry import JOBS, PROFILE, PURPOSES, REGISTERED, experiment
+from training.replenishment import ReplenishmentModel, ReplenishmentResult
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _log_common(
@@ -34,7 +45,6 @@ def _log_common(
     selection: pd.DataFrame | None,
 ) -> None:
     import matplotlib.pyplot as plt
-    import mlflow
 
     mlflow.log_params(params)
     for scorer, row in metrics.iterrows():
@@ -60,10 +70,6 @@ def _dataset(frame: pd.DataFrame, name: str):
     """
     import hashlib
 
-    from mlflow.data.code_dataset_source import CodeDatasetSource
-    from mlflow.data.meta_dataset import MetaDataset
-    from mlflow.types import ColSpec, Schema
-
     hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
     digest = hashlib.sha256(hashed.tobytes() + "|".join(frame.columns).encode()).hexdigest()
     types = {"float64": "double", "float32": "float", "int64": "long", "int32": "integer"}
@@ -76,7 +82,6 @@ def _dataset(frame: pd.DataFrame, name: str):
 
 def _run(kind: str, root, tags: dict | None, as_of: str | None):
     """A run named by model and as-of (``churn 2025-06-30``)."""
-    import mlflow
 
     mlflow.set_experiment(experiment_id=experiment(REGISTERED[kind], Path(root).resolve()))
     name = f"{kind} {str(as_of)[:10]}" if as_of else kind
@@ -119,14 +124,14 @@ CLASSIFIERS = {
 }
 
 
-def classifier_of(model):
+def classifier_of(model: CalibratedClassifier | ReplenishmentModel) -> CalibratedClassifier:
     """The calibrated classifier of a churn model (itself) or a replenishment model."""
     return getattr(model, "classifier", model)
 
 
 def log_classifier(
     kind: str,
-    result,
+    result: ChurnResult | ReplenishmentResult,
     dataset: dict[str, pd.DataFrame],
     *,
     params: dict,
@@ -144,7 +149,6 @@ def log_classifier(
     :class:`training.replenishment.ReplenishmentResult`. ``profile``: the reference profile
     of the features at ``as_of`` and of the model's scores on them
     (:func:`training.drift.reference_profile`), for later drift reports (churn)."""
-    import mlflow
 
     spec, valid, model = CLASSIFIERS[kind], dataset["valid"], result.model
     classifier = classifier_of(model)
@@ -255,18 +259,16 @@ def _flat(values: dict, prefix: str = "") -> dict:
 
 def start_job(root: str | os.PathLike, tags: dict[str, str]) -> str:
     """Open the run that records one retraining job; return its id."""
-    from mlflow import MlflowClient
 
     client = MlflowClient()
     experiment_id = experiment(JOBS, Path(root).resolve())
     return client.create_run(experiment_id, tags=tags, run_name="retrain").info.run_id
 
 
-def log_drift(run_id: str, table: pd.DataFrame, realised: dict | None, figure) -> None:
+def log_drift(run_id: str, table: pd.DataFrame, realised: dict | None, figure: Figure) -> None:
     """The drift report of a job: ``drift.json``, ``plots/drift.png``, ``psi.*`` and
     ``realised.*`` metrics (aggregates only)."""
     import matplotlib.pyplot as plt
-    from mlflow import MlflowClient
 
     client = MlflowClient()
     client.log_dict(
@@ -284,7 +286,6 @@ def log_drift(run_id: str, table: pd.DataFrame, realised: dict | None, figure) -
 
 def end_job(run_id: str, *, failed: bool, tags: dict[str, str], record: dict) -> None:
     """Close a job's run with its outcome (tags and ``job.json``)."""
-    from mlflow import MlflowClient
 
     client = MlflowClient()
     for key, value in tags.items():

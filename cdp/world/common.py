@@ -55,7 +55,7 @@ def choose(
     return options[rng.choice(options.size, size=n, p=p / p.sum())]
 
 
-def take_text(vocabulary, codes: np.ndarray) -> pd.Series:
+def take_text(vocabulary: np.ndarray | list[str], codes: np.ndarray) -> pd.Series:
     """Strings ``vocabulary[codes]`` as a pandas ``str`` Series; a negative code gives null.
 
     Built in Arrow, so no Python string objects are created per row.

@@ -60,7 +60,13 @@ def _mood(rng, pop: Population, owner, t, shift: float = 0.0) -> np.ndarray:
     return np.round(np.clip(rng.normal(mean, 0.3), -1, 1), 3)
 
 
-def sessions(rng, pop: Population, has_cookie, has_device, n_products: int):
+def sessions(
+    rng: np.random.Generator,
+    pop: Population,
+    has_cookie: np.ndarray,
+    has_device: np.ndarray,
+    n_products: int,
+) -> dict:
     """Web and app activity; 30% of web and 20% of app events happen logged out.
 
     A logged-out event carries the cookie (anonymous code = customer number) or the device
@@ -81,7 +87,7 @@ def sessions(rng, pop: Population, has_cookie, has_device, n_products: int):
     return _part(owner, t, np.where(app, APP, WEB), kind, product, anonymous=anonymous)
 
 
-def before_signup(rng, pop: Population, has_cookie):
+def before_signup(rng: np.random.Generator, pop: Population, has_cookie: np.ndarray) -> dict:
     """Anonymous page views in the 30 days before sign-up, under the customer's cookie."""
     who = np.flatnonzero(has_cookie)
     owner = np.repeat(who, rng.poisson(3.0, who.size))
@@ -89,7 +95,7 @@ def before_signup(rng, pop: Population, has_cookie):
     return _part(owner, t, WEB, PAGE, anonymous=owner)
 
 
-def visitors(rng, pop: Population) -> tuple[dict, np.ndarray]:
+def visitors(rng: np.random.Generator, pop: Population) -> tuple[dict, np.ndarray]:
     """Visitors who never sign up: a few page views under a cookie nobody can stitch."""
     n = int(0.3 * pop.size)
     visitor = np.repeat(np.arange(n), 1 + rng.poisson(1.0, n))
@@ -100,7 +106,7 @@ def visitors(rng, pop: Population) -> tuple[dict, np.ndarray]:
     )
 
 
-def views_before_purchases(rng, lines: Lines, products: pd.Index):
+def views_before_purchases(rng: np.random.Generator, lines: Lines, products: pd.Index) -> dict:
     """35% of purchases are preceded (0-2 days) by a view of the product."""
     pick = np.flatnonzero((lines.quantity > 0) & (rng.random(lines.owner.size) < 0.35))
     t = np.maximum(lines.t[pick] - rng.uniform(0, 2, pick.size), 0)
@@ -108,7 +114,7 @@ def views_before_purchases(rng, lines: Lines, products: pd.Index):
     return _part(lines.owner[pick], t, WEB, PRODUCT, product)
 
 
-def email(rng, pop: Population):
+def email(rng: np.random.Generator, pop: Population) -> list[dict]:
     """Email opens (and clicks on a quarter of them), rarer when disengaging or lapsed."""
     created = pop.created
     owner = np.repeat(np.arange(pop.size), rng.poisson(0.02 * (pop.span - created)))
@@ -125,7 +131,7 @@ def email(rng, pop: Population):
     ]
 
 
-def support_and_chat(rng, pop: Population):
+def support_and_chat(rng: np.random.Generator, pop: Population) -> list[dict]:
     """Support tickets (4x as frequent just before a lapse) and chatbot messages with sentiment."""
     owner, t = _active_poisson(rng, pop, np.full(pop.size, 0.012))
     near = 1 - pop.fade(owner, t, FADE_DAYS)

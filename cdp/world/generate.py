@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from cdp.errors import BadInputError
+from cdp.time import as_utc
 from cdp.world import engagement, population, purchases
 from cdp.world.catalog import catalog
 from cdp.world.common import ids, take_text, timestamps
@@ -42,12 +43,11 @@ class WorldConfig:
                 f"future_days ({self.future_days}) must cover horizon_days ({self.horizon_days})"
                 f" and window_days ({self.window_days})"
             )
-        as_of = pd.Timestamp(self.as_of)
-        as_of = as_of.tz_localize("UTC") if as_of.tz is None else as_of.tz_convert("UTC")
-        object.__setattr__(self, "as_of", as_of)
+        object.__setattr__(self, "as_of", pd.Timestamp(as_utc(self.as_of)))
 
     @property
     def start(self) -> pd.Timestamp:
+        """The first moment of the simulated history."""
         return self.as_of - pd.Timedelta(days=self.history_days)
 
 

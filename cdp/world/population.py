@@ -34,6 +34,7 @@ class Population:
 
     @property
     def size(self) -> int:
+        """The number of customers."""
         return self.created.size
 
     def segments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -30,6 +30,7 @@ class Lines:
 
     @staticmethod
     def concat(parts: list[Lines]) -> Lines:
+        """The order lines of ``parts``, one after another."""
         return Lines(
             *(np.concatenate([getattr(p, f) for p in parts]) for f in Lines.__dataclass_fields__)
         )

@@ -8,10 +8,17 @@ of that product lasts this customer), and its next purchase after ``as_of``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
 from cdp.world.common import timestamps
+
+if TYPE_CHECKING:
+    from cdp.world.generate import WorldConfig
+    from cdp.world.population import Population
+    from cdp.world.purchases import Pairs
 
 
 def _next_purchase(orders: pd.DataFrame, as_of: pd.Timestamp, keys: list[str]) -> pd.DataFrame:
@@ -23,7 +30,15 @@ def _next_purchase(orders: pd.DataFrame, as_of: pd.Timestamp, keys: list[str]) -
     )
 
 
-def truth_tables(config, pop, pairs, orders: pd.DataFrame, products: pd.DataFrame) -> dict:
+def truth_tables(
+    config: WorldConfig,
+    pop: Population,
+    pairs: Pairs,
+    orders: pd.DataFrame,
+    products: pd.DataFrame,
+) -> dict[str, pd.DataFrame]:
+    """What really happened after ``as_of`` (the world's known truth): who bought in the
+    churn horizon, which consumable pairs were re-bought in the window, and when."""
     as_of = config.as_of
     t_as_of = float(config.history_days)
     horizon = as_of + pd.Timedelta(days=config.horizon_days)

@@ -6,13 +6,20 @@ import os
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 from rich.console import Console
 
 from cdp.errors import BadInputError
+from cdp.time import Moment, as_utc
+
+if TYPE_CHECKING:
+    from features.config import FeatureConfig
+
+# MLflow reads this when it is first imported (by a command's training imports): its INFO
+# lines (database set-up) would drown our summaries; a level the user set wins.
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 app = typer.Typer(
     name="nextbest",
@@ -111,24 +118,23 @@ Seed = Annotated[int, typer.Option(help="Random seed; the same seed gives the sa
 AsOf = Annotated[str, typer.Option(help="The moment that splits history from truth (UTC).")]
 
 
-def parse_as_of(value: str) -> pd.Timestamp:
+def parse_as_of(value: str) -> Moment:
+    """An ``--as-of`` value, settled to UTC (naive: UTC); a bad one is a one-line error."""
     try:
-        return pd.Timestamp(datetime.fromisoformat(value))
+        return as_utc(datetime.fromisoformat(value))
     except ValueError:
         raise BadInputError(
             f"--as-of: {value!r} is not an ISO-8601 date (e.g. 2025-06-30)"
         ) from None
 
 
-def parse_utc(value: str | None) -> pd.Timestamp | None:
+def parse_utc(value: str | None) -> Moment | None:
     """An ``--since`` / ``--until`` moment in UTC (a naive time is taken as UTC)."""
-    if value is None:
-        return None
-    moment = parse_as_of(value)
-    return moment.tz_localize("UTC") if moment.tz is None else moment.tz_convert("UTC")
+    return None if value is None else parse_as_of(value)
 
 
 def check_format(fmt: str) -> str:
+    """``--format``, checked."""
     if fmt not in ("parquet", "csv"):
         raise BadInputError(f"--format: expected parquet or csv, got {fmt!r}")
     return fmt
@@ -164,6 +170,7 @@ Confidence = Annotated[
 
 
 def check_confidence(value: float) -> float:
+    """``--confidence``, checked to lie in [0, 1)."""
     if not 0 <= value < 1:
         raise BadInputError(f"--confidence: must be in [0, 1), got {value}")
     return value
@@ -180,7 +187,8 @@ def quiet_mlflow() -> None:
     logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)  # "pip version"
 
 
-def feature_config(horizon: int, window: int):
+def feature_config(horizon: int, window: int) -> FeatureConfig:
+    """The feature settings of ``--horizon`` and ``--window``, checked."""
     from features.config import FeatureConfig
 
     try:

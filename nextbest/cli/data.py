@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 
 from cdp.errors import BadInputError
+from cdp.time import Moment
 from nextbest.cli.base import (
     AsOf,
     Customers,
@@ -26,8 +27,12 @@ from nextbest.cli.base import (
     parse_as_of,
 )
 
+if TYPE_CHECKING:
+    from cdp.world.generate import World
 
-def write_world(world, out: Path, fmt: str, overwrite: bool) -> None:
+
+def write_world(world: World, out: Path, fmt: str, overwrite: bool) -> None:
+    """Write a world's contract tables and truth to ``out`` (atomically)."""
     from cdp.io import atomic_folder, write_tables
 
     with atomic_folder(out, overwrite=overwrite) as tmp:
@@ -56,7 +61,8 @@ def generate_into(
     overwrite: bool,
     horizon_days: int = 90,
     window_days: int = 14,
-):
+) -> World:
+    """Simulate a world and write it to ``out`` (the ``generate`` and ``demo`` commands)."""
     from cdp.world.generate import WorldConfig, generate_world
 
     config = WorldConfig(
@@ -189,10 +195,9 @@ def features(
     )
 
 
-def _check_in_span(moment: pd.Timestamp, first, last, data: Path) -> None:
+def _check_in_span(at: Moment, first: datetime | None, last: datetime | None, data: Path) -> None:
     """Refuse an as-of before the first order or after the last one: the features would be
     empty, or describe customers long after the data ends (a mistyped year)."""
-    at = moment.tz_localize("UTC") if moment.tz is None else moment.tz_convert("UTC")
     if first is None:
         raise BadInputError(f"--as-of: {data} has no orders; pass --allow-empty to build anyway")
     span = f"the orders in {data} run from {first:%Y-%m-%d} to {last:%Y-%m-%d}"

@@ -68,7 +68,6 @@ def _demo_serving(tables, out: Path, moment: pd.Timestamp, mlruns: Path) -> None
     from training import pipeline, registry
 
     config = FeatureConfig()
-    moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
     snapshot = out.with_name(f"{out.name}-features")
     write_snapshot(
         build_features(tables, as_of=moment, config=config), config, out, snapshot, overwrite=True

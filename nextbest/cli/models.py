@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import pandas as pd
 import typer
@@ -29,8 +29,12 @@ from nextbest.cli.base import (
     quiet_mlflow,
 )
 
+if TYPE_CHECKING:
+    from training.pipeline import TrainReport
 
-def train_table(report) -> Table:
+
+def train_table(report: TrainReport) -> Table:
+    """One row per trained model: version, gate decision, metric, scores, baselines."""
     table = Table(title=f"trained as of {report.as_of}")
     table.add_column("model", no_wrap=True)
     for column in ("version", "gate", "metric", "challenger", "champion", "baselines"):
@@ -74,7 +78,7 @@ def train(
     """Train churn, replenishment and CLV models; log, register and gate them in MLflow."""
     from cdp.validation import load_contract
     from training import pipeline, recovery, registry
-    from training.retrain import job_lock
+    from training.jobs import job_lock
 
     config = feature_config(horizon, window)
     moment = parse_as_of(as_of)
@@ -222,7 +226,8 @@ def retrain(
     MLRUNS/retrain-journal.jsonl.
     """
     from training.drift import DriftThresholds
-    from training.retrain import JobLog, RetrainConfig, run
+    from training.jobs import JobLog
+    from training.retrain import RetrainConfig, run
 
     if log_format not in ("text", "json"):
         raise BadInputError(f"--log-format: expected text or json, got {log_format!r}")

@@ -10,6 +10,7 @@ from lifetimes import BetaGeoFitter, GammaGammaFitter
 from scipy.special import hyp2f1
 
 from cdp.cdnow import cdnow_tables
+from cdp.time import as_utc
 from features.clv import (
     LifetimesFitWarning,
     bgnbd_expected_purchases,
@@ -18,7 +19,6 @@ from features.clv import (
 )
 from features.config import FeatureConfig
 from features.purchases import daily_purchases, purchase_history
-from features.time import as_utc
 
 AS_OF = as_utc("1997-09-30")
 

@@ -8,13 +8,13 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from cdp.contract import ContractTables
+from cdp.time import as_utc
 from cdp.world.generate import WorldConfig, generate_world
 from conftest import at, contract
 from features import engagement
 from features.build import build_features
 from features.engagement import exact_engagement
 from features.inputs import as_inputs
-from features.time import as_utc
 
 AS_OF = at(100)
 

@@ -53,7 +53,9 @@ def test_answers_pass_through_and_leave_no_live_timer():
 def test_late_answer_is_504():
     response = asyncio.run(_call(_app(timeout=0.05), "/slow"))
     assert response.status_code == 504
-    assert "0.05 seconds" in response.json()["error"]
+    problem = response.json()
+    assert problem["status"] == 504 and "0.05 seconds" in problem["detail"]
+    assert response.headers["content-type"] == "application/problem+json"
 
 
 def test_app_error_is_not_held_until_the_timeout():

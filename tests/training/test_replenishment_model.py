@@ -37,7 +37,9 @@ def _pair(last: float, cutoff: float, cycle: float = 30.0) -> dict:
 
 
 def test_runout_dates_by_hand():
-    model = RunoutModel({"P-INK": 0.1}, 0.1)
+    model = RunoutModel.from_parts(
+        {"coverage": 0.8, "product_sigma_": {"P-INK": 0.1}, "default_sigma_": 0.1, "scale_": 1.0}
+    )
     fresh, overdue = pd.DataFrame([_pair(0, 0)]), pd.DataFrame([_pair(0, 60)])
     dates = model.predict(fresh)
     base = pd.Timestamp("2025-01-01", tz="UTC")

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import BaseEstimator, clone
 
 from conftest import AS_OF
 from features.config import FeatureConfig
 from training.churn import ChurnModel, train_churn
-from training.clv import ClvResult, clv_holdout, train_clv
+from training.clv import ClvModel, ClvResult, clv_holdout, train_clv
 from training.dataset import churn_dataset, training_cutoffs
 from training.registry import CHURN_MODEL, configure, load_churn, load_clv, load_replenishment
 from training.replenishment import train_replenishment
 from training.tracking import log_classifier, log_clv
 
 H = 90
+
+
+def assert_estimator(loaded, trained) -> None:
+    """The scikit-learn contract holds for a model loaded from the registry: the same
+    hyper-parameters, and ``clone`` gives an unfitted copy with them."""
+    assert isinstance(loaded, BaseEstimator)
+    assert loaded.get_params() == trained.get_params()
+    fresh = clone(loaded)
+    assert fresh.get_params() == trained.get_params()
+    assert not [k for k in vars(fresh) if k.endswith("_") and not k.startswith("_")]
 
 
 @pytest.fixture
@@ -39,6 +48,7 @@ def test_first_version_becomes_champion_and_loads_back_the_same(store, dataset):
         rtol=1e-12,
     )
     assert (store / "mlflow.db").is_file()
+    assert_estimator(model, result.model)
 
 
 def test_gate_promotes_a_better_model_and_keeps_the_champion_against_a_worse(store, dataset):
@@ -84,6 +94,8 @@ def test_replenishment_registers_and_loads_back_the_same(store, replenishment_da
     assert version == decision.version
     valid = replenishment_data["valid"]
     pd.testing.assert_frame_equal(model.predict(valid), result.model.predict(valid))
+    assert_estimator(model.classifier, result.model.classifier)
+    assert_estimator(model.runout, result.model.runout)
     plots = {p.name for p in (store / "artifacts").rglob("*.png")}
     assert {"roc.png", "lift.png", "runout_errors.png", "feature_importance.png"} <= plots
 
@@ -98,11 +110,13 @@ def test_clv_gate_prefers_the_lower_error(store, small_world_dir):
     first = log_clv(result, holdout, params={}, horizon_days=H, root=store)
     assert first.promoted and first.metric == "mae"
     model, version = load_clv("champion")
-    assert model == result.model and version == first.version
+    assert model.to_dict() == result.model.to_dict() and version == first.version
+    assert_estimator(model, result.model)
 
     # a model that expects every customer to spend twice as often is worse: not promoted
-    bgnbd = dict(result.model.bgnbd, alpha=result.model.bgnbd["alpha"] / 2)
-    worse = ClvResult(replace(result.model, bgnbd=bgnbd), result.metrics, result.actual, {})
+    halved = ClvModel.from_dict(result.model.to_dict())
+    halved.bgnbd_ = dict(halved.bgnbd_, alpha=halved.bgnbd_["alpha"] / 2)
+    worse = ClvResult(halved, result.metrics, result.actual, {})
     decision = log_clv(worse, holdout, params={}, horizon_days=H, root=store)
     assert not decision.promoted
     assert decision.challenger_score > decision.champion_score
