@@ -24,7 +24,26 @@ def write_snapshot(
     *,
     overwrite: bool = False,
 ) -> dict:
-    """Write a snapshot built from the contract folder ``data``; return its manifest."""
+    """Write a feature snapshot (what ``nextbest features`` writes), atomically.
+
+    Parameters
+    ----------
+    features : FeatureTables
+        The built tables.
+    config : FeatureConfig
+        The settings they were built with (kept in the manifest).
+    data : str or os.PathLike
+        The contract folder they were built from (its files' digests are kept).
+    out : str or os.PathLike
+        The snapshot folder: ``customers.parquet``, ``pairs.parquet``, ``manifest.json``.
+    overwrite : bool, default False
+        Replace a non-empty ``out``.
+
+    Returns
+    -------
+    dict
+        The manifest: as-of, settings, columns, row counts, input digests.
+    """
     inputs, _ = locate_tables(Path(data))
     meta = manifest(features, config, inputs)
     with atomic_folder(out, overwrite=overwrite) as tmp:
@@ -35,7 +54,23 @@ def write_snapshot(
 
 
 def read_snapshot(folder: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """The customer table, the pair table and the manifest of a snapshot folder."""
+    """Read a feature snapshot.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        A folder written by :func:`write_snapshot`.
+
+    Returns
+    -------
+    tuple of (pandas.DataFrame, pandas.DataFrame, dict)
+        The customer table, the pair table and the manifest.
+
+    Raises
+    ------
+    BadInputError
+        When ``folder`` has no ``manifest.json``.
+    """
     folder = Path(folder)
     if not (folder / "manifest.json").is_file():
         raise BadInputError(f"{folder}: not a feature snapshot (no manifest.json)")

@@ -60,7 +60,28 @@ def _next_purchases(inputs: FeatureInputs, as_of: datetime, keys: list[str]) -> 
 
 
 def churn_labels(tables: Tables, *, as_of: AsOf, horizon_days: int = 90) -> pd.DataFrame:
-    """Per customer created by ``as_of``: ``churned`` and ``next_purchase_at``."""
+    """Churn labels: did each customer buy in the H days after ``as_of``?
+
+    Parameters
+    ----------
+    tables : Tables
+        The contract tables (or folder); they must reach ``as_of`` + H.
+    as_of : AsOf
+        The cutoff; settled to UTC here.
+    horizon_days : int, default 90
+        The churn horizon H.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Per customer created by ``as_of``, by ``customer_id``: ``churned`` (no order in
+        ``(as_of, as_of + H]``) and ``next_purchase_at``.
+
+    Raises
+    ------
+    IncompleteWindowError
+        When the data end before ``as_of`` + H (the labels would be unknown).
+    """
     inputs, as_of = as_inputs(tables), as_utc(as_of)
     end = as_of + timedelta(days=horizon_days)
     _check_window(inputs, end, f"churn labels with horizon {horizon_days} days")
@@ -99,8 +120,28 @@ def repurchase_labels(
 
 
 def spend_labels(tables: Tables, *, as_of: AsOf, horizon_days: int = 90) -> pd.DataFrame:
-    """Per customer created by ``as_of``: ``holdout_spend`` and ``holdout_purchase_days`` in
-    ``(as_of, as_of + H]`` (zero without a purchase)."""
+    """What each customer spent in the H days after ``as_of`` (the CLV model's holdout).
+
+    Parameters
+    ----------
+    tables : Tables
+        The contract tables (or folder); they must reach ``as_of`` + H.
+    as_of : AsOf
+        The cutoff; settled to UTC here.
+    horizon_days : int, default 90
+        The horizon H.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Per customer created by ``as_of``: ``holdout_spend`` and ``holdout_purchase_days``
+        in ``(as_of, as_of + H]`` (zero without a purchase).
+
+    Raises
+    ------
+    IncompleteWindowError
+        When the data end before ``as_of`` + H.
+    """
     inputs, as_of = as_inputs(tables), as_utc(as_of)
     end = as_of + timedelta(days=horizon_days)
     _check_window(inputs, end, f"holdout spend with horizon {horizon_days} days")

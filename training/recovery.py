@@ -76,9 +76,18 @@ def _runs(client: MlflowClient, experiment_ids, filter_string: str) -> list[Run]
 
 
 def recover() -> list[str]:
-    """Clean up after jobs of this host whose process is gone; one line per thing done.
+    """Clean up after training jobs of this host whose process is gone (a SIGKILL).
 
-    Call while holding the job lock (:func:`training.jobs.job_lock`)."""
+    A run is debris when the process that opened it is gone and the run is RUNNING, belongs
+    to a batch that never completed, or to a retraining job that never ended. Call while
+    holding the job lock (:func:`training.jobs.job_lock`).
+
+    Returns
+    -------
+    list of str
+        One line per thing done: runs marked FAILED (tag ``nextbest.interrupted``) and the
+        versions deleted with them (never a champion).
+    """
 
     client, host = MlflowClient(), socket.gethostname()
     models = _experiments(client, REGISTERED.values())
@@ -131,12 +140,24 @@ def complete(run_ids: list[str], kinds: list[str]) -> None:
 
 
 def completed_on(digest: str, as_of: str) -> dict[str, str]:
-    """The versions of the newest complete batch trained on data ``digest`` as of ``as_of``,
-    by kind; empty if there is none.
+    """Whether this data was already trained as of this moment, by a job that finished.
 
     Complete: every kind the batch trained has a FINISHED run and a version that carries its
     gate decision, and every version the gate promoted is champion now (a job stopped between
-    its gate and the promotion did not finish)."""
+    its gate and the promotion did not finish).
+
+    Parameters
+    ----------
+    digest : str
+        The data digest (:func:`training.pipeline.data_digest`).
+    as_of : str
+        The as-of, as the runs' ``as_of`` parameter holds it (ISO text).
+
+    Returns
+    -------
+    dict of str to str
+        The versions of the newest complete batch, by kind; empty if there is none.
+    """
 
     client = MlflowClient()
     models = _experiments(client, REGISTERED.values())

@@ -135,7 +135,27 @@ LOADERS = {"churn": load_churn, "replenishment": load_replenishment, "clv": load
 
 
 def load(kind: str, alias: str = "champion") -> tuple[object, str]:
-    """``(model, version)`` of the registered model of ``kind`` with ``alias``."""
+    """Load a registered model by alias.
+
+    Parameters
+    ----------
+    kind : str
+        churn, replenishment or clv.
+    alias : str, default "champion"
+        The alias (champion or challenger).
+
+    Returns
+    -------
+    tuple of (model, str)
+        The fitted model (its files checked against their SHA-256) and its version.
+
+    Raises
+    ------
+    mlflow.exceptions.MlflowException
+        When no version has the alias.
+    CorruptModelError
+        When the version's files do not match what was registered.
+    """
     return LOADERS[kind](alias)
 
 

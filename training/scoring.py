@@ -25,8 +25,21 @@ from training.replenishment import pair_frame_from
 
 
 def load_champions() -> tuple[dict, dict[str, str]]:
-    """The champion models by kind, and their versions. A missing churn or CLV champion is
-    an error; a missing replenishment champion is not (data without consumables has none)."""
+    """Load the champion of every kind from the configured registry.
+
+    Returns
+    -------
+    tuple of (dict, dict)
+        The models by kind, and their versions by kind. A missing replenishment champion is
+        left out (data without consumables has none).
+
+    Raises
+    ------
+    BadInputError
+        When there is no churn or CLV champion.
+    CorruptModelError
+        When a champion's files do not match what was registered.
+    """
 
     from training import registry
 
@@ -53,8 +66,32 @@ def score_frames(
     versions: dict[str, str],
     config: FeatureConfig,
 ) -> dict[str, pd.DataFrame]:
-    """Score feature tables (customers and pairs at ``as_of``) with ``champions``: churn and
-    CLV for every customer who has bought, replenishment for every pair."""
+    """Score feature tables with the champions.
+
+    Parameters
+    ----------
+    customers, pairs : pandas.DataFrame
+        The feature tables at ``as_of`` (a build or a snapshot).
+    as_of : Moment
+        Their moment (settled).
+    champions : dict
+        The models by kind (:func:`load_champions`).
+    versions : dict of str to str
+        Their versions, named in errors.
+    config : FeatureConfig
+        The settings the features were built with.
+
+    Returns
+    -------
+    dict of str to pandas.DataFrame
+        ``churn`` and ``clv`` for every customer who has bought; ``replenishment`` for
+        every pair when there is a replenishment champion.
+
+    Raises
+    ------
+    BadInputError
+        When a model expects features a build with ``config`` does not make.
+    """
     frames = {}
     buyers = customers[customers["purchase_days"] > 0]
     churn = champions["churn"]
