@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import signal
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 
@@ -28,27 +26,6 @@ class Interrupted(BaseException):
         self.signum = signum
         self.name = signal.Signals(signum).name
         super().__init__(f"stopped by {self.name}")
-
-
-@contextlib.contextmanager
-def interruptible() -> Iterator[None]:
-    """Within the block, SIGTERM and SIGINT raise :class:`Interrupted` (once: a second signal
-    while cleaning up gets the default handling)."""
-    signums = (signal.SIGTERM, signal.SIGINT)
-    before = {s: signal.getsignal(s) for s in signums}
-
-    def stop(signum, frame) -> None:
-        for s in signums:
-            signal.signal(s, signal.SIG_DFL if s == signal.SIGTERM else signal.default_int_handler)
-        raise Interrupted(signum)
-
-    for s in signums:
-        signal.signal(s, stop)
-    try:
-        yield
-    finally:
-        for s, handler in before.items():
-            signal.signal(s, handler)
 
 
 @dataclass(frozen=True)

@@ -69,10 +69,7 @@ def finish(spec: dict) -> dict:
             operation["description"] = f"{text}\n\n{note}".strip()
             for status, why in AUTH_ERRORS.items():
                 operation["responses"].setdefault(status, {"description": why, **problem})
-        for operation in operations.values():
-            if not isinstance(operation, dict):
-                continue
-            for status, answer in (operation.get("responses") or {}).items():
+            for status, answer in operation["responses"].items():
                 if str(status)[0] in "45":  # one problem format for every error
                     answer.update(problem)
                 if str(status) == "503":

@@ -52,16 +52,16 @@ class CorruptModelError(NextbestError):
     parses them: it aborts the whole process on a malformed model file)."""
 
 
-def _classifier(kind: str, model) -> CalibratedClassifier:
-    """The calibrated classifier inside a churn or replenishment model."""
-    return model.classifier if kind == "replenishment" else model
+def classifier_of(model: CalibratedClassifier | ReplenishmentModel) -> CalibratedClassifier:
+    """The calibrated classifier of a churn model (itself) or of a replenishment model."""
+    return getattr(model, "classifier", model)
 
 
 def parts_of(kind: str, model: Model, **extra: object) -> dict:
     """The JSON-able learned values of ``model`` of ``kind`` (no booster)."""
     if kind == "clv":
         return {"kind": kind, **model.to_dict(), **extra}
-    classifier = _classifier(kind, model)
+    classifier = classifier_of(model)
     parts = {
         "kind": kind,
         "label": classifier.label,
@@ -115,7 +115,7 @@ def log_model(kind: str, model: Model, registered_name: str, **extra: object) ->
         booster_digest = None
         if kind != "clv":
             path = Path(tmp) / BOOSTER
-            _classifier(kind, model).booster_.save_model(str(path))
+            classifier_of(model).booster_.save_model(str(path))
             artifacts["booster"], booster_digest = str(path), _sha256(path)
         parts = parts_of(kind, model, booster_sha256=booster_digest, **extra)
         Path(artifacts["parts"]).write_text(json.dumps(parts, indent=2, sort_keys=True))

@@ -88,17 +88,19 @@ def recover() -> list[str]:
         One line per thing done: runs marked FAILED (tag ``nextbest.interrupted``) and the
         versions deleted with them (never a champion).
     """
-
     client, host = MlflowClient(), socket.gethostname()
     models = _experiments(client, REGISTERED.values())
     jobs = _experiments(client, [JOBS])
+    mine = f"tags.`{HOST}` = '{host}'"  # another host's processes cannot be checked from here
     dead_jobs = [
-        run for run in _runs(client, jobs, "attributes.status = 'RUNNING'") if _gone(run, host)
+        run
+        for run in _runs(client, jobs, f"attributes.status = 'RUNNING' and {mine}")
+        if _gone(run, host)
     ]
     job_ids = {run.info.run_id for run in dead_jobs}
     debris = [
         run
-        for run in _runs(client, models, "attributes.status != 'FAILED'")
+        for run in _runs(client, models, f"attributes.status != 'FAILED' and {mine}")
         if _gone(run, host)
         and (
             run.info.status == "RUNNING"

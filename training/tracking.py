@@ -25,11 +25,11 @@ from mlflow.types import ColSpec, Schema
 from training import packaging, plots
 from training.champion import Decision, gate
 from training.churn import ChurnResult
-from training.classifier import CalibratedClassifier, model_frame
+from training.classifier import model_frame
 from training.clv import ClvResult, score_clv
 from training.metrics import calibration_table
 from training.registry import JOBS, PROFILE, PURPOSES, REGISTERED, experiment
-from training.replenishment import ReplenishmentModel, ReplenishmentResult
+from training.replenishment import ReplenishmentResult
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -124,11 +124,6 @@ CLASSIFIERS = {
 }
 
 
-def classifier_of(model: CalibratedClassifier | ReplenishmentModel) -> CalibratedClassifier:
-    """The calibrated classifier of a churn model (itself) or a replenishment model."""
-    return getattr(model, "classifier", model)
-
-
 def log_classifier(
     kind: str,
     result: ChurnResult | ReplenishmentResult,
@@ -151,7 +146,7 @@ def log_classifier(
     (:func:`training.drift.reference_profile`), for later drift reports (churn)."""
 
     spec, valid, model = CLASSIFIERS[kind], dataset["valid"], result.model
-    classifier = classifier_of(model)
+    classifier = packaging.classifier_of(model)
     y = valid[spec.label].to_numpy()
     curves = getattr(result, "calibration", None) or {
         "model": calibration_table(y, result.scores["model"])
@@ -192,7 +187,7 @@ def log_classifier(
         gating = {"margin": margin, "confidence": confidence, "promote": promote}
 
         def predict(candidate) -> np.ndarray:
-            return classifier_of(candidate).predict_proba(valid)
+            return packaging.classifier_of(candidate).predict_proba(valid)
 
         return gate(kind, version, run.info.run_id, y, predict, model, about, **gating)
 

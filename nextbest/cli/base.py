@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -11,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from cdp.errors import BadInputError
+from cdp.errors import BadInputError, Interrupted
 from cdp.time import Moment, as_utc
 
 if TYPE_CHECKING:
@@ -177,11 +180,10 @@ def check_confidence(value: float) -> float:
 
 
 def quiet_mlflow() -> None:
-    """MLflow's INFO lines (database set-up) would drown our summary; MLFLOW_LOGGING_LEVEL
-    set by the user wins."""
+    """Import MLflow (its level comes from MLFLOW_LOGGING_LEVEL, set when this module is
+    imported) and silence its pip-version warnings."""
     import logging
 
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     import mlflow  # noqa: F401 - configures its loggers on import, from the variable
 
     logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)  # "pip version"
@@ -195,3 +197,24 @@ def feature_config(horizon: int, window: int) -> FeatureConfig:
         return FeatureConfig(horizon_days=horizon, window_days=window)
     except ValueError as error:
         raise BadInputError(str(error)) from None
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGINT raise :class:`cdp.errors.Interrupted` (once: a
+    second signal while cleaning up gets the default handling)."""
+    signums = (signal.SIGTERM, signal.SIGINT)
+    before = {s: signal.getsignal(s) for s in signums}
+
+    def stop(signum, frame) -> None:
+        for s in signums:
+            signal.signal(s, signal.SIG_DFL if s == signal.SIGTERM else signal.default_int_handler)
+        raise Interrupted(signum)
+
+    for s in signums:
+        signal.signal(s, stop)
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)

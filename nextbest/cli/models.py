@@ -11,7 +11,7 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from cdp.errors import BadInputError, interruptible
+from cdp.errors import BadInputError
 from nextbest.cli.base import (
     Confidence,
     Horizon,
@@ -24,6 +24,7 @@ from nextbest.cli.base import (
     check_confidence,
     err_console,
     feature_config,
+    interruptible,
     out_console,
     parse_as_of,
     quiet_mlflow,
