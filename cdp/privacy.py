@@ -13,6 +13,11 @@ look-ups (export, erasure, ``nextbest audit query``) and the suppression list ma
 customer under every listed key, so nothing recorded before the rotation is orphaned.
 Drop an old key once the records written under it have aged out of retention.
 
+**Rows kept for replay.** The service keeps each row it accepted online (an order, a
+consent, an identity) so it can apply it again on top of every new snapshot: encrypted
+with AES-GCM under a key derived from the pseudonym key (:func:`lock_row`,
+:func:`open_row`), beside the sealed copy, and erased with it.
+
 **Suppression list.** An erased customer's ids (customer id and every identity value) are
 kept as HMACs under a *different* derivation from the pseudonym (so the list never holds
 a pseudonym that appears in any record), in ``NEXTBEST_SUPPRESSION`` (default
@@ -22,6 +27,7 @@ customer, so a later export from the CDP, an import or a retrain cannot bring th
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -51,6 +57,35 @@ def keys(env: Mapping[str, str] | None = None) -> list[bytes]:
         )
     previous = [k.strip() for k in env.get(PREVIOUS_ENV, "").split(",") if k.strip()]
     return [k.encode() for k in (current, *previous)]
+
+
+def _row_key(key: bytes) -> bytes:
+    """The AES-256 key of :func:`lock_row`, derived from (never equal to) a pseudonym key."""
+    return hmac.new(key, b"nextbest:replay-rows", hashlib.sha256).digest()
+
+
+def lock_row(row: dict, key: bytes | None = None) -> str:
+    """``row`` encrypted (AES-GCM, random nonce) for the service's replay store."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    key = key or keys()[0]
+    nonce = os.urandom(12)
+    sealed = AESGCM(_row_key(key)).encrypt(nonce, json.dumps(row).encode(), None)
+    return base64.b64encode(nonce + sealed).decode()
+
+
+def open_row(text: str, keys_: list[bytes] | None = None) -> dict:
+    """The row :func:`lock_row` encrypted, under the current or a previous key."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    raw = base64.b64decode(text)
+    for key in keys_ or keys():
+        try:
+            return json.loads(AESGCM(_row_key(key)).decrypt(raw[:12], raw[12:], None))
+        except InvalidTag:
+            continue
+    raise BadInputError("a stored online row was encrypted under none of the pseudonym keys")
 
 
 def _mac(key: bytes, label: str, value: str) -> str:

@@ -88,7 +88,8 @@ create table if not exists feedback (
     outcome text not null, at text not null
 );
 create table if not exists ingested (
-    at text not null, kind text not null, customer text, row text not null, anonymous text
+    at text not null, kind text not null, customer text, row text not null, anonymous text,
+    secret text
 );
 create index if not exists suggestions_customer on suggestions (customer);
 create index if not exists ingested_customer on ingested (customer);
@@ -166,6 +167,9 @@ class FeedbackStore:
         _upgrade(self._db)
         _seal(self._db)
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("pragma table_info(ingested)")}
+        if "secret" not in columns:  # a store from before replay: its rows cannot be replayed
+            self._db.execute("alter table ingested add column secret text")
         self._lock = threading.Lock()
         # customer -> (action, product) -> request id -> when first given feedback
         self._shown: dict[str, dict[tuple[str, str | None], dict[str, datetime]]] = defaultdict(
@@ -275,18 +279,28 @@ class FeedbackStore:
         return Recorded.STORED
 
     def record_events(
-        self, rows: list[tuple[str, str | None, dict, str | None]], at: datetime
+        self, rows: list[tuple[str, str | None, dict, str | None, str]], at: datetime
     ) -> None:
-        """Store ingested contract rows, sealed (:func:`cdp.privacy.sealed_row`):
-        ``(table, subject pseudonym, sealed row, anonymous id token)`` each."""
+        """Store ingested contract rows, sealed (:func:`cdp.privacy.sealed_row`) and
+        encrypted for replay (:func:`cdp.privacy.lock_row`): ``(table, subject pseudonym,
+        sealed row, anonymous id token, encrypted row)`` each."""
         with self._writing():
             self._db.executemany(
-                "insert into ingested (at, kind, customer, row, anonymous) values (?, ?, ?, ?, ?)",
+                "insert into ingested (at, kind, customer, row, anonymous, secret)"
+                " values (?, ?, ?, ?, ?, ?)",
                 [
-                    (at.isoformat(), kind, who, json.dumps(row), anonymous)
-                    for kind, who, row, anonymous in rows
+                    (at.isoformat(), kind, who, json.dumps(row), anonymous, secret)
+                    for kind, who, row, anonymous, secret in rows
                 ],
             )
+
+    def replayable(self) -> list[tuple[str, str]]:
+        """``(table, encrypted row)`` of every stored online row, in the order accepted."""
+        self.flush()
+        with self._lock:
+            return self._db.execute(
+                "select kind, secret from ingested where secret is not null order by rowid"
+            ).fetchall()
 
     @staticmethod
     def _about(table: str, pseudonyms: set[str], anonymous: set[str]) -> tuple[str, tuple]:
@@ -312,6 +326,7 @@ class FeedbackStore:
                 out[table] = [dict(zip(names, row, strict=True)) for row in cursor]
         for row in out["ingested"]:
             row["row"] = json.loads(row["row"])
+            row["replayable"] = row.pop("secret") is not None  # the same row, encrypted
         for row in out["suggestions"]:
             row["actions"] = json.loads(row["actions"])
         return out

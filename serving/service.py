@@ -1,7 +1,7 @@
 """The BentoML service: ``bentoml serve serving.service:NextBest`` (or ``nextbest serve``).
 
 Settings: :class:`serving.config.ServeConfig`, read once from the environment when this
-module is imported. The live parts (:class:`serving.api.Runtime`) are put on the FastAPI
+module is imported. The live parts (:class:`serving.answers.Runtime`) are put on the FastAPI
 app's state when the service starts; the routes reach them there.
 
 Loading runs in a background thread: ``/readyz`` answers 503 until the models and
@@ -12,7 +12,6 @@ the failure is logged and counted in ``nextbest_reloads_total{outcome="failed"}`
 
 from __future__ import annotations
 
-import functools
 import gc
 import logging
 import threading
@@ -20,7 +19,7 @@ import time
 
 import bentoml
 
-from serving import api, traffic
+from serving import answers, api, traffic
 from serving.config import ServeConfig
 from serving.openapi import OpenAPIMiddleware
 from serving.security import SecurityMiddleware
@@ -48,24 +47,9 @@ class NextBest:
     """Next best actions for chatbots: suggest, profile, events, feedback, reload."""
 
     def __init__(self) -> None:
-        from cdp import privacy
-        from serving.audit import AuditLog
-        from serving.catalog import DEFAULT, load_catalog
-        from serving.feedback import FeedbackStore
-        from training import registry
-
         self.config = CONFIG
-        registry.configure(CONFIG.mlruns)
-        key = privacy.keys()[0]  # refuses to start without NEXTBEST_PSEUDONYM_KEY
-        self.runtime = api.Runtime(
-            feedback=FeedbackStore(CONFIG.state / "serving.db"),
-            audit=AuditLog(CONFIG.state / "audit"),
-            catalog=load_catalog(CONFIG.actions or DEFAULT),
-            clock=CONFIG.clock(),
-            reload=self.reload,
-            pseudonym=functools.partial(privacy.pseudonym, key=key),
-            seal=functools.partial(privacy.sealed_row, key=key),
-        )
+        # refuses to start without NEXTBEST_PSEUDONYM_KEY
+        self.runtime = answers.open_runtime(CONFIG, reload=self.reload)
         api.app.state.runtime = self.runtime
         self._reload_lock = threading.Lock()
         threading.Thread(target=self._first_load, daemon=True, name="nextbest-load").start()
@@ -76,9 +60,7 @@ class NextBest:
         return self.runtime.state is not None
 
     def _load(self):
-        from serving.state import ServingState
-
-        return ServingState.load(data=self.config.data, features=self.config.features)
+        return answers.load_state(self.runtime, self.config)
 
     @staticmethod
     def _freeze() -> None:

@@ -351,6 +351,11 @@ class ServingState:
         )
         return float(model.calibrate(raw)[0])
 
+    def has_order(self, customer_id: str, order_id: str) -> bool:
+        """Whether ``order_id`` is among the customer's recent orders already."""
+        c = self.customers.get(customer_id)
+        return c is not None and any(o["order_id"] == order_id for o in c.recent_orders)
+
     def owner(self, customer_id: str | None, anonymous_id: str | None) -> str | None:
         """Whose event this is: its customer id, or the customer whose cookie or device
         identity is the anonymous id (identity stitching)."""

@@ -224,3 +224,53 @@ def demo_run(tmp_path_factory):
         timeout=900,
     )
     return folder, env, result
+
+
+@pytest.fixture(scope="session")
+def world(small_world_dir, tmp_path_factory):
+    """A feature snapshot and champions trained into a real MLflow store, once per run, for
+    the REST and the MCP tests. test_service.py retrains it at its end; it runs after
+    test_agents.py."""
+    import shutil
+    import subprocess
+
+    root = tmp_path_factory.mktemp("serving")
+    common = ("--data", str(small_world_dir), "--as-of", AS_OF.date().isoformat())
+    exe = shutil.which("nextbest") or "nextbest"
+    for args in (
+        ("features", "--out", str(root / "features")),
+        ("train", "--mlruns", str(root / "mlruns")),
+    ):
+        done = subprocess.run(
+            [exe, args[0], *common, *args[1:]], capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, done.stderr
+    return root
+
+
+def serving_args(world: Path, data: Path, state: Path, now: str) -> list[str]:
+    """The options of `nextbest serve` and `nextbest mcp` on the shared trained ``world``."""
+    features, mlruns = str(world / "features"), str(world / "mlruns")
+    return [
+        "--data",
+        str(data),
+        "--features",
+        features,
+        "--mlruns",
+        mlruns,
+        "--state",
+        str(state),
+        "--now",
+        now,
+    ]
+
+
+def feedback_for(answer: dict, outcome: str, rank: int = 0) -> dict:
+    """A feedback item on the action at ``rank`` of a suggestion ``answer``."""
+    action = answer["actions"][rank]
+    return {
+        "request_id": answer["request_id"],
+        "action": action["action"],
+        "product_id": action["product_id"],
+        "outcome": outcome,
+    }

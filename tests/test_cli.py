@@ -18,12 +18,27 @@ def nextbest(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 
 def test_help_on_every_subcommand():
-    commands = ["generate", "import", "validate", "features", "train", "score", "retrain", "demo"]
-    nested = (["import", "cdnow"], ["subject", "export"], ["subject", "erase"], ["audit", "query"])
-    for args in ([], *([c] for c in commands), *nested):
-        result = nextbest(*args, "--help")
-        assert result.returncode == 0, result.stderr
-        assert "Usage" in result.stdout
+    """Every command and group answers --help (in process; `nextbest --help` as installed)."""
+    from typer.testing import CliRunner
+
+    from nextbest.cli import app
+
+    installed = nextbest("--help")
+    assert installed.returncode == 0 and "Usage" in installed.stdout, installed.stderr
+    commands = {c.name or c.callback.__name__ for c in app.registered_commands}
+    groups = {g.name: g.typer_instance for g in app.registered_groups}
+    assert {"generate", "features", "train", "retrain", "serve", "mcp", "demo"} <= commands
+    nested = [
+        [g, c.name or c.callback.__name__]
+        for g, sub in groups.items()
+        for c in sub.registered_commands
+    ]
+    assert ["import", "cdnow"] in nested and ["subject", "erase"] in nested
+    runner = CliRunner()
+    for args in ([], *([c] for c in sorted(commands | set(groups))), *nested):
+        result = runner.invoke(app, [*args, "--help"])
+        assert result.exit_code == 0, (args, result.output)
+        assert "Usage" in result.output, args
 
 
 def test_validate_reports_every_violation_and_exits_2(tmp_path):

@@ -35,6 +35,18 @@ def test_rotation_keeps_old_pseudonyms_findable(keyed, monkeypatch):
     assert old in privacy.pseudonyms("00001") and privacy.pseudonym("00001") != old
 
 
+def test_rows_kept_for_replay_are_encrypted_and_open_under_a_rotated_key(keyed, monkeypatch):
+    row = {"customer_id": "00001", "purpose": "marketing", "granted": False}
+    locked = privacy.lock_row(row)
+    assert "00001" not in locked and locked != privacy.lock_row(row)  # a fresh nonce each time
+    assert privacy.open_row(locked) == row
+    monkeypatch.setenv(privacy.KEY_ENV, "the-new-secret-key-000000003")
+    with pytest.raises(BadInputError, match="none of the pseudonym keys"):
+        privacy.open_row(locked)
+    monkeypatch.setenv(privacy.PREVIOUS_ENV, KEY)
+    assert privacy.open_row(locked) == row
+
+
 def test_no_key_is_a_clear_error(monkeypatch):
     monkeypatch.delenv(privacy.KEY_ENV, raising=False)
     with pytest.raises(BadInputError, match="NEXTBEST_PSEUDONYM_KEY"):

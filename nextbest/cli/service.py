@@ -12,46 +12,31 @@ import typer
 from cdp.errors import BadInputError
 from nextbest.cli.base import Tracking, app, err_console, parse_as_of, quiet_mlflow
 
+# The options `serve` and `mcp` share: the same service behind two front doors.
+Data = Annotated[Path, typer.Option(help="The contract folder (identities, consents, orders).")]
+Features = Annotated[Path, typer.Option(help="A feature snapshot from `nextbest features`.")]
+State = Annotated[Path, typer.Option(help="Folder for the suggestion, feedback and event store.")]
+Now = Annotated[str | None, typer.Option(help="A fixed clock (ISO time) for simulated data.")]
+
 
 @app.command()
 def serve(
-    data: Annotated[Path, typer.Option(help="The contract folder (identities, consents, orders).")],
-    features: Annotated[Path, typer.Option(help="A feature snapshot from `nextbest features`.")],
+    data: Data,
+    features: Features,
     mlruns: Tracking = Path("mlruns"),
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 3000,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
-    state: Annotated[
-        Path, typer.Option(help="Folder for the suggestion, feedback and event store.")
-    ] = Path("data/serving"),
-    now: Annotated[
-        str | None, typer.Option(help="A fixed clock (ISO time) for simulated data.")
-    ] = None,
+    state: State = Path("data/serving"),
+    now: Now = None,
     poll_seconds: Annotated[
         float, typer.Option(help="Check the registry for a new champion this often (0: off).")
     ] = 0.0,
 ) -> None:
     """Serve next best actions over HTTP (BentoML); stops with Ctrl-C or SIGTERM."""
-    from serving.security import load_keys
-    from training import registry, scoring
-
-    if now is not None:
-        parse_as_of(now)
-    if not (features / "manifest.json").is_file():
-        raise BadInputError(f"--features: {features} is not a feature snapshot (no manifest.json)")
-    if not data.is_dir():
-        raise BadInputError(f"--data: {data} is not a contract folder")
-    if not load_keys():
-        raise BadInputError(
-            "no API keys: set NEXTBEST_API_KEYS (key:scope,...) or NEXTBEST_API_KEYS_FILE"
-        )
-    from cdp.privacy import keys as pseudonym_keys
-
-    pseudonym_keys()  # one line and exit 2 without NEXTBEST_PSEUDONYM_KEY
+    _check_serving(data, features, now, keys=True)
     _check_port(host, port)  # before the champions load: a port in use is one quick line
-    quiet_mlflow()
-    registry.configure(mlruns)
-    _, versions = scoring.load_champions()  # refuses with one line when there is none
+    versions = _champions(mlruns)
     env = {
         **os.environ,
         "NEXTBEST_DATA": str(data.resolve()),
@@ -81,6 +66,73 @@ def serve(
         str(workers),
     ]
     raise typer.Exit(_run_server(command, env))
+
+
+@app.command()
+def mcp(
+    data: Data,
+    features: Features,
+    mlruns: Tracking = Path("mlruns"),
+    http: Annotated[
+        bool, typer.Option("--http", help="Streamable HTTP on --host/--port instead of stdio.")
+    ] = False,
+    host: Annotated[str, typer.Option(help="Interface to listen on (with --http).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (with --http).")] = 3001,
+    state: State = Path("data/serving"),
+    now: Now = None,
+) -> None:
+    """Serve the tools for LLM agents over MCP (stdio by default; --http for HTTP with keys)."""
+    from serving.agents import build_server, load_runtime
+    from serving.config import ServeConfig
+
+    _check_serving(data, features, now, keys=http)
+    if http:
+        _check_port(host, port)
+    versions = _champions(mlruns)
+    config = ServeConfig(
+        data=data.resolve(),
+        features=features.resolve(),
+        mlruns=mlruns.resolve(),
+        state=state.resolve(),
+        now=parse_as_of(now) if now else None,
+    )
+    runtime = load_runtime(config)
+    models = ", ".join(f"{k} v{v}" for k, v in versions.items())
+    where = f"http://{host}:{port}/mcp" if http else "stdio"
+    err_console.print(f"MCP tools over {models} on {where}", highlight=False)
+    server = build_server(runtime, http=(host, port) if http else None)
+    if http:
+        server.run("streamable-http", host=host, port=port)
+    else:
+        server.run("stdio")
+
+
+def _check_serving(data: Path, features: Path, now: str | None, *, keys: bool) -> None:
+    """What serving needs before anything loads, each refused with one line."""
+    from cdp.privacy import keys as pseudonym_keys
+    from serving.security import load_keys
+
+    if now is not None:
+        parse_as_of(now)
+    if not (features / "manifest.json").is_file():
+        raise BadInputError(f"--features: {features} is not a feature snapshot (no manifest.json)")
+    if not data.is_dir():
+        raise BadInputError(f"--data: {data} is not a contract folder")
+    if keys and not load_keys():
+        raise BadInputError(
+            "no API keys: set NEXTBEST_API_KEYS (key:scope,...) or NEXTBEST_API_KEYS_FILE"
+        )
+    pseudonym_keys()  # one line and exit 2 without NEXTBEST_PSEUDONYM_KEY
+
+
+def _champions(mlruns: Path) -> dict[str, str]:
+    """The champion versions; refuses with one line when there is none."""
+    from training import registry, scoring
+
+    quiet_mlflow()
+    registry.configure(mlruns)
+    _, versions = scoring.load_champions()
+    return versions
 
 
 def _die_with_parent() -> None:

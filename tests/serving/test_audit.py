@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+from cdp.privacy import lock_row
 from serving.audit import AuditLog, query
 from serving.feedback import FeedbackStore, Recorded
 
@@ -51,8 +52,10 @@ def test_the_store_erases_a_subject_and_leaves_no_bytes_on_disk(tmp_path):
     store = FeedbackStore(path)
     for i, who in enumerate(["ps_gone_aaaa", "ps_stays_bbb"] * 3):
         store.record_suggestion(f"r{i}", who, [("cross_sell", None)], T0)
-    store.record_events([("orders", "ps_gone_aaaa", {"order_id": "O-GONE-1"}, None)], T0)
+    secret = lock_row({"order_id": "O-GONE-1", "customer_id": "00001"}, b"k" * 16)
+    store.record_events([("orders", "ps_gone_aaaa", {"order_id": "O-GONE-1"}, None, secret)], T0)
     store.flush()
+    assert store.replayable() == [("orders", secret)]
 
     class Feedback:
         request_id, action, product_id, outcome = "r0", "cross_sell", None, "shown"
@@ -61,14 +64,16 @@ def test_the_store_erases_a_subject_and_leaves_no_bytes_on_disk(tmp_path):
     held = store.subject({"ps_gone_aaaa"})
     assert len(held["suggestions"]) == 3 and len(held["feedback"]) == 1
     assert held["ingested"][0]["row"] == {"order_id": "O-GONE-1"}
+    assert held["ingested"][0]["replayable"] is True
     assert store.exposures("ps_gone_aaaa", T0)
 
     counts = store.erase({"ps_gone_aaaa"})
     assert counts == {"suggestions": 3, "feedback": 1, "ingested": 1}
     assert store.subject({"ps_gone_aaaa"}) == {"suggestions": [], "feedback": [], "ingested": []}
-    assert store.exposures("ps_gone_aaaa", T0) == {}
+    assert store.exposures("ps_gone_aaaa", T0) == {} and store.replayable() == []
     on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
     assert b"ps_gone_aaaa" not in on_disk and b"O-GONE-1" not in on_disk
+    assert secret.encode() not in on_disk
     assert b"ps_stays_bbb" in on_disk
 
 

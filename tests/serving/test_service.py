@@ -13,7 +13,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from conftest import AS_OF, launch_service, stop_service
+from conftest import AS_OF, feedback_for, launch_service, serving_args, stop_service
 from test_cli import nextbest
 
 CHATBOT = "chatbot-key-for-tests-0001"
@@ -24,30 +24,9 @@ H_ADMIN = {"authorization": f"Bearer {ADMIN}"}
 
 
 @pytest.fixture(scope="module")
-def world(small_world_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("serving")
-    as_of = AS_OF.date().isoformat()
-    common = ("--data", str(small_world_dir), "--as-of", as_of)
-    built = nextbest("features", *common, "--out", str(root / "features"))
-    assert built.returncode == 0, built.stderr
-    trained = nextbest("train", *common, "--mlruns", str(root / "mlruns"))
-    assert trained.returncode == 0, trained.stderr
-    return root
-
-
-@pytest.fixture(scope="module")
 def server(world, small_world_dir):
     process, url = launch_service(
-        "--data",
-        str(small_world_dir),
-        "--features",
-        str(world / "features"),
-        "--mlruns",
-        str(world / "mlruns"),
-        "--state",
-        str(world / "state"),
-        "--now",
-        NOW,
+        *serving_args(world, small_world_dir, world / "state", NOW),
         keys=f"{CHATBOT}:chatbot,{ADMIN}:admin",
         log_path=world / "serve.log",
     )
@@ -351,6 +330,76 @@ def test_a_consent_withdrawn_online_withholds_every_score_at_once(server, due, w
     assert "marketing" in churn[0]["purposes"]
 
 
+def test_rows_accepted_online_survive_a_reload_and_a_restart(server, due, world, small_world_dir):
+    """A consent withdrawal, an order and a new identity sent to /events are each still in
+    force after POST /admin/reload and in a second service started on the stored state."""
+    import sqlite3
+
+    customers = pd.read_parquet(world / "features" / "customers.parquet")["customer_id"]
+    customer = next(
+        c
+        for c in customers[::-1]
+        if c != due["customer_id"]
+        and server.post("/score/churn", json={"customer_id": c}, headers=H_CHAT)
+        .json()
+        .get("churn_probability")
+        is not None
+    )
+    product = pd.read_parquet(small_world_dir / "products.parquet")["product_id"].iloc[0]
+    at = (pd.Timestamp(NOW) - pd.Timedelta(hours=1)).isoformat()
+    batch = {
+        "consents": [
+            {"customer_id": customer, "purpose": "marketing", "granted": False, "recorded_at": at}
+        ],
+        "orders": [
+            {
+                "order_id": "online-order-1",
+                "customer_id": customer,
+                "ordered_at": at,
+                "product_id": product,
+                "quantity": 1,
+                "amount": 12.5,
+            }
+        ],
+        "identities": [
+            {"customer_id": customer, "id_type": "messenger", "id_value": "psid-online-1"}
+        ],
+    }
+    assert server.post("/events", json=batch, headers=H_ADMIN).status_code == 200
+
+    def in_force(client) -> None:
+        ask = {"id_type": "messenger", "id_value": "psid-online-1"}
+        profile = client.get("/profile", params=ask, headers=H_CHAT).json()
+        assert profile["customer_id"] == customer, profile
+        assert profile["marketing_allowed"] is False and profile["churn_probability"] is None
+        assert profile["recent_orders"][0]["order_id"] == "online-order-1"
+        answer = suggest(client, {"identity": ask})
+        assert answer["known"] and all(a["purpose"] == "service" for a in answer["actions"])
+
+    in_force(server)
+    reloaded = server.post("/admin/reload", headers=H_ADMIN).json()
+    assert reloaded["reloaded"], reloaded
+    in_force(server)
+    # A restart: a second service on the store as it is on disk (a consistent copy, so the
+    # first keeps serving the other tests and its metrics folder is left alone).
+    restarted_state = world / "restarted"
+    restarted_state.mkdir()
+    source = sqlite3.connect(world / "state" / "serving.db")
+    copy = sqlite3.connect(restarted_state / "serving.db")
+    source.backup(copy)
+    source.close(), copy.close()
+    again, url = launch_service(
+        *serving_args(world, small_world_dir, restarted_state, NOW),
+        keys=f"{CHATBOT}:chatbot,{ADMIN}:admin",
+        log_path=world / "restart.log",
+    )
+    try:
+        with httpx.Client(base_url=url, timeout=30) as restarted:
+            in_force(restarted)
+    finally:
+        stop_service(again)
+
+
 # -- hostile and careless input: 4xx naming the problem, never a 500 -------------------------
 
 JSON = {**H_ADMIN, "content-type": "application/json"}
@@ -461,13 +510,7 @@ def test_a_deleted_store_is_restored_and_a_locked_one_answers_503(server, due, w
 
     db_path = world / "state" / "serving.db"
     first = suggest(server, {"customer_id": due["customer_id"], "max_actions": 10})
-    shown = first["actions"][0]
-    item = {
-        "request_id": first["request_id"],
-        "action": shown["action"],
-        "product_id": shown["product_id"],
-        "outcome": "accepted",
-    }
+    item = feedback_for(first, "accepted")
     earlier = {"request_id": first["request_id"], **{k: item[k] for k in ("action", "product_id")}}
     assert server.post("/feedback", json={**earlier, "outcome": "shown"}, headers=H_CHAT).is_success
     time.sleep(0.3)  # the suggestion record lands (50 ms batches)

@@ -1,0 +1,290 @@
+"""The answers every front door gives: one code path for REST (:mod:`serving.api`) and MCP
+(:mod:`serving.agents`).
+
+Each function takes the service's live parts (:class:`Runtime`), ranks or looks up,
+records what needs recording (suggestions for feedback, one pseudonymous audit line per
+scoring call) and returns the response model. A refusal is an ``HTTPException`` with the
+status and detail both doors report: REST as an RFC 9457 problem, MCP as a tool error.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from fastapi import HTTPException
+
+from serving.audit import AuditLog
+from serving.config import ServeConfig
+from serving.feedback import FeedbackStore, Recorded
+from serving.locales import answer_locale
+from serving.policy import Context, rank
+from serving.schemas import (
+    Action,
+    DoNotSuggest,
+    FeedbackIn,
+    FeedbackOut,
+    ProfileOut,
+    SuggestRequest,
+    SuggestResponse,
+)
+from serving.security import CALLER
+
+#: What every model score may be used for (purpose limitation): churn, CLV and repurchase
+#: scores drive marketing actions, so an answer carries them only when
+#: :meth:`ServingState.allows` says this purpose's consent is in force.
+MODEL_PURPOSE = "marketing"
+SKIPPED = (
+    "skipped: no marketing consent in force (churn, CLV and repurchase scores serve marketing only)"
+)
+
+
+@dataclass
+class Runtime:
+    """The service's live parts. ``state`` is swapped whole on reload; the rest is fixed."""
+
+    feedback: FeedbackStore
+    audit: AuditLog
+    catalog: Any
+    clock: Callable[[], datetime]
+    reload: Callable[[], dict]
+    pseudonym: Callable[[str], str]  # customer id -> pseudonym (cdp.privacy), bound to the key
+    seal: Callable[[dict], tuple]  # contract row -> (sealed row, anonymous token)
+    lock: Callable[[dict], str]  # contract row -> encrypted for replay (cdp.privacy.lock_row)
+    unlock: Callable[[str], dict]  # and back
+    state: Any = None  # ServingState, None until loaded
+
+
+def open_runtime(config: ServeConfig, reload: Callable[[], dict]) -> Runtime:
+    """The live parts for ``config``, without a state yet (the caller loads it).
+
+    Raises :class:`cdp.errors.BadInputError` without ``NEXTBEST_PSEUDONYM_KEY``.
+    """
+    from cdp import privacy
+    from serving.catalog import DEFAULT, load_catalog
+    from training import registry
+
+    registry.configure(config.mlruns)
+    key = privacy.keys()[0]
+    return Runtime(
+        feedback=FeedbackStore(config.state / "serving.db"),
+        audit=AuditLog(config.state / "audit"),
+        catalog=load_catalog(config.actions or DEFAULT),
+        clock=config.clock(),
+        reload=reload,
+        pseudonym=functools.partial(privacy.pseudonym, key=key),
+        seal=functools.partial(privacy.sealed_row, key=key),
+        lock=functools.partial(privacy.lock_row, key=key),
+        unlock=functools.partial(privacy.open_row, keys_=privacy.keys()),
+    )
+
+
+#: The time of each kind of online row; identities have none (always replayed).
+ROW_TIMES = {"orders": "ordered_at", "events": "occurred_at", "consents": "recorded_at"}
+
+
+def load_state(rt: Runtime, config: ServeConfig):
+    """A new :class:`~serving.state.ServingState` (the champions and the snapshot) with
+    every row accepted online since the snapshot applied again on top (:func:`replay`)."""
+    from serving.state import ServingState
+
+    state = ServingState.load(data=config.data, features=config.features)
+    replay(rt, state)
+    return state
+
+
+def replay(rt: Runtime, state) -> dict[str, int]:
+    """Apply the stored online rows that the snapshot cannot hold: those dated after its
+    as-of (a row at or before it came with the CDP export the snapshot was built from),
+    identities always, and an order whose ``order_id`` the state already shows once only.
+    Returns the counts applied, as ``POST /events`` does."""
+    from serving.schemas import ConsentIn, EventBatch, EventIn, IdentityIn, OrderIn
+
+    models = {"orders": OrderIn, "events": EventIn, "consents": ConsentIn, "identities": IdentityIn}
+    rows: dict[str, list] = {kind: [] for kind in models}
+    for kind, secret in rt.feedback.replayable():
+        row = rt.unlock(secret)
+        when = row.get(ROW_TIMES.get(kind, ""))
+        if when is not None and datetime.fromisoformat(when) <= state.as_of:
+            continue
+        if kind == "orders" and state.has_order(row["customer_id"], row["order_id"]):
+            continue
+        rows[kind].append(models[kind].model_validate_json(json.dumps(row)))
+    return state.apply(EventBatch.model_construct(**rows))
+
+
+def audit(rt: Runtime, route: str, who, now, purposes, actions, request_id=None) -> None:
+    """One audit line per scoring call: caller key id, pseudonym, purposes, actions,
+    model versions, time. Never a raw id or a key."""
+    state = rt.state
+    rt.audit.append(
+        {
+            "at": now.isoformat(),
+            "route": route,
+            "key_id": CALLER.get(),
+            "customer": who,
+            "purposes": sorted(set(purposes)),
+            "actions": list(actions),
+            "model_versions": state.versions if state is not None else {},
+            "request_id": request_id,
+        }
+    )
+
+
+def state_of(rt: Runtime):
+    """The loaded state, or 503 while the models and features are still loading."""
+    if rt.state is None:
+        raise HTTPException(
+            503, "not ready: models and features are still loading", {"Retry-After": "5"}
+        )
+    return rt.state
+
+
+def scoring_state(rt: Runtime):
+    """The state, for an answer that scores: every scoring call is audited, so while the
+    audit log cannot be written (a full disk) the answer is 503 with Retry-After."""
+    state = state_of(rt)
+    if not rt.audit.healthy:
+        raise HTTPException(
+            503,
+            "the audit log cannot be written (disk full or unavailable); retry shortly",
+            headers={"Retry-After": "5"},
+        )
+    return state
+
+
+def suggest_one(rt: Runtime, request: SuggestRequest, route: str = "/suggest") -> SuggestResponse:
+    """Rank, record and audit the answer to one suggestion request."""
+    state = scoring_state(rt)
+    now = rt.clock()
+    identity = request.identity
+    customer_id = state.resolve(
+        request.customer_id, identity and identity.id_type, identity and identity.id_value
+    )
+    profile = state.profile(customer_id, now) if customer_id else None
+    context = Context(**request.context.model_dump())
+    who = rt.pseudonym(customer_id) if customer_id else None
+    exposures = rt.feedback.exposures(who, now) if who else {}
+    ranking = rank(
+        profile,
+        context,
+        rt.catalog,
+        now=now,
+        exposures=exposures,
+        window_days=state.window_days,
+        max_actions=request.max_actions,
+    )
+    request_id = uuid.uuid4().hex
+    actions = [
+        Action(score=s.expected_value, **{k: v for k, v in asdict(s).items() if k != "value"})
+        for s in ranking.suggestions
+    ]
+    names = [a.action for a in actions]
+    answered = [(a.action, a.product_id) for a in actions]
+    rt.feedback.record_suggestion(request_id, who, answered, now)
+    audit(rt, route, who, now, [a.purpose for a in actions], names, request_id)
+    return SuggestResponse(
+        request_id=request_id,
+        known=customer_id is not None,
+        customer_id=customer_id,
+        locale=ranking.locale,
+        locale_requested=context.locale,
+        features_as_of=state.as_of,
+        now=now,
+        frustrated=ranking.frustrated,
+        actions=actions,
+        do_not_suggest=[DoNotSuggest(**asdict(s)) for s in ranking.suppressed],
+        model_versions=state.versions,
+    )
+
+
+def resolve(
+    rt: Runtime, customer_id: str | None, id_type: str | None, id_value: str | None
+) -> str | None:
+    """The known customer a reference names (an id, or an identity), or ``None``."""
+    return scoring_state(rt).resolve(customer_id, id_type, id_value)
+
+
+def profile_of(rt: Runtime, customer_id: str, route: str = "/profile") -> ProfileOut:
+    """The 360° summary of a known (resolved) customer, audited; model scores only with
+    marketing consent in force."""
+    state = scoring_state(rt)
+    c = state.customers[customer_id]
+    now = rt.clock()
+    # purpose limitation: the churn, CLV and repurchase scores serve marketing only
+    marketing = state.allows(customer_id, MODEL_PURPOSE, now)
+    churn, clv = (c.churn_probability, c.clv_12m) if marketing else (None, None)
+    audit(rt, route, rt.pseudonym(customer_id), now, ["service"], [])
+    return ProfileOut(
+        **{
+            "customer_id": customer_id,
+            "locale": c.locale,
+            "segment": c.segment,
+            "churn_risk": band(churn, (0.3, 0.6)),
+            "churn_probability": churn,
+            "clv_band": band(clv, (50.0, 200.0)),
+            "clv_12m": clv,
+            "consents": state.consents_at(customer_id, now),
+            "marketing_allowed": marketing,
+            "marketing_scoring": "used" if marketing else SKIPPED,
+            "do_not_suggest": [] if marketing else ["marketing: no marketing consent in force"],
+            "preferred_channel": c.preferred_channel,
+            "open_support_tickets": c.open_tickets,
+            "recent_orders": c.recent_orders,
+            "consumables": [
+                {
+                    "product_id": item.product_id,
+                    "name": item.names.get(answer_locale(None, c.locale)) or item.names["en"],
+                    "last_purchase_at": item.last_purchase_at,
+                    "expected_run_out_at": item.expected_next_purchase_at,
+                    "run_out_interval": [item.next_purchase_p10_at, item.next_purchase_p90_at],
+                    "repurchase_probability": item.repurchase_probability if marketing else None,
+                }
+                for item in c.consumables.values()
+            ],
+            "features_as_of": state.as_of,
+            "now": now,
+            "model_versions": state.versions,
+        }
+    )
+
+
+def band(value: float | None, edges: tuple[float, float]) -> str | None:
+    """``low`` / ``medium`` / ``high`` of ``value`` against two edges; ``None`` stays."""
+    if value is None:
+        return None
+    return "low" if value < edges[0] else "medium" if value < edges[1] else "high"
+
+
+def consent_of(rt: Runtime, customer_id: str, purpose: str, route: str) -> bool:
+    """Whether ``customer_id``'s consent for ``purpose`` is in force now (audited)."""
+    state, now = scoring_state(rt), rt.clock()
+    allowed = state.allows(customer_id, purpose, now)
+    audit(rt, route, rt.pseudonym(customer_id), now, ["service"], [])
+    return allowed
+
+
+def record_feedback(rt: Runtime, item: FeedbackIn) -> FeedbackOut:
+    """Store one outcome of an answer: 404 for an unknown request id, 422 when that answer
+    did not return the action and product."""
+    recorded = rt.feedback.record_feedback(item, rt.clock())
+    if recorded is Recorded.UNKNOWN_REQUEST:
+        raise HTTPException(404, f"unknown request_id {item.request_id!r}")
+    if recorded is Recorded.NOT_OFFERED:
+        raise HTTPException(
+            422,
+            [
+                {
+                    "loc": ["body", "action"],
+                    "msg": f"request {item.request_id!r} did not return action"
+                    f" {item.action!r} for product {item.product_id!r}",
+                    "type": "value_error",
+                }
+            ],
+        )
+    return FeedbackOut(stored=True)
