@@ -23,13 +23,18 @@ from serving.audit import AuditLog
 from serving.config import ServeConfig
 from serving.feedback import FeedbackStore, Recorded
 from serving.locales import answer_locale
+from serving.metrics import count_applied
 from serving.policy import Context, rank
 from serving.schemas import (
+    CLOCK_SKEW,
     Action,
+    Applied,
     DoNotSuggest,
+    EventBatch,
     FeedbackIn,
     FeedbackOut,
     ProfileOut,
+    SegmentOut,
     SuggestRequest,
     SuggestResponse,
 )
@@ -84,17 +89,20 @@ def open_runtime(config: ServeConfig, reload: Callable[[], dict]) -> Runtime:
     )
 
 
-#: The time of each kind of online row; identities have none (always replayed).
+#: The time of each kind of online row; customers and identities have none (always replayed).
 ROW_TIMES = {"orders": "ordered_at", "events": "occurred_at", "consents": "recorded_at"}
 
 
-def load_state(rt: Runtime, config: ServeConfig):
+def load_state(rt: Runtime, config: ServeConfig, on_replay: Callable[[dict], None] | None = None):
     """A new :class:`~serving.state.ServingState` (the champions and the snapshot) with
-    every row accepted online since the snapshot applied again on top (:func:`replay`)."""
+    every row accepted online since the snapshot applied again on top (:func:`replay`);
+    ``on_replay`` gets the counts applied."""
     from serving.state import ServingState
 
     state = ServingState.load(data=config.data, features=config.features)
-    replay(rt, state)
+    counts = replay(rt, state)
+    if on_replay is not None:
+        on_replay(counts)
     return state
 
 
@@ -103,9 +111,15 @@ def replay(rt: Runtime, state) -> dict[str, int]:
     as-of (a row at or before it came with the CDP export the snapshot was built from),
     identities always, and an order whose ``order_id`` the state already shows once only.
     Returns the counts applied, as ``POST /events`` does."""
-    from serving.schemas import ConsentIn, EventBatch, EventIn, IdentityIn, OrderIn
+    from serving.schemas import ConsentIn, CustomerIn, EventIn, IdentityIn, OrderIn
 
-    models = {"orders": OrderIn, "events": EventIn, "consents": ConsentIn, "identities": IdentityIn}
+    models = {
+        "customers": CustomerIn,
+        "orders": OrderIn,
+        "events": EventIn,
+        "consents": ConsentIn,
+        "identities": IdentityIn,
+    }
     rows: dict[str, list] = {kind: [] for kind in models}
     for kind, secret in rt.feedback.replayable():
         row = rt.unlock(secret)
@@ -195,6 +209,7 @@ def suggest_one(rt: Runtime, request: SuggestRequest, route: str = "/suggest") -
         locale=ranking.locale,
         locale_requested=context.locale,
         features_as_of=state.as_of,
+        features_age_days=age_days(state.as_of, now),
         now=now,
         frustrated=ranking.frustrated,
         actions=actions,
@@ -248,10 +263,16 @@ def profile_of(rt: Runtime, customer_id: str, route: str = "/profile") -> Profil
                 for item in c.consumables.values()
             ],
             "features_as_of": state.as_of,
+            "features_age_days": age_days(state.as_of, now),
             "now": now,
             "model_versions": state.versions,
         }
     )
+
+
+def age_days(as_of: datetime, now: datetime) -> float:
+    """How old the features are at ``now``, in days (two decimals)."""
+    return round((now - as_of).total_seconds() / 86_400, 2)
 
 
 def band(value: float | None, edges: tuple[float, float]) -> str | None:
@@ -267,6 +288,105 @@ def consent_of(rt: Runtime, customer_id: str, purpose: str, route: str) -> bool:
     allowed = state.allows(customer_id, purpose, now)
     audit(rt, route, rt.pseudonym(customer_id), now, ["service"], [])
     return allowed
+
+
+def ingest(rt: Runtime, batch: EventBatch, route: str = "/events") -> Applied:
+    """Check, store, then apply a batch of contract rows: all refused rows in one 422 and
+    nothing applied, or every row stored (sealed and encrypted for :func:`replay`) before
+    it is applied. A moved identity is audited for both customers."""
+    state, now = state_of(rt), rt.clock()
+    refused = refusals(batch, state, now)
+    if refused:
+        raise HTTPException(422, refused)
+    rows = []
+    for kind in ("customers", "orders", "events", "consents", "identities"):
+        for item in getattr(batch, kind):
+            owner = state.owner(item.customer_id, getattr(item, "anonymous_id", None))
+            who = rt.pseudonym(owner) if owner else None
+            row = item.model_dump(mode="json")
+            rows.append((kind, who, *rt.seal(row), rt.lock(row)))
+    rt.feedback.record_events(rows, now)
+    moves = [
+        (state.identities[(i.id_type, i.id_value)], i.customer_id)
+        for i in batch.identities
+        if state.identities.get((i.id_type, i.id_value), i.customer_id) != i.customer_id
+    ]
+    applied = state.apply(batch)
+    for before, after in moves:
+        request_id = uuid.uuid4().hex  # ties the two lines of one move together
+        audit(
+            rt, route, rt.pseudonym(before), now, ["service"], ["identity_moved_away"], request_id
+        )
+        audit(rt, route, rt.pseudonym(after), now, ["service"], ["identity_moved_here"], request_id)
+    count_applied(applied, "events")
+    return Applied(**applied)
+
+
+def ingest_segment(rt: Runtime, messages: list, route: str) -> SegmentOut:
+    """Segment-spec messages (:mod:`serving.segment`) through :func:`ingest`, each
+    ``messageId`` applied once: a message seen before (or twice in one batch) is skipped."""
+    import pydantic
+
+    from serving import segment
+
+    state, now = state_of(rt), rt.clock()
+    fresh = rt.feedback.new_messages([m.messageId for m in messages])
+    todo = list({m.messageId: m for m in reversed(messages) if m.messageId in fresh}.values())
+    rows = segment.to_batch(todo[::-1], now, set(state.products))
+    try:
+        batch = EventBatch.model_validate_json(json.dumps(rows))
+    except pydantic.ValidationError as error:
+        problems = [
+            {"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+            for e in error.errors(include_input=False, include_url=False)
+        ]
+        raise HTTPException(422, problems) from None
+    applied = ingest(rt, batch, route)
+    rt.feedback.remember_messages([m.messageId for m in todo], now)
+    return SegmentOut(applied=applied, duplicates=len(messages) - len(todo))
+
+
+#: The time field of each kind of row that has one.
+TIMES = (("orders", "ordered_at"), ("events", "occurred_at"), ("consents", "recorded_at"))
+
+
+def refusals(batch: EventBatch, state, now: datetime) -> list[dict]:
+    """A 422 item (``loc``, ``msg``, ``type``) for every row the service refuses: dated after
+    ``now`` + :data:`~serving.schemas.CLOCK_SKEW`, an order or event for a product not in
+    the catalog, an order line of quantity 0, an identity of another customer without
+    ``move``. Messages name the field, never echo the value."""
+    limit = now + CLOCK_SKEW
+    found = [
+        _refused(kind, i, name, f"{name} is after the service's clock {now.isoformat()}"
+                 f" (+{CLOCK_SKEW}): a row from the future")
+        for kind, name in TIMES
+        for i, item in enumerate(getattr(batch, kind))
+        if getattr(item, name) > limit
+    ]  # fmt: skip
+    for kind in ("orders", "events"):
+        for i, item in enumerate(getattr(batch, kind)):
+            if item.product_id is not None and item.product_id not in state.products:
+                found.append(_refused(kind, i, "product_id", "not in the catalog (products)"))
+    for i, order in enumerate(batch.orders):
+        if order.quantity == 0:
+            found.append(_refused("orders", i, "quantity", "must not be 0 (negative = return)"))
+    for i, identity in enumerate(batch.identities):
+        owner = state.identities.get((identity.id_type, identity.id_value))
+        if owner is not None and owner != identity.customer_id and not identity.move:
+            found.append(
+                _refused(
+                    "identities",
+                    i,
+                    "id_value",
+                    "this identity belongs to another customer: send move: true to move it"
+                    " (the move is audited)",
+                )
+            )
+    return found
+
+
+def _refused(kind: str, index: int, name: str, msg: str) -> dict:
+    return {"loc": ["body", kind, index, name], "msg": msg, "type": "value_error"}
 
 
 def record_feedback(rt: Runtime, item: FeedbackIn) -> FeedbackOut:

@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 
-from serving import answers, problems
+from serving import answers, problems, segment
 from serving.answers import Runtime
 from serving.audit import erase_held, held
 from serving.feedback import StoreUnavailable
 from serving.schemas import (
-    CLOCK_SKEW,
     ERRORS,
     Applied,
     BatchRequest,
@@ -39,6 +37,7 @@ from serving.schemas import (
     FeedbackOut,
     ProfileOut,
     ReloadOut,
+    SegmentOut,
     SubjectExport,
     SubjectIn,
     SuggestRequest,
@@ -50,6 +49,8 @@ SCOPE = "x-nextbest-scope"
 #: Route options of the two scopes: a chatbot key, or an admin key (which may call everything).
 CHATBOT = {"tags": ["chatbot"], "openapi_extra": {SCOPE: "chatbot"}}
 ADMIN = {"tags": ["admin"], "openapi_extra": {SCOPE: "admin"}}
+#: The Segment-spec routes: a valid X-Signature with NEXTBEST_SEGMENT_SECRET, else an admin key.
+SEGMENT = {"tags": ["cdp"], "openapi_extra": {SCOPE: "segment"}}
 
 
 logger = logging.getLogger("nextbest.serving")
@@ -157,41 +158,33 @@ def score_churn(request: ChurnRequest, rt: Live) -> ChurnScore:
 
 @app.post("/events", response_model=Applied, responses=ERRORS, **ADMIN)
 def events(batch: EventBatch, rt: Live) -> Applied:
-    """Ingest new orders, events, consents and identities. A row dated after the service's
-    clock (beyond a small skew) is refused with 422 naming it, and nothing is applied; else
-    the rows are stored, then applied at once."""
-    state, now = answers.state_of(rt), rt.clock()
-    future = _from_the_future(batch, now)
-    if future:
-        raise HTTPException(422, future)
-    rows = []
-    for kind in ("orders", "events", "consents", "identities"):
-        for item in getattr(batch, kind):
-            owner = state.owner(item.customer_id, getattr(item, "anonymous_id", None))
-            who = rt.pseudonym(owner) if owner else None
-            row = item.model_dump(mode="json")
-            rows.append((kind, who, *rt.seal(row), rt.lock(row)))
-    rt.feedback.record_events(rows, now)
-    return Applied(**state.apply(batch))
+    """Ingest new orders, events, consents and identities. Every refused row is listed in
+    one 422 naming it (a row dated after the service's clock beyond a small skew, a product
+    not in the catalog, a quantity of 0, an identity that belongs to another customer
+    without ``move``), and nothing is applied; else the rows are stored, then applied at
+    once, and a customer the service does not know yet is created."""
+    return answers.ingest(rt, batch)
 
 
-TIMES = (("orders", "ordered_at"), ("events", "occurred_at"), ("consents", "recorded_at"))
+@app.post("/v1/batch", response_model=SegmentOut, responses=ERRORS, **SEGMENT)
+def segment_batch(body: segment.Batch, rt: Live) -> SegmentOut:
+    """Segment-spec messages as a CDP's webhook sends them (Segment, RudderStack): applied
+    as `POST /events` rows (the mapping is in the README), each messageId once."""
+    return answers.ingest_segment(rt, body.batch, "/v1/batch")
 
 
-def _from_the_future(batch: EventBatch, now: datetime) -> list[dict]:
-    """A 422 item for every row whose time lies after ``now`` + :data:`CLOCK_SKEW`."""
-    limit = now + CLOCK_SKEW
-    return [
-        {
-            "loc": ["body", kind, i, name],
-            "msg": f"{name} {getattr(item, name).isoformat()} is after the service's clock"
-            f" {now.isoformat()} (+{CLOCK_SKEW}): a row from the future",
-            "type": "value_error",
-        }
-        for kind, name in TIMES
-        for i, item in enumerate(getattr(batch, kind))
-        if getattr(item, name) > limit
-    ]
+def _one(kind: str):
+    def route(message: segment.Message, rt: Live) -> SegmentOut:
+        message.type = message.type or kind
+        return answers.ingest_segment(rt, [message], f"/v1/{kind}")
+
+    route.__name__ = f"segment_{kind}"
+    route.__doc__ = f"One Segment `{kind}` message (the same mapping as /v1/batch)."
+    return route
+
+
+for _kind in ("track", "identify", "page", "alias"):
+    app.post(f"/v1/{_kind}", response_model=SegmentOut, responses=ERRORS, **SEGMENT)(_one(_kind))
 
 
 @app.post(

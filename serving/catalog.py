@@ -32,6 +32,14 @@ class Action:
     cap_per_30_days: int
     templates: dict[str, str]
     reasons: dict[str, str]
+    #: texts for a date already past (a reminder that is overdue), when the action has them
+    overdue: dict[str, dict[str, str]] | None = None
+
+    def texts(self, overdue: bool = False) -> tuple[dict[str, str], dict[str, str]]:
+        """The message templates and reasons: the overdue ones for a date already past."""
+        if overdue and self.overdue:
+            return self.overdue["templates"], self.overdue["reasons"]
+        return self.templates, self.reasons
 
 
 @dataclass(frozen=True)
@@ -72,9 +80,12 @@ def load_catalog(path: str | Path = DEFAULT) -> Catalog:
         for field in ("cost", "cooldown_days", "cap_per_30_days"):
             if not isinstance(spec.get(field), int | float) or spec[field] < 0:
                 problems.append(f"{where}.{field}: must be a number >= 0")
-        for field in ("templates", "reasons"):
-            texts = spec.get(field) or {}
-            missing = [loc for loc in LOCALES if loc not in texts]
+        for field in ("templates", "reasons", "overdue.templates", "overdue.reasons"):
+            head, _, tail = field.partition(".")
+            if tail and "overdue" not in spec:
+                continue
+            texts = (spec.get(head) or {}).get(tail) if tail else spec.get(head)
+            missing = [loc for loc in LOCALES if loc not in (texts or {})]
             if missing:
                 problems.append(f"{where}.{field}: missing locales {missing}")
         if not problems:
@@ -87,6 +98,7 @@ def load_catalog(path: str | Path = DEFAULT) -> Catalog:
                 cap_per_30_days=int(spec["cap_per_30_days"]),
                 templates=dict(spec["templates"]),
                 reasons=dict(spec["reasons"]),
+                overdue=spec.get("overdue"),
             )
     if problems:
         raise BadInputError(f"{path}: " + "; ".join(problems))

@@ -91,6 +91,7 @@ create table if not exists ingested (
     at text not null, kind text not null, customer text, row text not null, anonymous text,
     secret text
 );
+create table if not exists messages (message_id text primary key, at text not null);
 create index if not exists suggestions_customer on suggestions (customer);
 create index if not exists ingested_customer on ingested (customer);
 create index if not exists ingested_anonymous on ingested (anonymous);
@@ -292,6 +293,25 @@ class FeedbackStore:
                     (at.isoformat(), kind, who, json.dumps(row), anonymous, secret)
                     for kind, who, row, anonymous, secret in rows
                 ],
+            )
+
+    def new_messages(self, message_ids: list[str]) -> set[str]:
+        """The ids among ``message_ids`` not applied before (Segment ``messageId``)."""
+        with self._lock:
+            seen = set()
+            for start in range(0, len(message_ids), 500):
+                chunk = message_ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                query = f"select message_id from messages where message_id in ({marks})"
+                seen.update(row[0] for row in self._db.execute(query, chunk))
+        return set(message_ids) - seen
+
+    def remember_messages(self, message_ids: list[str], at: datetime) -> None:
+        """Record message ids as applied, so a retry of the same message is not."""
+        with self._writing():
+            self._db.executemany(
+                "insert or ignore into messages values (?, ?)",
+                [(m, at.isoformat()) for m in message_ids],
             )
 
     def replayable(self) -> list[tuple[str, str]]:

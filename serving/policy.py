@@ -263,14 +263,15 @@ def _profile_candidates(
             continue
         date = item.expected_next_purchase_at.date().isoformat()
         name = item.names.get(locale) or item.names["en"]
+        overdue = item.expected_next_purchase_at < now  # phrased as past, not as a future date
         candidates.append(
             Candidate(
                 "replenishment_reminder",
                 item.product_id,
                 item.repurchase_probability,
                 item.price * catalog.margin,
-                ("RUNOUT_DUE",),
-                {"product": name, "date": date},
+                ("RUNOUT_OVERDUE",) if overdue else ("RUNOUT_DUE",),
+                {"product": name, "date": date, "overdue": overdue},
             )
         )
     if profile.cross_sell:
@@ -335,6 +336,7 @@ def _suggestion(
     codes = candidate.codes
     if profile is not None and action.purpose != "service":
         codes = (*codes, "MARKETING_CONSENT")
+    templates, reasons = action.texts(candidate.values.get("overdue", False))
     return Suggestion(
         action=candidate.action,
         purpose=action.purpose,
@@ -344,8 +346,8 @@ def _suggestion(
         expected_value=round(expected, 4),
         confidence=_confidence(candidate.probability),
         reason_codes=codes,
-        reason=_text(action.reasons, locale, **candidate.values),
-        message=_text(action.templates, locale, **candidate.values),
+        reason=_text(reasons, locale, **candidate.values),
+        message=_text(templates, locale, **candidate.values),
     )
 
 

@@ -43,6 +43,7 @@ def _iso_text(value):
 #: A moment as the contract writes it: ISO 8601 text with a zone, never a bare number.
 Moment = Annotated[AwareDatetime, pydantic.BeforeValidator(_iso_text)]
 Outcome = Literal["shown", "accepted", "dismissed", "converted"]
+BCP47 = r"^[A-Za-z]{2,8}([-_][A-Za-z0-9]{1,8})*$"
 
 
 class Strict(BaseModel):
@@ -91,7 +92,7 @@ class ContextIn(Strict):
     locale: str | None = Field(
         default=None,
         max_length=35,
-        pattern=r"^[A-Za-z]{2,8}([-_][A-Za-z0-9]{1,8})*$",
+        pattern=BCP47,
         description="A BCP 47 tag (en-US, zh_TW, zh-Hant, zh-HK, zh-Hans, ...): the answer"
         " uses the closest of en, zh-TW, zh-CN, else the customer's locale, else en",
         examples=["zh-Hant"],
@@ -139,6 +140,9 @@ class SuggestResponse(BaseModel):
         description="the context's locale as sent (standardised), if any; null: the customer's"
     )
     features_as_of: datetime
+    features_age_days: float = Field(
+        description="how old the features are: now - features_as_of, in days"
+    )
     now: datetime
     frustrated: bool
     actions: list[Action]
@@ -190,6 +194,9 @@ class ProfileOut(BaseModel):
     recent_orders: list[RecentOrder]
     consumables: list[ConsumableOut]
     features_as_of: datetime
+    features_age_days: float = Field(
+        description="how old the features are: now - features_as_of, in days"
+    )
     now: datetime
     model_versions: dict[str, str]
 
@@ -231,14 +238,10 @@ class OrderIn(Strict):
     customer_id: str = Field(min_length=1)
     ordered_at: Moment
     product_id: str = Field(min_length=1)
-    quantity: Count = Field(ge=-MAX_QUANTITY, le=MAX_QUANTITY)
+    quantity: Count = Field(
+        ge=-MAX_QUANTITY, le=MAX_QUANTITY, description="not 0; negative for a return"
+    )
     amount: Number = Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT)
-
-    @model_validator(mode="after")
-    def _nonzero(self):
-        if self.quantity == 0:
-            raise ValueError("quantity must not be 0 (negative = return)")
-        return self
 
 
 class EventIn(Strict):
@@ -270,11 +273,22 @@ class IdentityIn(Strict):
     customer_id: str = Field(min_length=1)
     id_type: str = Field(min_length=1)
     id_value: str = Field(min_length=1)
+    move: pydantic.StrictBool = Field(
+        default=False,
+        description="true to move an identity that belongs to another customer (audited);"
+        " without it such a row is refused",
+    )
+
+
+class CustomerIn(Strict):
+    customer_id: str = Field(min_length=1)
+    locale: str = Field(max_length=35, pattern=BCP47, description="A BCP 47 tag")
 
 
 class EventBatch(Strict):
     """New contract rows from the CDP (same columns as the data contract)."""
 
+    customers: list[CustomerIn] = Field(default_factory=list, max_length=10_000)
     orders: list[OrderIn] = Field(default_factory=list, max_length=10_000)
     events: list[EventIn] = Field(default_factory=list, max_length=10_000)
     consents: list[ConsentIn] = Field(default_factory=list, max_length=10_000)
@@ -282,11 +296,20 @@ class EventBatch(Strict):
 
 
 class Applied(BaseModel):
+    customers: int = Field(default=0, description="customer rows (locale) applied")
     orders: int
     events: int
     consents: int
     identities: int
-    ignored: int
+    ignored: int = Field(description="anonymous events nobody can be attributed to")
+    created: list[str] = Field(
+        default_factory=list, description="customers new to the service, created by this batch"
+    )
+
+
+class SegmentOut(BaseModel):
+    applied: Applied
+    duplicates: int = Field(description="messages applied before (same messageId), skipped")
 
 
 class FeedbackIn(Strict):

@@ -4,7 +4,8 @@ Keys come from ``NEXTBEST_API_KEYS`` (``key:scope[+scope],…``) and/or the file
 ``NEXTBEST_API_KEYS_FILE`` (one ``key scope[,scope]`` per line, ``#`` comments). A request
 sends its key as ``Authorization: Bearer KEY`` or ``x-api-key: KEY``. Scopes: ``chatbot``
 (suggest, profile, feedback) and ``admin`` (events, reload; an admin key may do everything),
-declared by each route where it is defined (:mod:`serving.api`).
+declared by each route where it is defined (:mod:`serving.api`). The Segment-spec routes
+(``/v1/...``) take a valid ``X-Signature`` instead when ``NEXTBEST_SEGMENT_SECRET`` is set.
 ``/livez``, ``/readyz``, ``/metrics`` and the OpenAPI are open. Keys are kept only as
 SHA-256 digests and never logged; logs name a key by the first 8 hex digits of its digest.
 A body over ``NEXTBEST_MAX_BODY_BYTES`` (default 1 MB) gets 413 before it is read.
@@ -23,6 +24,10 @@ from serving import problems
 
 OPEN = {"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/docs", "/"}
 SCOPES = {"chatbot", "admin"}
+#: The scope of the Segment-spec routes: a valid ``X-Signature`` (HMAC-SHA1 of the body with
+#: ``NEXTBEST_SEGMENT_SECRET``) when the secret is set, else an admin key.
+SEGMENT = "segment"
+SEGMENT_SECRET = "NEXTBEST_SEGMENT_SECRET"
 MAX_BODY = 1_000_000
 
 
@@ -84,37 +89,50 @@ class SecurityMiddleware:
         self.scopes = scopes or {}
         self.keys = load_keys() if keys is None else keys
         self.max_body = max_body or int(os.environ.get("NEXTBEST_MAX_BODY_BYTES", MAX_BODY))
+        self.segment_secret = os.environ.get(SEGMENT_SECRET, "").encode()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope["path"].rstrip("/") or "/"
-        if path not in OPEN:
-            # HTTP header values are bytes; latin-1 maps every byte (a stray non-UTF-8 byte
-            # in a header is then just an unknown key, not a crash)
-            headers = {
-                k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
-            }
-            key = headers.get("x-api-key")
-            auth = headers.get("authorization", "")
-            if key is None and auth.lower().startswith("bearer "):
-                key = auth[7:].strip()
-            digest = _digest(key) if key else None
-            scopes = self._scopes(digest)
-            if scopes is None:
-                return await _problem(send, 401, "missing or unknown API key", auth=True)
-            needed = self.scopes.get(path, "chatbot")
-            if needed not in scopes and "admin" not in scopes:
-                return await _problem(send, 403, f"this key lacks the {needed!r} scope")
-            CALLER.set(digest[:8])  # key_id: the digest's first 8 hex digits
-            length = headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_body:
-                return await _problem(send, 413, f"request body over {self.max_body} bytes")
-            body = await self._body(receive)
-            if body is None:
-                return await _problem(send, 413, f"request body over {self.max_body} bytes")
-            receive = _replay(body, receive)
-        return await self.app(scope, receive, send)
+        if path in OPEN:
+            return await self.app(scope, receive, send)
+        # HTTP header values are bytes; latin-1 maps every byte (a stray non-UTF-8 byte in a
+        # header is then just an unknown key, not a crash)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        needed = self.scopes.get(path, "chatbot")
+        signed = needed == SEGMENT and bool(self.segment_secret)
+        if not signed:
+            refusal = self._check_key(headers, "admin" if needed == SEGMENT else needed)
+            if refusal is not None:
+                return await _problem(send, *refusal)
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            return await _problem(send, 413, f"request body over {self.max_body} bytes")
+        body = await self._body(receive)
+        if body is None:
+            return await _problem(send, 413, f"request body over {self.max_body} bytes")
+        if signed:
+            expected = hmac.new(self.segment_secret, body, hashlib.sha1).hexdigest()
+            if not hmac.compare_digest(expected, headers.get("x-signature", "").strip().lower()):
+                return await _problem(send, 401, "missing or bad X-Signature", auth=False)
+            CALLER.set(SEGMENT)
+        return await self.app(scope, _replay(body, receive), send)
+
+    def _check_key(self, headers: dict[str, str], needed: str) -> tuple | None:
+        """``None`` when the request's key has the scope ``needed``, else the refusal."""
+        key = headers.get("x-api-key")
+        auth = headers.get("authorization", "")
+        if key is None and auth.lower().startswith("bearer "):
+            key = auth[7:].strip()
+        digest = _digest(key) if key else None
+        scopes = self._scopes(digest)
+        if scopes is None:
+            return 401, "missing or unknown API key", True
+        if needed not in scopes and "admin" not in scopes:
+            return 403, f"this key lacks the {needed!r} scope"
+        CALLER.set(digest[:8])  # key_id: the digest's first 8 hex digits
+        return None
 
     def _scopes(self, digest: str | None) -> set[str] | None:
         if not digest:

@@ -19,8 +19,10 @@ import time
 
 import bentoml
 
+from cdp.errors import BadInputError
 from serving import answers, api, traffic
 from serving.config import ServeConfig
+from serving.metrics import RELOADS, SNAPSHOT_AS_OF, count_applied
 from serving.openapi import OpenAPIMiddleware
 from serving.security import SecurityMiddleware
 
@@ -31,14 +33,13 @@ traffic.install()
 
 logger = logging.getLogger("nextbest.serving")
 
-RELOADS = bentoml.metrics.Counter(
-    name="nextbest_reloads_total",
-    documentation="Model and feature reloads, by outcome",
-    labelnames=["outcome"],
-)
-
 
 CONFIG = ServeConfig.from_env()
+if CONFIG.workers != 1:  # see `nextbest serve --workers`
+    raise BadInputError(
+        f"NEXTBEST_WORKERS={CONFIG.workers}: each worker would hold its own online state;"
+        " serve with one worker"
+    )
 
 
 @bentoml.service(name="nextbest", workers=CONFIG.workers, traffic={"timeout": 60})
@@ -60,7 +61,14 @@ class NextBest:
         return self.runtime.state is not None
 
     def _load(self):
-        return answers.load_state(self.runtime, self.config)
+        state = answers.load_state(self.runtime, self.config, on_replay=self._replayed)
+        SNAPSHOT_AS_OF.set(state.as_of.timestamp())
+        return state
+
+    @staticmethod
+    def _replayed(counts: dict[str, int]) -> None:
+        count_applied(counts, "replay")
+        logger.info("applied again on top of the snapshot: %s", counts)
 
     @staticmethod
     def _freeze() -> None:

@@ -32,6 +32,7 @@ from features.profile import (
     preferred_channel,
     recent_orders,
 )
+from features.rfm import NO_PURCHASE
 from serving.policy import Consumable, CrossSell, Profile
 
 if TYPE_CHECKING:
@@ -59,12 +60,13 @@ class Customer:
     customer_id: str
     locale: str
     segment: str
-    churn_probability: float | None
-    clv_12m: float | None
-    p_alive: float | None
-    min_sentiment_30d: float | None
-    last_order_at: datetime | None
-    preferred_channel: str | None
+    # None for a customer created online (no features yet)
+    churn_probability: float | None = None
+    clv_12m: float | None = None
+    p_alive: float | None = None
+    min_sentiment_30d: float | None = None
+    last_order_at: datetime | None = None
+    preferred_channel: str | None = None
     #: purpose -> every record ``(recorded_at, granted)`` in time order
     consents: dict[str, list[tuple[datetime, bool]]] = field(default_factory=dict)
     open_tickets: int = 0
@@ -277,32 +279,36 @@ class ServingState:
 
     # -- online updates --------------------------------------------------------------------
 
-    def apply(self, batch: EventBatch) -> dict[str, int]:
-        """Apply an ingested batch (:class:`serving.api.EventBatch`); returns counts applied.
-        Rows of unknown customers are counted as ``ignored``."""
-        counts = {"orders": 0, "events": 0, "consents": 0, "identities": 0, "ignored": 0}
+    def apply(self, batch: EventBatch) -> dict:
+        """Apply an ingested batch (:class:`serving.schemas.EventBatch`); returns counts
+        applied and the customers it ``created`` (a row naming a customer the state does not
+        know creates them, with no features yet). Anonymous events nobody owns are
+        ``ignored``."""
+        counts = {
+            "customers": 0,
+            "orders": 0,
+            "events": 0,
+            "consents": 0,
+            "identities": 0,
+            "ignored": 0,
+        }
         with self.lock:
+            created = self._create(batch)
+            for customer in batch.customers:
+                self.customers[customer.customer_id].locale = customer.locale
+                counts["customers"] += 1
             for identity in batch.identities:
-                if identity.customer_id not in self.customers:
-                    counts["ignored"] += 1
-                    continue
                 self.identities[(identity.id_type, identity.id_value)] = identity.customer_id
                 counts["identities"] += 1
             for consent in batch.consents:
-                c = self.customers.get(consent.customer_id)
-                if c is None:
-                    counts["ignored"] += 1
-                    continue
+                c = self.customers[consent.customer_id]
                 history = c.consents.setdefault(consent.purpose, [])
                 record = (_utc(consent.recorded_at), consent.granted)
                 # after every record of the same moment: the latest sent wins a tie
                 history.insert(bisect.bisect_right(history, record[0], key=lambda r: r[0]), record)
                 counts["consents"] += 1
             for order in batch.orders:
-                c = self.customers.get(order.customer_id)
-                if c is None:
-                    counts["ignored"] += 1
-                    continue
+                c = self.customers[order.customer_id]
                 at = _utc(order.ordered_at)
                 counts["orders"] += 1
                 if order.quantity <= 0:
@@ -340,7 +346,20 @@ class ServingState:
                     c.open_tickets += 1
                 elif event.event_type == "ticket_resolved":
                     c.open_tickets = max(0, c.open_tickets - 1)
-        return counts
+        return {**counts, "created": created}
+
+    def _create(self, batch: EventBatch) -> list[str]:
+        """Create the customers the batch names that the state does not know yet."""
+        named = [
+            row.customer_id
+            for kind in ("customers", "identities", "consents", "orders", "events")
+            for row in getattr(batch, kind)
+            if row.customer_id is not None
+        ]
+        created = [c for c in dict.fromkeys(named) if c not in self.customers]
+        for customer_id in created:
+            self.customers[customer_id] = Customer(customer_id, "en", NO_PURCHASE)
+        return created
 
     def churn_probability(self, row: int) -> float:
         """The churn model's calibrated probability for one row of the churn matrix: the

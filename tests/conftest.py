@@ -166,7 +166,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_service(*args: str, keys: str, log_path: Path):
+def launch_service(*args: str, keys: str, log_path: Path, env: dict | None = None):
     """Start ``nextbest serve ARGS`` on a free port of 127.0.0.1 with the API ``keys``; return
     the process (its own session, so a test can stop the whole tree) and the URL, once
     ready. Fails the test with the log's tail if it never becomes ready."""
@@ -179,7 +179,12 @@ def launch_service(*args: str, keys: str, log_path: Path):
     log = open(log_path, "w")  # noqa: SIM115 - the child keeps writing to it
     process = subprocess.Popen(
         ["nextbest", "serve", *args, "--port", str(port)],
-        env={**os.environ, "NEXTBEST_API_KEYS": keys, "NEXTBEST_PSEUDONYM_KEY": PSEUDONYM_KEY},
+        env={
+            **os.environ,
+            "NEXTBEST_API_KEYS": keys,
+            "NEXTBEST_PSEUDONYM_KEY": PSEUDONYM_KEY,
+            **(env or {}),
+        },
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -228,23 +233,27 @@ def demo_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def world(small_world_dir, tmp_path_factory):
-    """A feature snapshot and champions trained into a real MLflow store, once per run, for
-    the REST and the MCP tests. test_service.py retrains it at its end; it runs after
-    test_agents.py."""
+    """A feature snapshot (``features/``) and champions trained by `nextbest train` into a
+    real MLflow store (``mlruns/``), once per run, for the REST, MCP and CLI tests; the
+    train command's output is kept in ``train.out`` and ``train.err``. test_service.py
+    retrains and restores it at its end (after test_agents.py, before the training tests)."""
     import shutil
     import subprocess
 
     root = tmp_path_factory.mktemp("serving")
     common = ("--data", str(small_world_dir), "--as-of", AS_OF.date().isoformat())
     exe = shutil.which("nextbest") or "nextbest"
-    for args in (
-        ("features", "--out", str(root / "features")),
-        ("train", "--mlruns", str(root / "mlruns")),
-    ):
+    steps = {
+        "features": ("--out", str(root / "features")),
+        "train": ("--mlruns", str(root / "mlruns")),
+    }
+    for command, args in steps.items():
         done = subprocess.run(
-            [exe, args[0], *common, *args[1:]], capture_output=True, text=True, timeout=600
+            [exe, command, *common, *args], capture_output=True, text=True, timeout=600
         )
         assert done.returncode == 0, done.stderr
+    (root / "train.out").write_text(done.stdout)
+    (root / "train.err").write_text(done.stderr)
     return root
 
 

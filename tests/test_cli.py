@@ -85,8 +85,9 @@ def test_validate_json(tmp_path):
         (["generate", "--as-of", "last tuesday", "--out", "{tmp}/w"], "--as-of"),
         (["generate", "--customers", "10", "--format", "xlsx", "--out", "{tmp}/w"], "--format"),
         (["generate", "--customers", "ten"], "valid integer"),
+        (["serve", "--data", "{tmp}", "--features", "{tmp}", "--workers", "2"], "--workers 2"),
     ],
-    ids=["missing folder", "no customers", "bad date", "bad format", "not a number"],
+    ids=["missing folder", "no customers", "bad date", "bad format", "not a number", "workers"],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     result = nextbest(*[a.format(tmp=tmp_path) for a in args])

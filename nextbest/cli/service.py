@@ -26,7 +26,9 @@ def serve(
     mlruns: Tracking = Path("mlruns"),
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 3000,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes: 1 (online state is per process).")
+    ] = 1,
     state: State = Path("data/serving"),
     now: Now = None,
     poll_seconds: Annotated[
@@ -34,6 +36,11 @@ def serve(
     ] = 0.0,
 ) -> None:
     """Serve next best actions over HTTP (BentoML); stops with Ctrl-C or SIGTERM."""
+    if workers != 1:
+        raise BadInputError(
+            f"--workers {workers}: each worker would hold its own online state (an event or"
+            " consent sent to one would not reach the others); serve with one worker"
+        )
     _check_serving(data, features, now, keys=True)
     _check_port(host, port)  # before the champions load: a port in use is one quick line
     versions = _champions(mlruns)

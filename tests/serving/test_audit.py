@@ -118,7 +118,7 @@ def test_a_store_from_before_pseudonyms_is_upgraded_in_place(tmp_path, monkeypat
     FeedbackStore(path)  # opening again is a no-op
     db = sqlite3.connect(path)
     tables = {row[0] for row in db.execute("select name from sqlite_master where type='table'")}
-    assert tables == {"suggestions", "feedback", "ingested"}
+    assert tables == {"suggestions", "feedback", "ingested", "messages"}
     assert {row[0] for row in db.execute("select customer from suggestions")} == {who}
     assert {row[0] for row in db.execute("select customer from feedback")} == {who}
 

@@ -131,6 +131,22 @@ def test_a_due_refill_by_hand():
     assert [a.action for a in quiet.suggestions] == ["nothing_now"]
 
 
+def test_a_run_out_date_already_past_is_phrased_as_overdue():
+    def reminder(due: datetime, locale: str):
+        ink = Consumable("P-INK", NAMES, 25.0, 0.8, due, NOW, due, due - timedelta(days=30))
+        profile = Profile("C1", locale=locale, marketing_consent=True, consumables=[ink])
+        return rank(profile, Context(), CATALOG, now=NOW).suggestions[0]
+
+    past = reminder(NOW - timedelta(days=3), "en")
+    assert past.action == "replenishment_reminder" and "RUNOUT_OVERDUE" in past.reason_codes
+    assert "should have run out around 2025-06-27" in past.message
+    assert "overdue" in past.reason
+    assert "用完了" in reminder(NOW - timedelta(days=3), "zh-TW").message
+    future = reminder(NOW + timedelta(days=3), "en")
+    assert "RUNOUT_DUE" in future.reason_codes
+    assert "likely to run out around 2025-07-03" in future.message
+
+
 def test_a_broken_catalog_names_the_field(tmp_path):
     import pytest
     import yaml
@@ -141,9 +157,11 @@ def test_a_broken_catalog_names_the_field(tmp_path):
     raw = yaml.safe_load(DEFAULT.read_text())
     raw["actions"]["cross_sell"]["purpose"] = "sales"
     del raw["actions"]["winback_offer"]["templates"]["zh-CN"]
+    del raw["actions"]["replenishment_reminder"]["overdue"]["reasons"]["en"]
     path = tmp_path / "actions.yaml"
     path.write_text(yaml.safe_dump(raw, allow_unicode=True))
     with pytest.raises(BadInputError) as error:
         load_catalog(path)
     assert "actions.cross_sell.purpose" in str(error.value)
     assert "actions.winback_offer.templates: missing locales ['zh-CN']" in str(error.value)
+    assert "replenishment_reminder.overdue.reasons: missing locales ['en']" in str(error.value)

@@ -3,6 +3,7 @@ with champion models trained into a real MLflow store in a temporary folder."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import threading
@@ -19,6 +20,7 @@ from test_cli import nextbest
 CHATBOT = "chatbot-key-for-tests-0001"
 ADMIN = "admin-key-for-tests-000002"
 NOW = (AS_OF + pd.Timedelta(hours=12)).isoformat()
+SEGMENT_SECRET = "segment-shared-secret-for-tests"
 H_CHAT = {"x-api-key": CHATBOT}
 H_ADMIN = {"authorization": f"Bearer {ADMIN}"}
 
@@ -29,6 +31,7 @@ def server(world, small_world_dir):
         *serving_args(world, small_world_dir, world / "state", NOW),
         keys=f"{CHATBOT}:chatbot,{ADMIN}:admin",
         log_path=world / "serve.log",
+        env={"NEXTBEST_SEGMENT_SECRET": SEGMENT_SECRET},
     )
     with httpx.Client(base_url=url, timeout=30) as client:
         yield client
@@ -219,6 +222,7 @@ NO_SCORE = {
     ("post", "/admin/reload"),
     ("post", "/admin/subject/export"),
     ("post", "/admin/subject/erase"),
+    *(("post", f"/v1/{kind}") for kind in ("batch", "track", "identify", "page", "alias")),
 }
 
 
@@ -375,11 +379,23 @@ def test_rows_accepted_online_survive_a_reload_and_a_restart(server, due, world,
         assert profile["recent_orders"][0]["order_id"] == "online-order-1"
         answer = suggest(client, {"identity": ask})
         assert answer["known"] and all(a["purpose"] == "service" for a in answer["actions"])
+        age = (pd.Timestamp(NOW) - AS_OF).total_seconds() / 86_400  # how old the features are
+        assert profile["features_age_days"] == answer["features_age_days"] == round(age, 2)
+
+    def metric(client, name: str) -> float:
+        lines = client.get("/metrics").text.splitlines()
+        return sum(float(x.rsplit(" ", 1)[1]) for x in lines if x.startswith(name))
 
     in_force(server)
+    online = 'nextbest_online_rows_applied_total{table="consents",via="'
+    assert metric(server, online + 'events"}') >= 1
+    replayed = metric(server, online + 'replay"}')
     reloaded = server.post("/admin/reload", headers=H_ADMIN).json()
     assert reloaded["reloaded"], reloaded
     in_force(server)
+    assert metric(server, online + 'replay"}') >= replayed + 1
+    snapshot = metric(server, "nextbest_snapshot_as_of_timestamp_seconds")
+    assert snapshot == AS_OF.timestamp()
     # A restart: a second service on the store as it is on disk (a consistent copy, so the
     # first keeps serving the other tests and its metrics folder is left alone).
     restarted_state = world / "restarted"
@@ -479,6 +495,8 @@ def test_events_refuse_times_without_a_zone_from_the_future_and_absurd_quantitie
         "a number for a time": ({**order, "ordered_at": 0}, "ordered_at"),
         "a flag for a count": ({**order, "quantity": True}, "quantity"),
         "text for an amount": ({**order, "amount": "25"}, "amount"),
+        "a product not in the catalog": ({**order, "product_id": "P-NOT-SOLD"}, "product_id"),
+        "a quantity of zero": ({**order, "quantity": 0}, "quantity"),
     }
     for name, (row, field) in cases.items():
         response = server.post("/events", json={"orders": [row]}, headers=H_ADMIN)
@@ -494,6 +512,136 @@ def test_events_refuse_times_without_a_zone_from_the_future_and_absurd_quantitie
     after = server.get("/profile", params={"customer_id": customer_id}, headers=H_CHAT).json()
     assert "O-HOSTILE-1" not in {o["order_id"] for o in after["recent_orders"]}
     assert after["marketing_allowed"] == before["marketing_allowed"]  # nothing applied
+
+
+def test_events_create_new_customers_and_move_identities_only_when_asked(
+    server, due, small_world_dir, world
+):
+    identities = pd.read_parquet(small_world_dir / "identities.parquet")
+    mine = identities[identities["customer_id"] == due["customer_id"]].iloc[0]
+    link = {"id_type": mine["id_type"], "id_value": mine["id_value"]}
+    newcomer = "C-NEW-ONLINE-1"
+    bad = {
+        "orders": [
+            {"order_id": "O-N1", "customer_id": newcomer, "ordered_at": NOW,
+             "product_id": "P-NOT-SOLD", "quantity": 1, "amount": 5.0},
+            {"order_id": "O-N2", "customer_id": newcomer, "ordered_at": NOW,
+             "product_id": due["product_id"], "quantity": 0, "amount": 5.0},
+        ],
+        "identities": [{"customer_id": newcomer, **link}],
+    }  # fmt: skip
+    refused = server.post("/events", json=bad, headers=H_ADMIN)
+    assert refused.status_code == 422, refused.text
+    where = sorted(tuple(e["loc"][1:]) for e in refused.json()["errors"])
+    assert where == [
+        ("identities", 0, "id_value"),
+        ("orders", 0, "product_id"),
+        ("orders", 1, "quantity"),
+    ]
+    assert mine["id_value"] not in refused.text  # named, not echoed
+    ask = {"customer_id": newcomer}
+    assert server.get("/profile", params=ask, headers=H_CHAT).status_code == 404  # nothing applied
+
+    good = {
+        "orders": [{**bad["orders"][1], "quantity": 2}],
+        "identities": [{"customer_id": newcomer, **link, "move": True}],
+    }
+    applied = server.post("/events", json=good, headers=H_ADMIN).json()
+    assert applied["created"] == [newcomer] and applied["orders"] == 1
+    profile = server.get("/profile", params=link, headers=H_CHAT).json()
+    assert profile["customer_id"] == newcomer and profile["recent_orders"][0]["order_id"] == "O-N2"
+    assert suggest(server, ask)["known"]
+    back = {"identities": [{"customer_id": due["customer_id"], **link, "move": True}]}
+    assert server.post("/events", json=back, headers=H_ADMIN).status_code == 200
+    time.sleep(0.3)  # audit lines are written in 50 ms batches
+    lines = [
+        json.loads(line)
+        for path in (world / "state" / "audit").glob("*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    moves = [e for e in lines if e["actions"] and e["actions"][0].startswith("identity_moved")]
+    assert len(moves) == 4 and newcomer not in json.dumps(moves)  # pseudonyms only
+
+
+def _signed(server, path: str, body: dict, secret: str = SEGMENT_SECRET):
+    import hashlib
+    import hmac
+
+    raw = json.dumps(body).encode()
+    signature = hmac.new(secret.encode(), raw, hashlib.sha1).hexdigest()
+    headers = {"content-type": "application/json", "x-signature": signature}
+    return server.post(path, content=raw, headers=headers)
+
+
+def test_a_cdp_pushes_the_segment_spec_signed_and_each_message_once(server, small_world_dir):
+    products = pd.read_parquet(small_world_dir / "products.parquet")["product_id"].tolist()
+    who, t0, t1 = "C-SEGMENT-1", (AS_OF + pd.Timedelta(hours=1)), (AS_OF + pd.Timedelta(hours=2))
+    identify = {
+        "type": "identify",
+        "messageId": "m-identify-1",
+        "userId": who,
+        "anonymousId": "anon-seg-1",
+        "timestamp": t0.isoformat(),
+        "traits": {"email": " Someone@Example.com ", "locale": "zh-TW", "consent_marketing": True},
+    }
+    order = {
+        "type": "track",
+        "messageId": "m-order-1",
+        "userId": who,
+        "timestamp": t0.isoformat(),
+        "event": "Order Completed",
+        "properties": {
+            "order_id": "SEG-O-1",
+            "products": [
+                {"product_id": products[0], "quantity": 2, "price": 10.0},
+                {"sku": products[1], "price": 4.5},
+            ],
+        },
+    }
+    page = {
+        "type": "page",
+        "messageId": "m-page-1",
+        "anonymousId": "anon-seg-1",
+        "timestamp": t0.isoformat(),
+        "name": "Home",
+    }
+    odd = {
+        "type": "track",
+        "messageId": "m-odd-1",
+        "userId": who,
+        "timestamp": t0.isoformat(),
+        "event": "Coupon Applied",
+        "properties": {"coupon": "X"},
+    }
+    body = {"batch": [identify, order, page, odd]}  # fmt: skip
+    assert _signed(server, "/v1/batch", body, "not-the-secret").status_code == 401
+    assert server.post("/v1/batch", json=body).status_code == 401  # no signature
+    answer = _signed(server, "/v1/batch", body)
+    assert answer.status_code == 200, answer.text
+    applied = answer.json()["applied"]
+    assert applied["created"] == [who] and applied["orders"] == 2 and applied["consents"] == 1
+    assert applied["events"] == 2 and applied["customers"] == 1  # page + unknown track name
+    again = _signed(server, "/v1/batch", body).json()
+    assert again["duplicates"] == 4 and again["applied"]["orders"] == 0
+
+    profile = server.get("/profile", params={"customer_id": who}, headers=H_CHAT).json()
+    assert profile["locale"] == "zh-TW" and profile["marketing_allowed"] is True
+    lines = [o for o in profile["recent_orders"] if o["order_id"] == "SEG-O-1"]
+    assert sorted(o["amount"] for o in lines) == [4.5, 20.0]
+    email = hashlib.sha256(b"someone@example.com").hexdigest()
+    by_email = {"id_type": "email_sha256", "id_value": email}
+    assert server.get("/profile", params=by_email, headers=H_CHAT).json()["customer_id"] == who
+
+    withdraw = {
+        "type": "identify", "messageId": "m-identify-2", "userId": who,
+        "timestamp": t1.isoformat(), "traits": {"consent_marketing": False},
+    }  # fmt: skip
+    assert _signed(server, "/v1/identify", withdraw).status_code == 200
+    after = server.get("/profile", params={"customer_id": who}, headers=H_CHAT).json()
+    assert after["marketing_allowed"] is False  # the next answer changed
+    unknown = {**order, "messageId": "m-order-2", "properties": {"products": [{"sku": "NOPE"}]}}
+    refused = _signed(server, "/v1/track", unknown)
+    assert refused.status_code == 422 and refused.json()["errors"][0]["loc"][-1] == "product_id"
 
 
 def test_score_churn_404_names_no_customer_and_logs_no_error(server, world):

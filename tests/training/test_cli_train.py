@@ -13,25 +13,27 @@ from conftest import AS_OF
 from test_cli import nextbest
 
 
-def test_train_then_score(small_world_dir, tmp_path):
-    mlruns, out = tmp_path / "mlruns", tmp_path / "scores"
+def test_train_then_score(small_world_dir, world, tmp_path):
+    """`nextbest train` as the shared ``world`` fixture ran it on a fresh store (its output
+    kept), then `nextbest score` on that store."""
+    out = tmp_path / "scores"
     as_of = AS_OF.date().isoformat()
-    args = ("--data", str(small_world_dir), "--as-of", as_of, "--mlruns", str(mlruns))
-
-    missing = nextbest("score", *args, "--out", str(out))
+    empty = ("--data", str(small_world_dir), "--as-of", as_of, "--mlruns", str(tmp_path / "none"))
+    missing = nextbest("score", *empty, "--out", str(out))
     assert missing.returncode == 2
     assert "no champion for nextbest-churn: run `nextbest train` first" in missing.stderr
     assert not out.exists()
 
-    trained = nextbest("train", *args)
-    assert trained.returncode == 0, trained.stderr
+    mlruns = world / "mlruns"
+    args = ("--data", str(small_world_dir), "--as-of", as_of, "--mlruns", str(mlruns))
+    stdout, stderr = (world / "train.out").read_text(), (world / "train.err").read_text()
     for kind in ("churn", "clv", "replenishment"):
-        assert kind in trained.stdout
-    assert trained.stdout.count("promoted: no champion yet") == 3, trained.stdout
-    assert "…" not in trained.stdout  # a table printed to a pipe is not cut to 80 columns
+        assert kind in stdout
+    assert stdout.count("promoted: no champion yet") == 3, stdout
+    assert "…" not in stdout  # a table printed to a pipe is not cut to 80 columns
     for stage in ("validating", "churn examples", "churn model", "CLV model", "done in"):
-        assert f"train: {stage}" in trained.stderr, trained.stderr  # plain stage lines
-    assert "INFO" not in trained.stderr  # MLflow's chatter stays quiet
+        assert f"train: {stage}" in stderr, stderr  # plain stage lines
+    assert "INFO" not in stderr  # MLflow's chatter stays quiet
 
     scored = nextbest("score", *args, "--out", str(out))
     assert scored.returncode == 0, scored.stderr
@@ -52,12 +54,8 @@ def test_train_then_score(small_world_dir, tmp_path):
     clv = pd.read_parquet(out / "clv.parquet")
     assert set(clv["customer_id"]) == set(churn["customer_id"]) and (clv["clv_12m"] >= 0).all()
 
-    # features built once and scored from the snapshot give the same scores
-    snapshot = tmp_path / "features"
-    built = nextbest(
-        "features", "--data", str(small_world_dir), "--as-of", as_of, "--out", str(snapshot)
-    )
-    assert built.returncode == 0, built.stderr
+    # features built once (the fixture's snapshot) and scored from it give the same scores
+    snapshot = world / "features"
     again = tmp_path / "again"
     result = nextbest(
         "score",
