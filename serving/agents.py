@@ -13,9 +13,10 @@ Over stdio the agent runs the server itself, and the audit names the caller ``lo
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import threading
-from typing import Annotated, Any
+from collections.abc import Iterator
+from typing import Annotated
 
 import pydantic
 from fastapi import HTTPException
@@ -144,6 +145,17 @@ def _refused(error: HTTPException | pydantic.ValidationError) -> ToolError:
     return ToolError(f"{detail} (status {error.status_code})")
 
 
+@contextlib.contextmanager
+def _as_tool() -> Iterator[None]:
+    """Name the caller for the audit; a REST refusal or an argument error becomes a tool
+    error (the server keeps serving)."""
+    _caller()
+    try:
+        yield
+    except (HTTPException, pydantic.ValidationError) as error:
+        raise _refused(error) from None
+
+
 def _resolve(rt: Runtime, customer_id, id_type, id_value) -> str | None:
     identity = (id_type, id_value)
     if customer_id is not None and identity != (None, None):
@@ -174,16 +186,6 @@ def build_server(
         auth=auth,
     )
 
-    def guarded(fn):
-        def call(*args: Any, **kwargs: Any):
-            _caller()
-            try:
-                return fn(*args, **kwargs)
-            except (HTTPException, pydantic.ValidationError) as error:
-                raise _refused(error) from None
-
-        return call
-
     @server.tool(annotations=READ_ONLY)
     def find_customer(
         customer_id: CustomerId = None, id_type: IdType = None, id_value: IdValue = None
@@ -191,16 +193,13 @@ def build_server(
         """Find the customer a conversation is with, by customer id or by any identity
         (email or phone hash, messenger, LINE, crm id, cookie, device). Returns known:
         false for a visitor the shop does not know. Call this first."""
-
-        def answer() -> CustomerFound:
+        with _as_tool():
             found = _resolve(runtime, customer_id, id_type, id_value)
             if found is None:
                 return CustomerFound(known=False, customer_id=None, locale=None, segment=None)
             c = runtime.state.customers[found]
             answers.audit(runtime, ROUTE, runtime.pseudonym(found), runtime.clock(), [], [])
             return CustomerFound(known=True, customer_id=found, locale=c.locale, segment=c.segment)
-
-        return guarded(answer)()
 
     @server.tool(annotations=READ_ONLY)
     def get_profile(
@@ -211,13 +210,11 @@ def build_server(
         segment, consents in force. Churn risk, lifetime value and repurchase chances are
         present only when the customer's marketing consent is in force."""
 
-        def answer() -> ProfileAnswer:
+        with _as_tool():
             found = _resolve(runtime, customer_id, id_type, id_value)
             if found is None:
                 return ProfileAnswer(known=False, profile=None)
             return ProfileAnswer(known=True, profile=answers.profile_of(runtime, found, ROUTE))
-
-        return guarded(answer)()
 
     @server.tool()
     def suggest_next_actions(
@@ -246,7 +243,7 @@ def build_server(
         the customer's consent, and cooldowns and caps apply. Keep request_id to report
         feedback. An unknown visitor gets known: false and service actions only."""
 
-        def answer() -> SuggestResponse:
+        with _as_tool():
             identity = {"id_type": id_type, "id_value": id_value}
             if id_type is None and id_value is None:
                 identity = None
@@ -266,8 +263,6 @@ def build_server(
             )
             return answers.suggest_one(runtime, request, ROUTE)
 
-        return guarded(answer)()
-
     @server.tool(annotations=READ_ONLY)
     def check_consent(
         purpose: Annotated[
@@ -281,14 +276,12 @@ def build_server(
         """Whether the customer's consent for a purpose (marketing, ...) is in force now.
         Check before you propose anything that serves that purpose."""
 
-        def answer() -> ConsentAnswer:
+        with _as_tool():
             found = _resolve(runtime, customer_id, id_type, id_value)
             allowed = found is not None and answers.consent_of(runtime, found, purpose, ROUTE)
             return ConsentAnswer(
                 known=found is not None, customer_id=found, purpose=purpose, allowed=allowed
             )
-
-        return guarded(answer)()
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False))
     def record_feedback(
@@ -302,7 +295,7 @@ def build_server(
         """Report what the customer did with a suggested action: shown, accepted, dismissed
         or converted. This feeds cooldowns and the shop's measurement of suggestions."""
 
-        def answer() -> FeedbackOut:
+        with _as_tool():
             item = FeedbackIn.model_validate(
                 {
                     "request_id": request_id,
@@ -313,20 +306,16 @@ def build_server(
             )
             return answers.record_feedback(runtime, item)
 
-        return guarded(answer)()
-
     return server
 
 
 def load_runtime(config: ServeConfig) -> Runtime:
     """The live parts for ``config`` with the state loaded (the champions and the snapshot)."""
-    lock = threading.Lock()
 
     def reload() -> dict:
-        with lock:
-            runtime.state = answers.load_state(runtime, config)
-            versions = runtime.state.versions
-            return {"reloaded": True, "model_versions": versions, "detail": "switched"}
+        runtime.state = answers.load_state(runtime, config)
+        versions = runtime.state.versions
+        return {"reloaded": True, "model_versions": versions, "detail": "switched"}
 
     runtime = answers.open_runtime(config, reload=reload)
     reload()

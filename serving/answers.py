@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
+import typing
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -44,6 +46,7 @@ from serving.security import CALLER
 #: scores drive marketing actions, so an answer carries them only when
 #: :meth:`ServingState.allows` says this purpose's consent is in force.
 MODEL_PURPOSE = "marketing"
+logger = logging.getLogger("nextbest.serving")
 SKIPPED = (
     "skipped: no marketing consent in force (churn, CLV and repurchase scores serve marketing only)"
 )
@@ -93,32 +96,26 @@ def open_runtime(config: ServeConfig, reload: Callable[[], dict]) -> Runtime:
 ROW_TIMES = {"orders": "ordered_at", "events": "occurred_at", "consents": "recorded_at"}
 
 
-def load_state(rt: Runtime, config: ServeConfig, on_replay: Callable[[dict], None] | None = None):
+def load_state(rt: Runtime, config: ServeConfig):
     """A new :class:`~serving.state.ServingState` (the champions and the snapshot) with
-    every row accepted online since the snapshot applied again on top (:func:`replay`);
-    ``on_replay`` gets the counts applied."""
+    every row accepted online since the snapshot applied again on top (:func:`replay`)."""
     from serving.state import ServingState
 
     state = ServingState.load(data=config.data, features=config.features)
     counts = replay(rt, state)
-    if on_replay is not None:
-        on_replay(counts)
+    count_applied(counts, "replay")
+    logger.info("applied again on top of the snapshot: %s", counts)
     return state
 
 
 def replay(rt: Runtime, state) -> dict[str, int]:
     """Apply the stored online rows that the snapshot cannot hold: those dated after its
     as-of (a row at or before it came with the CDP export the snapshot was built from),
-    identities always, and an order whose ``order_id`` the state already shows once only.
-    Returns the counts applied, as ``POST /events`` does."""
-    from serving.schemas import ConsentIn, CustomerIn, EventIn, IdentityIn, OrderIn
-
+    customers and identities always, and an order whose ``order_id`` the state already
+    shows once only. Returns the counts applied, as ``POST /events`` does."""
     models = {
-        "customers": CustomerIn,
-        "orders": OrderIn,
-        "events": EventIn,
-        "consents": ConsentIn,
-        "identities": IdentityIn,
+        kind: typing.get_args(field.annotation)[0]  # list[OrderIn] -> OrderIn
+        for kind, field in EventBatch.model_fields.items()
     }
     rows: dict[str, list] = {kind: [] for kind in models}
     for kind, secret in rt.feedback.replayable():
@@ -331,8 +328,11 @@ def ingest_segment(rt: Runtime, messages: list, route: str) -> SegmentOut:
 
     state, now = state_of(rt), rt.clock()
     fresh = rt.feedback.new_messages([m.messageId for m in messages])
-    todo = list({m.messageId: m for m in reversed(messages) if m.messageId in fresh}.values())
-    rows = segment.to_batch(todo[::-1], now, set(state.products))
+    first = {}
+    for m in messages:
+        first.setdefault(m.messageId, m)
+    todo = [m for message_id, m in first.items() if message_id in fresh]
+    rows = segment.to_batch(todo, now, set(state.products))
     try:
         batch = EventBatch.model_validate_json(json.dumps(rows))
     except pydantic.ValidationError as error:
@@ -346,10 +346,6 @@ def ingest_segment(rt: Runtime, messages: list, route: str) -> SegmentOut:
     return SegmentOut(applied=applied, duplicates=len(messages) - len(todo))
 
 
-#: The time field of each kind of row that has one.
-TIMES = (("orders", "ordered_at"), ("events", "occurred_at"), ("consents", "recorded_at"))
-
-
 def refusals(batch: EventBatch, state, now: datetime) -> list[dict]:
     """A 422 item (``loc``, ``msg``, ``type``) for every row the service refuses: dated after
     ``now`` + :data:`~serving.schemas.CLOCK_SKEW`, an order or event for a product not in
@@ -359,7 +355,7 @@ def refusals(batch: EventBatch, state, now: datetime) -> list[dict]:
     found = [
         _refused(kind, i, name, f"{name} is after the service's clock {now.isoformat()}"
                  f" (+{CLOCK_SKEW}): a row from the future")
-        for kind, name in TIMES
+        for kind, name in ROW_TIMES.items()
         for i, item in enumerate(getattr(batch, kind))
         if getattr(item, name) > limit
     ]  # fmt: skip

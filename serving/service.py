@@ -22,7 +22,7 @@ import bentoml
 from cdp.errors import BadInputError
 from serving import answers, api, traffic
 from serving.config import ServeConfig
-from serving.metrics import RELOADS, SNAPSHOT_AS_OF, count_applied
+from serving.metrics import RELOADS, SNAPSHOT_AS_OF
 from serving.openapi import OpenAPIMiddleware
 from serving.security import SecurityMiddleware
 
@@ -61,14 +61,9 @@ class NextBest:
         return self.runtime.state is not None
 
     def _load(self):
-        state = answers.load_state(self.runtime, self.config, on_replay=self._replayed)
+        state = answers.load_state(self.runtime, self.config)
         SNAPSHOT_AS_OF.set(state.as_of.timestamp())
         return state
-
-    @staticmethod
-    def _replayed(counts: dict[str, int]) -> None:
-        count_applied(counts, "replay")
-        logger.info("applied again on top of the snapshot: %s", counts)
 
     @staticmethod
     def _freeze() -> None:
