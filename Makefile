@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 RUN := $(UV) run --frozen
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-slow lint format bench eval-cdnow eval-world notebooks strip-notebooks clean
+.PHONY: help install system-packages demo test test-slow lint format bench eval-cdnow eval-world notebooks strip-notebooks clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,13 +21,27 @@ help:  ## list the targets
 
 install: .venv/.synced  ## create .venv with the locked dependencies
 
+# What the tests run beside Python: a real Redis server (the shared online store). Installed
+# with apt-get when missing and run as root (CI); otherwise the line to run is printed.
+SYSTEM_PACKAGES := redis-server:redis-server
+system-packages:  ## the Debian packages the tests need (redis-server), when missing
+	@for pair in $(SYSTEM_PACKAGES); do \
+	  command -v $${pair%%:*} >/dev/null && continue; \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing $${pair#*:}"; \
+	    apt-get install -y -qq --no-install-recommends $${pair#*:} >/dev/null \
+	      || { apt-get update -qq && apt-get install -y -qq --no-install-recommends $${pair#*:} >/dev/null; } \
+	      || exit 1; \
+	  else echo "the tests need $${pair%%:*}: sudo apt-get install $${pair#*:}"; exit 1; fi; \
+	done
+
 demo: install  ## generate a world, features, train, serve, a scripted chatbot conversation
 	$(RUN) nextbest demo
 
-test: install  ## the default test suite (slow tests excluded)
+test: install system-packages  ## the default test suite (slow tests excluded)
 	$(RUN) pytest -m "not slow" $(PYTEST_ARGS)
 
-test-slow: install  ## only the slow tests (large worlds)
+test-slow: install system-packages  ## only the slow tests (large worlds)
 	$(RUN) pytest -m slow $(PYTEST_ARGS)
 
 lint: install  ## ruff check and format check; the import layers (import-linter)
@@ -39,7 +53,7 @@ format: install  ## ruff fix and format
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
 
-bench: install  ## benchmarks: figures and ratios against a reference in the same run
+bench: install system-packages  ## benchmarks: figures and ratios against a reference in the same run
 	$(RUN) python -m benchmarks
 
 eval-cdnow: install  ## churn and CLV against their baselines on CDNOW (real data), later period

@@ -7,6 +7,11 @@ the bare endpoint). Prints requests per second and p50 / p99 latency, and the ra
 Then, in process: :func:`serving.policy.rank` for one customer (profile built from the
 served state), p50 and p99 over 20,000 calls.
 
+Then ``/suggest`` at concurrency 8 with the Redis online store (``NEXTBEST_ONLINE_STORE``, a
+throw-away ``redis-server``), with 1 and 2 workers, against the embedded store's figure of
+the same run: each request then reads the shared log once (``XREAD``) and keeps its answer
+in Redis for feedback given to another worker (``SET``).
+
 The world is the 100k-customer benchmark world; its feature snapshot and trained champions
 are cached in data/bench/serve-100000/ after the first run.
 """
@@ -18,6 +23,7 @@ import gc
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -143,21 +149,19 @@ def _in_process(cache: Path, folder: Path, customers: list[str]) -> dict:
     return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99))}
 
 
-def run() -> None:
-    import pandas as pd
-
-    folder = _world(CUSTOMERS)
-    cache = _prepare(folder)
-    snapshot = pd.read_parquet(cache / "features" / "customers.parquet")
-    buyers = snapshot.loc[snapshot["purchase_days"] > 0, "customer_id"].tolist()
+def _start(folder: Path, cache: Path, *, workers: int = 1, env: dict | None = None):
+    """``nextbest serve`` on the benchmark world; the process and its URL once ready."""
     port = _free_port()
     env = {
         **os.environ,
         "NEXTBEST_API_KEYS": f"{KEY}:chatbot",
         "NEXTBEST_PSEUDONYM_KEY": "pseudonym-key-for-the-benchmark",
         "MLFLOW_LOGGING_LEVEL": "WARNING",
+        **(env or {}),
     }
-    log = open(cache / "serve.log", "w")  # noqa: SIM115 - closed below
+    state = cache / f"state-{'redis' if 'NEXTBEST_ONLINE_STORE' in env else 'embedded'}-{workers}"
+    shutil.rmtree(state, ignore_errors=True)  # every run starts from the same empty store
+    log = open(cache / "serve.log", "w")  # noqa: SIM115 - the child keeps writing to it
     server = subprocess.Popen(
         [
             str(Path(sys.executable).with_name("nextbest")),
@@ -169,9 +173,11 @@ def run() -> None:
             "--mlruns",
             str(cache / "mlruns"),
             "--state",
-            str(cache / "state"),
+            str(state),
             "--port",
             str(port),
+            "--workers",
+            str(workers),
             "--now",
             f"{AS_OF}T12:00:00",
         ],
@@ -180,36 +186,115 @@ def run() -> None:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    log.close()
     url = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
+    if not wait_ready(url, server, timeout=600) or not _all_workers(url, workers):
+        _stop(server)
+        raise SystemExit("the service did not start: see " + str(cache / "serve.log"))
+    print(f"ready in {time.perf_counter() - started:.1f} s", flush=True)
+    return server, url
+
+
+def _all_workers(url: str, workers: int) -> bool:
+    """Whether every worker has loaded its state (each answers with its own X-Served-By)."""
+    import httpx
+
+    seen: set[str] = set()
+    deadline = time.monotonic() + 600
+    with httpx.Client(base_url=url, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+        while len(seen) < workers and time.monotonic() < deadline:
+            r = client.post("/suggest", json={"customer_id": "nobody"}, headers={"x-api-key": KEY})
+            if r.status_code == 200:
+                seen.add(r.headers["x-served-by"])
+    return len(seen) == workers
+
+
+def _stop(server) -> None:
+    os.killpg(server.pid, 15)
+    server.wait(timeout=60)
+
+
+def _redis(folder: Path):
+    """A throw-away ``redis-server`` (append-only file on, as the README asks); its process
+    and URL."""
+    import redis
+
+    port = _free_port()
+    folder.mkdir(parents=True, exist_ok=True)
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
+         "--save", "", "--appendonly", "yes", "--logfile", str(folder / "redis.log")],
+        start_new_session=True,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    for _ in range(200):
+        try:
+            client.ping()
+            return server, url
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    raise SystemExit(f"redis-server did not start: see {folder / 'redis.log'}")
+
+
+def _row(name: str, concurrency: int, r: dict) -> None:
+    print(
+        f"{name:>22} {concurrency:>4} {r['rps']:>8.0f} {r['p50']:>7.2f} {r['p99']:>7.2f}"
+        f" {r['errors']}",
+        flush=True,
+    )
+
+
+def run() -> None:
+    import pandas as pd
+
+    folder = _world(CUSTOMERS)
+    cache = _prepare(folder)
+    snapshot = pd.read_parquet(cache / "features" / "customers.parquet")
+    buyers = snapshot.loc[snapshot["purchase_days"] > 0, "customer_id"].tolist()
+    bodies = [{"customer_id": c} for c in buyers]
+    gc.collect()
+    gc.freeze()  # the client's full collections over its 100k bodies are not the service's
+    print(f"\nserving {CUSTOMERS:,} customers, embedded online store, 1 worker: ", end="")
+    server, url = _start(folder, cache)
+    print(f"{'endpoint':>22} {'conc':>4} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} errors")
+    results = {}
     try:
-        started = time.perf_counter()
-        if not wait_ready(url, server, timeout=600):
-            raise SystemExit("the service did not start: see " + str(cache / "serve.log"))
-        print(f"\nserving {CUSTOMERS:,} customers: ready in {time.perf_counter() - started:.1f} s")
-        bodies = [{"customer_id": c} for c in buyers]
-        gc.collect()
-        gc.freeze()  # the client's full collections over its 100k bodies are not the service's
-        print(f"{'endpoint':>14} {'conc':>4} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} errors")
-        results = {}
         for concurrency in (1, 8):
             for path in ("/score/churn", "/suggest"):
-                r = asyncio.run(_load(url, path, bodies, concurrency))
-                results[path, concurrency] = r
-                print(
-                    f"{path:>14} {concurrency:>4} {r['rps']:>8.0f} {r['p50']:>7.2f}"
-                    f" {r['p99']:>7.2f} {r['errors']}",
-                    flush=True,
-                )
-        for c in (1, 8):
-            s, b = results["/suggest", c], results["/score/churn", c]
-            print(
-                f"c={c}: /suggest throughput {s['rps'] / b['rps']:.0%} of the bare endpoint's"
-                f" (goal >= 70%), p99 {s['p99'] / b['p99']:.2f}x (goal <= 1.5x)"
-            )
+                results[path, concurrency] = r = asyncio.run(_load(url, path, bodies, concurrency))
+                _row(path, concurrency, r)
     finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=60)
-        log.close()
+        _stop(server)
+    for c in (1, 8):
+        s, b = results["/suggest", c], results["/score/churn", c]
+        print(
+            f"c={c}: /suggest throughput {s['rps'] / b['rps']:.0%} of the bare endpoint's"
+            f" (goal >= 70%), p99 {s['p99'] / b['p99']:.2f}x (goal <= 1.5x)"
+        )
+    redis, redis_url = _redis(cache / "redis")
+    try:
+        for workers in (1, 2):
+            print(f"Redis online store, {workers} worker(s): ", end="")
+            server, url = _start(
+                folder, cache, workers=workers, env={"NEXTBEST_ONLINE_STORE": redis_url}
+            )
+            try:
+                results["redis", workers] = r = asyncio.run(_load(url, "/suggest", bodies, 8))
+                _row(f"/suggest redis {workers}w", 8, r)
+            finally:
+                _stop(server)
+    finally:
+        _stop(redis)
+    embedded = results["/suggest", 8]
+    for workers in (1, 2):
+        r = results["redis", workers]
+        print(
+            f"c=8: /suggest on Redis with {workers} worker(s): throughput"
+            f" {r['rps'] / embedded['rps']:.0%} of the embedded store's (goal >= 70%),"
+            f" p99 {r['p99'] / embedded['p99']:.2f}x (goal <= 1.5x)"
+        )
     local = _in_process(cache, folder, buyers)
     print(
         f"in process: ranked answer p50 {local['p50']:.3f} ms, p99 {local['p99']:.3f} ms"

@@ -108,9 +108,10 @@ TABLES: dict[str, TableSpec] = {
                 ColumnSpec("consumable", "bool"),
                 ColumnSpec("price", "float"),
                 # Optional extensions (nextbest): units per pack, the durable a consumable
-                # serves, and localized names for messages.
+                # serves, the product this one is a pack of, and localized names for messages.
                 _opt("pack_size", "int", default=1),
                 _opt("related_product_id", "string"),
+                _opt("variant_of", "string"),
                 _opt("name_zh_tw", "string"),
                 _opt("name_zh_cn", "string"),
             ),

@@ -91,6 +91,7 @@ def _schemas(
                 "price": col(None, pa.Check.ge(0, error="negative price (must be >= 0)")),
                 "pack_size": col(None, pa.Check.ge(1, error="pack_size below 1"), nullable=True),
                 "related_product_id": col(None, products, nullable=True),
+                "variant_of": col(None, products, nullable=True),
                 "name_zh_tw": col(None, nullable=True),
                 "name_zh_cn": col(None, nullable=True),
             }

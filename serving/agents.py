@@ -30,8 +30,8 @@ from pydantic import BaseModel, Field
 
 from cdp import package_version
 from serving import answers
-from serving.answers import Runtime
 from serving.config import ServeConfig
+from serving.runtime import Runtime, load_state, open_runtime
 from serving.schemas import (
     FeedbackIn,
     FeedbackOut,
@@ -313,10 +313,10 @@ def load_runtime(config: ServeConfig) -> Runtime:
     """The live parts for ``config`` with the state loaded (the champions and the snapshot)."""
 
     def reload() -> dict:
-        runtime.state = answers.load_state(runtime, config)
+        runtime.state = load_state(runtime, config)
         versions = runtime.state.versions
         return {"reloaded": True, "model_versions": versions, "detail": "switched"}
 
-    runtime = answers.open_runtime(config, reload=reload)
+    runtime = open_runtime(config, reload=reload)
     reload()
     return runtime

@@ -9,24 +9,19 @@ status and detail both doors report: REST as an RFC 9457 problem, MCP as a tool 
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import typing
 import uuid
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime
-from typing import Any
 
 from fastapi import HTTPException
 
-from serving.audit import AuditLog
-from serving.config import ServeConfig
-from serving.feedback import FeedbackStore, Recorded
+from serving.feedback import Recorded
 from serving.locales import answer_locale
-from serving.metrics import count_applied
+from serving.online import Entry
 from serving.policy import Context, rank
+from serving.runtime import ROW_TIMES, Runtime, catch_up, state_of
 from serving.schemas import (
     CLOCK_SKEW,
     Action,
@@ -47,86 +42,10 @@ from serving.security import CALLER
 #: :meth:`ServingState.allows` says this purpose's consent is in force.
 MODEL_PURPOSE = "marketing"
 logger = logging.getLogger("nextbest.serving")
+NO_ROWS = ("customers", "orders", "events", "consents", "identities", "ignored")
 SKIPPED = (
     "skipped: no marketing consent in force (churn, CLV and repurchase scores serve marketing only)"
 )
-
-
-@dataclass
-class Runtime:
-    """The service's live parts. ``state`` is swapped whole on reload; the rest is fixed."""
-
-    feedback: FeedbackStore
-    audit: AuditLog
-    catalog: Any
-    clock: Callable[[], datetime]
-    reload: Callable[[], dict]
-    pseudonym: Callable[[str], str]  # customer id -> pseudonym (cdp.privacy), bound to the key
-    seal: Callable[[dict], tuple]  # contract row -> (sealed row, anonymous token)
-    lock: Callable[[dict], str]  # contract row -> encrypted for replay (cdp.privacy.lock_row)
-    unlock: Callable[[str], dict]  # and back
-    state: Any = None  # ServingState, None until loaded
-
-
-def open_runtime(config: ServeConfig, reload: Callable[[], dict]) -> Runtime:
-    """The live parts for ``config``, without a state yet (the caller loads it).
-
-    Raises :class:`cdp.errors.BadInputError` without ``NEXTBEST_PSEUDONYM_KEY``.
-    """
-    from cdp import privacy
-    from serving.catalog import DEFAULT, load_catalog
-    from training import registry
-
-    registry.configure(config.mlruns)
-    key = privacy.keys()[0]
-    return Runtime(
-        feedback=FeedbackStore(config.state / "serving.db"),
-        audit=AuditLog(config.state / "audit"),
-        catalog=load_catalog(config.actions or DEFAULT),
-        clock=config.clock(),
-        reload=reload,
-        pseudonym=functools.partial(privacy.pseudonym, key=key),
-        seal=functools.partial(privacy.sealed_row, key=key),
-        lock=functools.partial(privacy.lock_row, key=key),
-        unlock=functools.partial(privacy.open_row, keys_=privacy.keys()),
-    )
-
-
-#: The time of each kind of online row; customers and identities have none (always replayed).
-ROW_TIMES = {"orders": "ordered_at", "events": "occurred_at", "consents": "recorded_at"}
-
-
-def load_state(rt: Runtime, config: ServeConfig):
-    """A new :class:`~serving.state.ServingState` (the champions and the snapshot) with
-    every row accepted online since the snapshot applied again on top (:func:`replay`)."""
-    from serving.state import ServingState
-
-    state = ServingState.load(data=config.data, features=config.features)
-    counts = replay(rt, state)
-    count_applied(counts, "replay")
-    logger.info("applied again on top of the snapshot: %s", counts)
-    return state
-
-
-def replay(rt: Runtime, state) -> dict[str, int]:
-    """Apply the stored online rows that the snapshot cannot hold: those dated after its
-    as-of (a row at or before it came with the CDP export the snapshot was built from),
-    customers and identities always, and an order whose ``order_id`` the state already
-    shows once only. Returns the counts applied, as ``POST /events`` does."""
-    models = {
-        kind: typing.get_args(field.annotation)[0]  # list[OrderIn] -> OrderIn
-        for kind, field in EventBatch.model_fields.items()
-    }
-    rows: dict[str, list] = {kind: [] for kind in models}
-    for kind, secret in rt.feedback.replayable():
-        row = rt.unlock(secret)
-        when = row.get(ROW_TIMES.get(kind, ""))
-        if when is not None and datetime.fromisoformat(when) <= state.as_of:
-            continue
-        if kind == "orders" and state.has_order(row["customer_id"], row["order_id"]):
-            continue
-        rows[kind].append(models[kind].model_validate_json(json.dumps(row)))
-    return state.apply(EventBatch.model_construct(**rows))
 
 
 def audit(rt: Runtime, route: str, who, now, purposes, actions, request_id=None) -> None:
@@ -145,15 +64,6 @@ def audit(rt: Runtime, route: str, who, now, purposes, actions, request_id=None)
             "request_id": request_id,
         }
     )
-
-
-def state_of(rt: Runtime):
-    """The loaded state, or 503 while the models and features are still loading."""
-    if rt.state is None:
-        raise HTTPException(
-            503, "not ready: models and features are still loading", {"Retry-After": "5"}
-        )
-    return rt.state
 
 
 def scoring_state(rt: Runtime):
@@ -198,6 +108,7 @@ def suggest_one(rt: Runtime, request: SuggestRequest, route: str = "/suggest") -
     names = [a.action for a in actions]
     answered = [(a.action, a.product_id) for a in actions]
     rt.feedback.record_suggestion(request_id, who, answered, now)
+    rt.online.remember_answer(request_id, who, answered)
     audit(rt, route, who, now, [a.purpose for a in actions], names, request_id)
     return SuggestResponse(
         request_id=request_id,
@@ -302,20 +213,25 @@ def ingest(rt: Runtime, batch: EventBatch, route: str = "/events") -> Applied:
             who = rt.pseudonym(owner) if owner else None
             row = item.model_dump(mode="json")
             rows.append((kind, who, *rt.seal(row), rt.lock(row)))
-    rt.feedback.record_events(rows, now)
     moves = [
         (state.identities[(i.id_type, i.id_value)], i.customer_id)
         for i in batch.identities
         if state.identities.get((i.id_type, i.id_value), i.customer_id) != i.customer_id
     ]
-    applied = state.apply(batch)
+    batch_id = uuid.uuid4().hex
+    rt.feedback.record_events(rows, now, batch_id)
+    rt.online.append(
+        [Entry(kind, secret, batch_id, who, anonymous) for kind, who, _, anonymous, secret in rows]
+    )
+    catch_up(rt)  # applies this batch, after whatever the log held before it
+    # no counts: an empty batch, or a reload in between replayed it with the rest of the log
+    applied = rt.applied.pop(batch_id, None) or dict.fromkeys(NO_ROWS, 0)
     for before, after in moves:
         request_id = uuid.uuid4().hex  # ties the two lines of one move together
         audit(
             rt, route, rt.pseudonym(before), now, ["service"], ["identity_moved_away"], request_id
         )
         audit(rt, route, rt.pseudonym(after), now, ["service"], ["identity_moved_here"], request_id)
-    count_applied(applied, "events")
     return Applied(**applied)
 
 
@@ -327,22 +243,25 @@ def ingest_segment(rt: Runtime, messages: list, route: str) -> SegmentOut:
     from serving import segment
 
     state, now = state_of(rt), rt.clock()
-    fresh = rt.feedback.new_messages([m.messageId for m in messages])
     first = {}
     for m in messages:
         first.setdefault(m.messageId, m)
+    fresh = rt.online.claim(list(first), now)
     todo = [m for message_id, m in first.items() if message_id in fresh]
-    rows = segment.to_batch(todo, now, set(state.products))
     try:
-        batch = EventBatch.model_validate_json(json.dumps(rows))
-    except pydantic.ValidationError as error:
-        problems = [
-            {"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
-            for e in error.errors(include_input=False, include_url=False)
-        ]
-        raise HTTPException(422, problems) from None
-    applied = ingest(rt, batch, route)
-    rt.feedback.remember_messages([m.messageId for m in todo], now)
+        rows = segment.to_batch(todo, now, set(state.products))
+        try:
+            batch = EventBatch.model_validate_json(json.dumps(rows))
+        except pydantic.ValidationError as error:
+            problems = [
+                {"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+                for e in error.errors(include_input=False, include_url=False)
+            ]
+            raise HTTPException(422, problems) from None
+        applied = ingest(rt, batch, route)
+    except BaseException:
+        rt.online.release(sorted(fresh))  # refused: a corrected retry must apply
+        raise
     return SegmentOut(applied=applied, duplicates=len(messages) - len(todo))
 
 
@@ -387,8 +306,14 @@ def _refused(kind: str, index: int, name: str, msg: str) -> dict:
 
 def record_feedback(rt: Runtime, item: FeedbackIn) -> FeedbackOut:
     """Store one outcome of an answer: 404 for an unknown request id, 422 when that answer
-    did not return the action and product."""
-    recorded = rt.feedback.record_feedback(item, rt.clock())
+    did not return the action and product. An answer another worker gave is found in the
+    online store, and the exposure is shared with every worker through the online log."""
+    now = rt.clock()
+    if rt.feedback.answered(item.request_id) is None:
+        given = rt.online.answer(item.request_id)
+        if given is not None:
+            rt.feedback.adopt(item.request_id, *given)
+    recorded = rt.feedback.record_feedback(item, now)
     if recorded is Recorded.UNKNOWN_REQUEST:
         raise HTTPException(404, f"unknown request_id {item.request_id!r}")
     if recorded is Recorded.NOT_OFFERED:
@@ -403,4 +328,8 @@ def record_feedback(rt: Runtime, item: FeedbackIn) -> FeedbackOut:
                 }
             ],
         )
+    who, _ = rt.feedback.answered(item.request_id)
+    exposure = {"action": item.action, "product_id": item.product_id}
+    exposure |= {"request_id": item.request_id, "at": now.isoformat()}
+    rt.online.append([Entry("feedback", rt.lock(exposure), who=who)])
     return FeedbackOut(stored=True)

@@ -21,9 +21,10 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 
 from serving import answers, problems, segment
-from serving.answers import Runtime
 from serving.audit import erase_held, held
 from serving.feedback import StoreUnavailable
+from serving.online import Entry
+from serving.runtime import Runtime, origin, state_of
 from serving.schemas import (
     ERRORS,
     Applied,
@@ -202,8 +203,12 @@ def feedback(item: FeedbackIn, rt: Live) -> FeedbackOut:
 
 @app.post("/admin/reload", response_model=ReloadOut, responses=ERRORS, **ADMIN)
 def reload(rt: Live) -> ReloadOut:
-    """Load the current champions and snapshot beside the old ones, then switch."""
-    return ReloadOut(**rt.reload())
+    """Load the current champions and snapshot beside the old ones, then switch; every
+    other worker sharing the online store follows at its next request."""
+    answer = rt.reload()
+    if answer["reloaded"]:
+        rt.online.append([Entry("reload", rt.lock({"origin": origin()}))])
+    return ReloadOut(**answer)
 
 
 @app.post("/admin/subject/export", response_model=SubjectExport, responses=ERRORS, **ADMIN)
@@ -212,7 +217,7 @@ def subject_export(subject: SubjectIn, rt: Live) -> SubjectExport:
     served profile, suggestions, feedback, ingested rows and audit entries."""
     from cdp.privacy import identity_tokens, pseudonyms
 
-    state, now = answers.state_of(rt), rt.clock()
+    state, now = state_of(rt), rt.clock()
     names = pseudonyms(subject.customer_id)
     identities = state.identities_of(subject.customer_id)
     tokens = identity_tokens(*(value for _, value in identities))
@@ -236,7 +241,7 @@ def subject_erase(subject: SubjectIn, rt: Live) -> ErasedOut:
     erasure itself is audited with counts only."""
     from cdp.privacy import identity_tokens, pseudonyms
 
-    state, now = answers.state_of(rt), rt.clock()
+    state, now = state_of(rt), rt.clock()
     names = pseudonyms(subject.customer_id)
     known = subject.customer_id in state.customers
     values = (value for _, value in state.identities_of(subject.customer_id))
@@ -251,9 +256,13 @@ def subject_erase(subject: SubjectIn, rt: Live) -> ErasedOut:
         CALLER.get(),
         tokens,
     )
+    online = rt.online.erase(names, tokens)
+    # every other worker forgets them at its next request (a shared log only)
+    rt.online.append([Entry("forget", rt.lock({"customer_id": subject.customer_id}))])
     return ErasedOut(
         known=known,
         identities=identities,
-        stores={k: v for k, v in erased.items() if k != "audit"},
+        stores={k: v for k, v in erased.items() if k != "audit"}
+        | ({"online_log": online} if rt.online.shared else {}),
         audit_entries=erased["audit"],
     )

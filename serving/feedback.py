@@ -79,7 +79,12 @@ def _offered(actions_json: str) -> set:
     }
 
 
-SCHEMA = """
+INGESTED = """
+create table if not exists ingested (
+    seq integer primary key autoincrement, at text not null, kind text not null,
+    customer text, row text not null, anonymous text, secret text, batch text
+)"""
+SCHEMA = f"""
 create table if not exists suggestions (
     request_id text primary key, customer text, at text not null, actions text not null
 );
@@ -87,10 +92,7 @@ create table if not exists feedback (
     request_id text not null, customer text, action text not null, product_id text,
     outcome text not null, at text not null
 );
-create table if not exists ingested (
-    at text not null, kind text not null, customer text, row text not null, anonymous text,
-    secret text
-);
+{INGESTED};
 create table if not exists messages (message_id text primary key, at text not null);
 create index if not exists suggestions_customer on suggestions (customer);
 create index if not exists ingested_customer on ingested (customer);
@@ -160,6 +162,25 @@ def _seal(db: sqlite3.Connection) -> None:
     db.execute("vacuum")
 
 
+def _sequence(db: sqlite3.Connection) -> None:
+    """Give a store from before the online log its ``seq`` numbers (never reused, unlike a
+    rowid after an erasure deleted the last rows) and ``batch`` column; the old table's
+    pages are overwritten. Idempotent."""
+    columns = [row[1] for row in db.execute("pragma table_info(ingested)")]
+    if not columns or "seq" in columns:
+        return
+    kept = ", ".join(
+        c for c in ("at", "kind", "customer", "row", "anonymous", "secret") if c in columns
+    )
+    db.execute("begin")
+    db.execute("alter table ingested rename to old_ingested")
+    db.execute(INGESTED)
+    db.execute(f"insert into ingested ({kept}) select {kept} from old_ingested order by rowid")
+    db.execute("drop table old_ingested")
+    db.execute("commit")
+    db.execute("vacuum")
+
+
 class FeedbackStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,10 +188,10 @@ class FeedbackStore:
         self._db = self._connect()
         _upgrade(self._db)
         _seal(self._db)
+        _sequence(self._db)
         self._db.executescript(SCHEMA)
-        columns = {row[1] for row in self._db.execute("pragma table_info(ingested)")}
-        if "secret" not in columns:  # a store from before replay: its rows cannot be replayed
-            self._db.execute("alter table ingested add column secret text")
+        #: the highest ``seq`` written: reading the log after it needs no query
+        self._last = self._db.execute("select coalesce(max(seq), 0) from ingested").fetchone()[0]
         self._lock = threading.Lock()
         # customer -> (action, product) -> request id -> when first given feedback
         self._shown: dict[str, dict[tuple[str, str | None], dict[str, datetime]]] = defaultdict(
@@ -232,9 +253,7 @@ class FeedbackStore:
     ) -> None:
         """Remember an answer: its customer (pseudonym) and its ``(action, product_id)``
         pairs, which feedback must then name."""
-        self._recent[request_id] = (customer, set(actions))
-        if len(self._recent) > RECENT:
-            self._recent.popitem(last=False)
+        self.adopt(request_id, customer, actions)
         pairs = json.dumps([list(pair) for pair in actions])
         self._batches.add((request_id, customer, at.isoformat(), pairs))
 
@@ -260,6 +279,7 @@ class FeedbackStore:
                 if row is None:
                     return Recorded.UNKNOWN_REQUEST
                 customer, offered = row[0], _offered(row[1])
+                self.adopt(item.request_id, customer, offered)
             if not {(item.action, item.product_id), (item.action, ANY)} & offered:
                 return Recorded.NOT_OFFERED
             self._db.execute(
@@ -273,27 +293,65 @@ class FeedbackStore:
                     at.isoformat(),
                 ),
             )
-            if customer is not None:
-                self._shown[customer][(item.action, item.product_id)].setdefault(
-                    item.request_id, at
-                )
+            self.expose(customer, item.action, item.product_id, item.request_id, at)
         return Recorded.STORED
 
-    def record_events(
-        self, rows: list[tuple[str, str | None, dict, str | None, str]], at: datetime
+    def expose(
+        self, customer: str | None, action: str, product_id: str | None, request_id: str, at
     ) -> None:
-        """Store ingested contract rows, sealed (:func:`cdp.privacy.sealed_row`) and
-        encrypted for replay (:func:`cdp.privacy.lock_row`): ``(table, subject pseudonym,
-        sealed row, anonymous id token, encrypted row)`` each."""
+        """Count one answer's action as shown to ``customer`` (for cooldowns and caps); the
+        same answer again changes nothing, so feedback shared by other workers
+        (:mod:`serving.online`) may arrive twice."""
+        if customer is not None:
+            self._shown[customer][(action, product_id)].setdefault(request_id, at)
+
+    def answered(self, request_id: str) -> tuple[str | None, set] | None:
+        """The customer and ``(action, product_id)`` pairs of an answer this process gave
+        recently, or ``None``."""
+        return self._recent.get(request_id)
+
+    def adopt(self, request_id: str, customer: str | None, actions: set) -> None:
+        """Know an answer another worker gave, so feedback on it is checked and stored."""
+        self._recent[request_id] = (customer, set(actions))
+        if len(self._recent) > RECENT:
+            self._recent.popitem(last=False)
+
+    def record_events(
+        self, rows: list[tuple[str, str | None, dict, str | None, str]], at: datetime, batch: str
+    ) -> None:
+        """Store one batch of ingested contract rows, sealed (:func:`cdp.privacy.sealed_row`)
+        and encrypted for the online log (:func:`cdp.privacy.lock_row`): ``(table, subject
+        pseudonym, sealed row, anonymous id token, encrypted row)`` each."""
         with self._writing():
-            self._db.executemany(
-                "insert into ingested (at, kind, customer, row, anonymous, secret)"
-                " values (?, ?, ?, ?, ?, ?)",
-                [
-                    (at.isoformat(), kind, who, json.dumps(row), anonymous, secret)
-                    for kind, who, row, anonymous, secret in rows
-                ],
-            )
+            self._db.execute("begin")
+            try:
+                self._db.executemany(
+                    "insert into ingested (at, kind, customer, row, anonymous, secret, batch)"
+                    " values (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (at.isoformat(), kind, who, json.dumps(row), anonymous, secret, batch)
+                        for kind, who, row, anonymous, secret in rows
+                    ],
+                )
+                self._db.execute("commit")
+            except BaseException:
+                self._db.execute("rollback")
+                raise
+            self._last = self._db.execute("select coalesce(max(seq), 0) from ingested").fetchone()[
+                0
+            ]
+
+    def ingested_after(self, seq: int) -> list[tuple[int, str | None, str, str]]:
+        """``(seq, batch, table, encrypted row)`` of every stored online row after ``seq``,
+        in the order accepted (rows stored before replay existed have no encrypted copy)."""
+        if seq >= self._last:
+            return []
+        with self._lock:
+            return self._db.execute(
+                "select seq, batch, kind, secret from ingested"
+                " where seq > ? and secret is not null order by seq",
+                (seq,),
+            ).fetchall()
 
     def new_messages(self, message_ids: list[str]) -> set[str]:
         """The ids among ``message_ids`` not applied before (Segment ``messageId``)."""
@@ -314,13 +372,12 @@ class FeedbackStore:
                 [(m, at.isoformat()) for m in message_ids],
             )
 
-    def replayable(self) -> list[tuple[str, str]]:
-        """``(table, encrypted row)`` of every stored online row, in the order accepted."""
-        self.flush()
-        with self._lock:
-            return self._db.execute(
-                "select kind, secret from ingested where secret is not null order by rowid"
-            ).fetchall()
+    def forget_messages(self, message_ids: list[str]) -> None:
+        """Undo :meth:`remember_messages` (their batch was refused)."""
+        with self._writing():
+            self._db.executemany(
+                "delete from messages where message_id = ?", [(m,) for m in message_ids]
+            )
 
     @staticmethod
     def _about(table: str, pseudonyms: set[str], anonymous: set[str]) -> tuple[str, tuple]:

@@ -1,7 +1,7 @@
 """The BentoML service: ``bentoml serve serving.service:NextBest`` (or ``nextbest serve``).
 
 Settings: :class:`serving.config.ServeConfig`, read once from the environment when this
-module is imported. The live parts (:class:`serving.answers.Runtime`) are put on the FastAPI
+module is imported. The live parts (:class:`serving.runtime.Runtime`) are put on the FastAPI
 app's state when the service starts; the routes reach them there.
 
 Loading runs in a background thread: ``/readyz`` answers 503 until the models and
@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import threading
 import time
 
 import bentoml
 
 from cdp.errors import BadInputError
-from serving import answers, api, traffic
+from serving import api, online, runtime, traffic
 from serving.config import ServeConfig
 from serving.metrics import RELOADS, SNAPSHOT_AS_OF
 from serving.openapi import OpenAPIMiddleware
@@ -35,11 +36,8 @@ logger = logging.getLogger("nextbest.serving")
 
 
 CONFIG = ServeConfig.from_env()
-if CONFIG.workers != 1:  # see `nextbest serve --workers`
-    raise BadInputError(
-        f"NEXTBEST_WORKERS={CONFIG.workers}: each worker would hold its own online state;"
-        " serve with one worker"
-    )
+if CONFIG.workers != 1 and not online.configured():  # see `nextbest serve --workers`
+    raise BadInputError(online.ONE_WORKER.format(what=f"NEXTBEST_WORKERS={CONFIG.workers}"))
 
 
 @bentoml.service(name="nextbest", workers=CONFIG.workers, traffic={"timeout": 60})
@@ -50,7 +48,7 @@ class NextBest:
     def __init__(self) -> None:
         self.config = CONFIG
         # refuses to start without NEXTBEST_PSEUDONYM_KEY
-        self.runtime = answers.open_runtime(CONFIG, reload=self.reload)
+        self.runtime = runtime.open_runtime(CONFIG, reload=self.reload)
         api.app.state.runtime = self.runtime
         self._reload_lock = threading.Lock()
         threading.Thread(target=self._first_load, daemon=True, name="nextbest-load").start()
@@ -61,7 +59,7 @@ class NextBest:
         return self.runtime.state is not None
 
     def _load(self):
-        state = answers.load_state(self.runtime, self.config)
+        state = runtime.load_state(self.runtime, self.config)
         SNAPSHOT_AS_OF.set(state.as_of.timestamp())
         return state
 
@@ -131,5 +129,27 @@ class NextBest:
                 self.reload()
 
 
+class ServedBy:
+    """An ``X-Served-By: <pid>`` header on every answer: which worker process answered (with
+    ``--workers N``, to follow a request in the logs, and for the tests that prove workers
+    answer alike)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.header = (b"x-served-by", str(os.getpid()).encode())
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), self.header]
+            await send(message)
+
+        return await self.app(scope, receive, sending)
+
+
+NextBest.add_asgi_middleware(ServedBy)
 NextBest.add_asgi_middleware(SecurityMiddleware, scopes=api.scopes())
 NextBest.add_asgi_middleware(OpenAPIMiddleware)

@@ -88,6 +88,8 @@ class ServingState:
         self.products: dict[str, dict] = {}
         self.rules: dict[str, list[tuple[str, float, float]]] = {}  # A -> [(B, conf, lift)]
         self.lock = threading.Lock()
+        #: how far along the online log this state is (:mod:`serving.online`), set by replay
+        self.position: object = None
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -134,11 +136,15 @@ class ServingState:
             for locale, column in (("zh-TW", "name_zh_tw"), ("zh-CN", "name_zh_cn")):
                 if isinstance(row.get(column), str):
                     names[locale] = row[column]
+            variant_of = row.get("variant_of")
             self.products[row["product_id"]] = {
                 "names": names,
                 "price": float(row["price"]),
                 "consumable": bool(row["consumable"]),
                 "category": row["category"],
+                "pack_size": int(row.get("pack_size") or 1),
+                # a pack of another product (a 2-pack of ink) refills the same consumable
+                "family": variant_of if isinstance(variant_of, str) else row["product_id"],
             }
 
     def _index_customers(self, customers, scores: dict, events: pd.DataFrame, as_of) -> None:
@@ -325,11 +331,7 @@ class ServingState:
                     },
                 )
                 del c.recent_orders[RECENT_ORDERS:]
-                item = c.consumables.get(order.product_id)
-                if item is not None and at >= item.last_purchase_at:
-                    c.consumables[order.product_id] = _reset(
-                        item, at, c.cycle_days.get(order.product_id), order.quantity
-                    )
+                self._refill(c, order.product_id, order.quantity, at)
             for event in batch.events:
                 customer_id = self.owner(event.customer_id, event.anonymous_id)
                 c = self.customers.get(customer_id) if customer_id else None
@@ -347,6 +349,19 @@ class ServingState:
                 elif event.event_type == "ticket_resolved":
                     c.open_tickets = max(0, c.open_tickets - 1)
         return {**counts, "created": created}
+
+    def _refill(self, c: Customer, product_id: str, quantity: int, at: datetime) -> None:
+        """Move the run-out dates of every consumable the purchase refills: the product
+        itself and its variants (``products.variant_of``: a 2-pack of the same ink), by the
+        units bought (quantity x pack size)."""
+        bought = self.products.get(product_id)
+        if bought is None:  # gone from the catalog since the row was accepted
+            return
+        units = quantity * bought["pack_size"]
+        for held, item in list(c.consumables.items()):
+            same = self.products.get(held, {}).get("family") == bought["family"]
+            if same and at >= item.last_purchase_at:
+                c.consumables[held] = _reset(item, at, c.cycle_days.get(held), units)
 
     def _create(self, batch: EventBatch) -> list[str]:
         """Create the customers the batch names that the state does not know yet."""
@@ -402,11 +417,12 @@ class ServingState:
         return len(mine)
 
 
-def _reset(item: Consumable, at: datetime, cycle_days: float | None, quantity: int) -> Consumable:
-    """The consumable after a purchase at ``at``: its run-out dates move one cycle on (the
-    quantity bought times the per-unit cycle, or the previous spacing when unknown)."""
+def _reset(item: Consumable, at: datetime, cycle_days: float | None, units: int) -> Consumable:
+    """The consumable after a purchase of ``units`` at ``at``: its run-out dates move one
+    cycle on (the units bought times the per-unit cycle, or the previous spacing when
+    unknown)."""
     previous = (item.expected_next_purchase_at - item.last_purchase_at).total_seconds() / 86_400
-    cycle = cycle_days * quantity if cycle_days and cycle_days > 0 else max(previous, 1.0)
+    cycle = cycle_days * units if cycle_days and cycle_days > 0 else max(previous, 1.0)
     shift = at + timedelta(days=cycle) - item.expected_next_purchase_at
     return replace(
         item,

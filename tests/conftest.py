@@ -13,6 +13,8 @@ from cdp.world.generate import WorldConfig, generate_world
 AS_OF = pd.Timestamp("2025-06-30", tz="UTC")
 #: The secret that keys customer pseudonyms in the services the tests start.
 PSEUDONYM_KEY = "pseudonym-key-for-tests-000003"
+#: The fixed clock of the services the tests start on the shared trained ``world``.
+SERVE_NOW = (AS_OF + pd.Timedelta(hours=12)).isoformat()
 
 
 def tiny_tables() -> dict[str, pd.DataFrame]:
@@ -283,3 +285,61 @@ def feedback_for(answer: dict, outcome: str, rank: int = 0) -> dict:
         "product_id": action["product_id"],
         "outcome": outcome,
     }
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A real ``redis-server`` on a free loopback port (append-only file on, as the README
+    asks of a deployment), for the session; its URL. ``make test`` installs the server."""
+    import shutil
+    import subprocess
+    import time
+
+    import redis
+
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.fail("redis-server is not installed: `make test` installs it (apt-get)")
+    folder = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    options = {"port": port, "bind": "127.0.0.1", "dir": folder, "save": "", "appendonly": "yes"}
+    options["logfile"] = folder / "redis.log"
+    process = subprocess.Popen(
+        [exe, *(x for name, value in options.items() for x in (f"--{name}", str(value)))],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                pytest.fail("redis-server did not start: " + (folder / "redis.log").read_text())
+            time.sleep(0.05)
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def due(small_world_dir, world):
+    """A customer with marketing consent in force and a consumable due within the window."""
+    pairs = pd.read_parquet(world / "features" / "pairs.parquet")
+    consents = pd.read_parquet(small_world_dir / "consents.parquet")
+    consents = consents[(consents["purpose"] == "marketing") & (consents["recorded_at"] <= AS_OF)]
+    latest = consents.sort_values("recorded_at").drop_duplicates("customer_id", keep="last")
+    allowed = set(latest.loc[latest["granted"], "customer_id"])
+    now = pd.Timestamp(SERVE_NOW)
+    soon = pairs[
+        pairs["customer_id"].isin(allowed)
+        & (pairs["expected_next_purchase_at"] > now)
+        & (pairs["expected_next_purchase_at"] <= now + pd.Timedelta(days=10))
+        & (pairs["purchase_days"] >= 3)
+    ]
+    assert not soon.empty
+    return soon.sort_values("purchase_days", ascending=False).iloc[0]

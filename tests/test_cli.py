@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -12,9 +13,12 @@ import pytest
 from conftest import tiny_tables, write_folder
 
 
-def nextbest(*args: str, cwd=None) -> subprocess.CompletedProcess:
+def nextbest(*args: str, cwd=None, env: dict | None = None) -> subprocess.CompletedProcess:
     exe = shutil.which("nextbest") or "nextbest"
-    return subprocess.run([exe, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+    env = {**os.environ, **env} if env else None
+    return subprocess.run(
+        [exe, *args], capture_output=True, text=True, cwd=cwd, timeout=300, env=env
+    )
 
 
 def test_help_on_every_subcommand():
@@ -85,7 +89,10 @@ def test_validate_json(tmp_path):
         (["generate", "--as-of", "last tuesday", "--out", "{tmp}/w"], "--as-of"),
         (["generate", "--customers", "10", "--format", "xlsx", "--out", "{tmp}/w"], "--format"),
         (["generate", "--customers", "ten"], "valid integer"),
-        (["serve", "--data", "{tmp}", "--features", "{tmp}", "--workers", "2"], "--workers 2"),
+        (
+            ["serve", "--data", "{tmp}", "--features", "{tmp}", "--workers", "2"],
+            "--workers 2: each worker",
+        ),
     ],
     ids=["missing folder", "no customers", "bad date", "bad format", "not a number", "workers"],
 )

@@ -90,6 +90,9 @@ def catalog() -> pd.DataFrame:
             "base_cycle_days",
         ],
     )
+    # the packs after a family's first consumable are variants of it (P-INK-2 of P-INK)
+    variants = {c: options[0][0] for _, options, *_ in FAMILIES for c, _ in options[1:]}
+    frame["variant_of"] = frame["product_id"].map(variants)
     return frame.astype(
         {
             "product_id": "str",
@@ -98,6 +101,7 @@ def catalog() -> pd.DataFrame:
             "name_zh_cn": "str",
             "category": "str",
             "related_product_id": "str",
+            "variant_of": "object",
             "consumable": "bool",
             "pack_size": "int64",
             "base_cycle_days": "float64",

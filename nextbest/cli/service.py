@@ -27,7 +27,8 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 3000,
     workers: Annotated[
-        int, typer.Option(help="Worker processes: 1 (online state is per process).")
+        int,
+        typer.Option(help="Worker processes; more than 1 needs NEXTBEST_ONLINE_STORE (Redis)."),
     ] = 1,
     state: State = Path("data/serving"),
     now: Now = None,
@@ -36,11 +37,12 @@ def serve(
     ] = 0.0,
 ) -> None:
     """Serve next best actions over HTTP (BentoML); stops with Ctrl-C or SIGTERM."""
-    if workers != 1:
-        raise BadInputError(
-            f"--workers {workers}: each worker would hold its own online state (an event or"
-            " consent sent to one would not reach the others); serve with one worker"
-        )
+    from serving import online
+
+    if workers < 1:
+        raise BadInputError(f"--workers {workers}: at least one worker")
+    if workers != 1 and not online.configured():
+        raise BadInputError(online.ONE_WORKER.format(what=f"--workers {workers}"))
     _check_serving(data, features, now, keys=True)
     _check_port(host, port)  # before the champions load: a port in use is one quick line
     versions = _champions(mlruns)
@@ -51,6 +53,7 @@ def serve(
         "NEXTBEST_MLRUNS": str(mlruns.resolve()),
         "NEXTBEST_STATE": str(state.resolve()),
         "NEXTBEST_POLL_SECONDS": str(poll_seconds),
+        "NEXTBEST_WORKERS": str(workers),
         **({"NEXTBEST_NOW": now} if now else {}),
         # BentoML keeps its Prometheus files in BENTOML_HOME/prometheus_multiproc_dir and
         # wipes that folder whenever a server starts: a second service on the machine would
@@ -117,8 +120,11 @@ def mcp(
 def _check_serving(data: Path, features: Path, now: str | None, *, keys: bool) -> None:
     """What serving needs before anything loads, each refused with one line."""
     from cdp.privacy import keys as pseudonym_keys
+    from serving import online
     from serving.security import load_keys
 
+    if url := online.configured():
+        online.RedisLog(url)  # one line when it cannot be reached
     if now is not None:
         parse_as_of(now)
     if not (features / "manifest.json").is_file():

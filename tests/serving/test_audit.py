@@ -53,9 +53,10 @@ def test_the_store_erases_a_subject_and_leaves_no_bytes_on_disk(tmp_path):
     for i, who in enumerate(["ps_gone_aaaa", "ps_stays_bbb"] * 3):
         store.record_suggestion(f"r{i}", who, [("cross_sell", None)], T0)
     secret = lock_row({"order_id": "O-GONE-1", "customer_id": "00001"}, b"k" * 16)
-    store.record_events([("orders", "ps_gone_aaaa", {"order_id": "O-GONE-1"}, None, secret)], T0)
+    row = ("orders", "ps_gone_aaaa", {"order_id": "O-GONE-1"}, None, secret)
+    store.record_events([row], T0, "batch-1")
     store.flush()
-    assert store.replayable() == [("orders", secret)]
+    assert store.ingested_after(0) == [(1, "batch-1", "orders", secret)]
 
     class Feedback:
         request_id, action, product_id, outcome = "r0", "cross_sell", None, "shown"
@@ -70,7 +71,7 @@ def test_the_store_erases_a_subject_and_leaves_no_bytes_on_disk(tmp_path):
     counts = store.erase({"ps_gone_aaaa"})
     assert counts == {"suggestions": 3, "feedback": 1, "ingested": 1}
     assert store.subject({"ps_gone_aaaa"}) == {"suggestions": [], "feedback": [], "ingested": []}
-    assert store.exposures("ps_gone_aaaa", T0) == {} and store.replayable() == []
+    assert store.exposures("ps_gone_aaaa", T0) == {} and store.ingested_after(0) == []
     on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
     assert b"ps_gone_aaaa" not in on_disk and b"O-GONE-1" not in on_disk
     assert secret.encode() not in on_disk
@@ -117,7 +118,8 @@ def test_a_store_from_before_pseudonyms_is_upgraded_in_place(tmp_path, monkeypat
     assert store.exposures(who, T0)
     FeedbackStore(path)  # opening again is a no-op
     db = sqlite3.connect(path)
-    tables = {row[0] for row in db.execute("select name from sqlite_master where type='table'")}
+    query = "select name from sqlite_master where type='table' and name not like 'sqlite_%'"
+    tables = {row[0] for row in db.execute(query)}
     assert tables == {"suggestions", "feedback", "ingested", "messages"}
     assert {row[0] for row in db.execute("select customer from suggestions")} == {who}
     assert {row[0] for row in db.execute("select customer from feedback")} == {who}

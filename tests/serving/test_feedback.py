@@ -68,3 +68,36 @@ def test_feedback_for_what_the_answer_did_not_return_is_refused(
 def test_unknown_request_is_not_stored(store):
     assert store.record_feedback(Item("nope", *REMINDER, "shown"), T0) is Recorded.UNKNOWN_REQUEST
     assert store.count("feedback") == 0
+
+
+def test_the_online_log_positions_are_never_reused_after_an_erasure(store):
+    """A worker at position n reads what comes after n: were the erased last rows' numbers
+    handed out again, the rows that got them would be skipped."""
+    store.record_events(
+        [("orders", "ps_a", {}, None, "s1"), ("orders", "ps_b", {}, None, "s2")], T0, "b1"
+    )
+    assert [seq for seq, *_ in store.ingested_after(0)] == [1, 2]
+    store.erase({"ps_b"})
+    store.record_events([("orders", "ps_c", {}, None, "s3")], T0, "b2")
+    assert store.ingested_after(2) == [(3, "b2", "orders", "s3")]
+    assert store.ingested_after(3) == []
+
+
+def test_a_store_from_before_the_online_log_gets_positions_in_the_order_rows_came(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "serving.db"
+    old = sqlite3.connect(path)
+    old.execute(
+        "create table ingested (at text not null, kind text not null, customer text,"
+        " row text not null, anonymous text, secret text)"
+    )
+    old.executemany(
+        "insert into ingested values (?, 'orders', 'ps_a', '{}', null, ?)",
+        [(T0.isoformat(), "first"), (T0.isoformat(), None), (T0.isoformat(), "third")],
+    )
+    old.commit()
+    old.close()
+    store = FeedbackStore(path)
+    assert store.ingested_after(0) == [(1, None, "orders", "first"), (3, None, "orders", "third")]
+    assert FeedbackStore(path).ingested_after(1) == [(3, None, "orders", "third")]  # idempotent

@@ -14,12 +14,19 @@ import httpx
 import pandas as pd
 import pytest
 
-from conftest import AS_OF, feedback_for, launch_service, serving_args, stop_service
+from conftest import (
+    AS_OF,
+    SERVE_NOW,
+    feedback_for,
+    launch_service,
+    serving_args,
+    stop_service,
+)
 from test_cli import nextbest
 
 CHATBOT = "chatbot-key-for-tests-0001"
 ADMIN = "admin-key-for-tests-000002"
-NOW = (AS_OF + pd.Timedelta(hours=12)).isoformat()
+NOW = SERVE_NOW
 SEGMENT_SECRET = "segment-shared-secret-for-tests"
 H_CHAT = {"x-api-key": CHATBOT}
 H_ADMIN = {"authorization": f"Bearer {ADMIN}"}
@@ -38,25 +45,6 @@ def server(world, small_world_dir):
     stop_service(process)
     assert CHATBOT not in (world / "serve.log").read_text()  # keys are never logged
     assert ADMIN not in (world / "serve.log").read_text()
-
-
-@pytest.fixture(scope="module")
-def due(small_world_dir, world):
-    """A customer with marketing consent in force and a consumable due within the window."""
-    pairs = pd.read_parquet(world / "features" / "pairs.parquet")
-    consents = pd.read_parquet(small_world_dir / "consents.parquet")
-    consents = consents[(consents["purpose"] == "marketing") & (consents["recorded_at"] <= AS_OF)]
-    latest = consents.sort_values("recorded_at").drop_duplicates("customer_id", keep="last")
-    allowed = set(latest.loc[latest["granted"], "customer_id"])
-    now = pd.Timestamp(NOW)
-    soon = pairs[
-        pairs["customer_id"].isin(allowed)
-        & (pairs["expected_next_purchase_at"] > now)
-        & (pairs["expected_next_purchase_at"] <= now + pd.Timedelta(days=10))
-        & (pairs["purchase_days"] >= 3)
-    ]
-    assert not soon.empty
-    return soon.sort_values("purchase_days", ascending=False).iloc[0]
 
 
 def suggest(client, body: dict, headers=H_CHAT) -> dict:

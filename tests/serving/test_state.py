@@ -26,3 +26,64 @@ DAY = timedelta(days=1)
 )
 def test_consent_in_force_is_the_latest_record_at_or_before_now(history, expected):
     assert consent_in_force(history, T) is expected
+
+
+def _ink_state():
+    """A served state with one customer holding the single ink cartridge (30 days a unit,
+    last bought 20 days ago) and a catalog where the 2-pack is a variant of it."""
+    import pandas as pd
+
+    from serving.policy import Consumable
+    from serving.state import Customer, ServingState
+
+    state = ServingState(versions={}, as_of=T, window_days=14)
+    products = pd.DataFrame(
+        {
+            "product_id": ["P-INK", "P-INK-2", "P-MUG"],
+            "name": ["Ink", "Ink 2-pack", "Mug"],
+            "category": ["printing", "printing", "kitchen"],
+            "consumable": [True, True, False],
+            "price": [25.0, 45.0, 12.0],
+            "pack_size": [1, 2, 1],
+            "variant_of": [None, "P-INK", None],
+        }
+    )
+    state._index_products(products)
+    last = T - 20 * DAY
+    state.customers["c1"] = Customer("c1", "en", "loyal")
+    state.customers["c1"].consumables["P-INK"] = Consumable(
+        "P-INK", {"en": "Ink"}, 25.0, 0.8, last + 30 * DAY, last + 25 * DAY, last + 35 * DAY, last
+    )
+    state.customers["c1"].cycle_days["P-INK"] = 30.0
+    return state
+
+
+@pytest.mark.parametrize(
+    ("product_id", "quantity", "days"),
+    [("P-INK", 1, 30), ("P-INK", 3, 90), ("P-INK-2", 1, 60), ("P-INK-2", 2, 120)],
+    ids=["one cartridge", "three cartridges", "a 2-pack", "two 2-packs"],
+)
+def test_a_purchase_of_the_product_or_a_pack_of_it_refills_the_same_consumable(
+    product_id, quantity, days
+):
+    from serving.schemas import EventBatch
+
+    state = _ink_state()
+    order = {"order_id": "o1", "customer_id": "c1", "ordered_at": T.isoformat()}
+    order |= {"product_id": product_id, "quantity": quantity, "amount": 45.0}
+    state.apply(EventBatch.model_validate({"orders": [order]}))
+    ink = state.customers["c1"].consumables["P-INK"]
+    assert ink.last_purchase_at == T
+    assert ink.expected_next_purchase_at == T + days * DAY
+    assert ink.next_purchase_p90_at - ink.next_purchase_p10_at == 10 * DAY  # the spread stays
+
+
+def test_a_purchase_of_another_product_refills_nothing():
+    from serving.schemas import EventBatch
+
+    state = _ink_state()
+    before = state.customers["c1"].consumables["P-INK"]
+    order = {"order_id": "o1", "customer_id": "c1", "ordered_at": T.isoformat()}
+    order |= {"product_id": "P-MUG", "quantity": 1, "amount": 12.0}
+    state.apply(EventBatch.model_validate({"orders": [order]}))
+    assert state.customers["c1"].consumables["P-INK"] == before

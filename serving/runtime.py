@@ -1,0 +1,179 @@
+"""The service's live parts (:class:`Runtime`) and the state they keep current.
+
+A worker's :class:`~serving.state.ServingState` is the feature snapshot and champions
+(:func:`load_state`) plus the online log (:mod:`serving.online`) applied on top: the whole
+log when the state is built (:func:`replay`), then the entries after its position before
+every request (:func:`catch_up`). Every route reaches the state through :func:`state_of`, so
+an event accepted by any worker is in force for the next request to any worker.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import logging
+import os
+import socket
+import threading
+import typing
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from fastapi import HTTPException
+
+from serving.audit import AuditLog
+from serving.config import ServeConfig
+from serving.feedback import FeedbackStore
+from serving.metrics import count_applied
+from serving.online import EmbeddedLog, Entry, RedisLog, open_log
+from serving.schemas import EventBatch
+
+logger = logging.getLogger("nextbest.serving")
+
+#: The time of each kind of online row; customers and identities have none (always replayed).
+ROW_TIMES = {"orders": "ordered_at", "events": "occurred_at", "consents": "recorded_at"}
+#: Each contract table's row model: list[OrderIn] -> OrderIn.
+ROWS = {kind: typing.get_args(f.annotation)[0] for kind, f in EventBatch.model_fields.items()}
+APPLIED_KEPT = 1_000  # counts of recently applied batches, for the requests that sent them
+
+
+@dataclass
+class Runtime:
+    """The service's live parts. ``state`` is swapped whole on reload; the rest is fixed."""
+
+    feedback: FeedbackStore
+    online: EmbeddedLog | RedisLog
+    audit: AuditLog
+    catalog: Any
+    clock: Callable[[], datetime]
+    reload: Callable[[], dict]
+    pseudonym: Callable[[str], str]  # customer id -> pseudonym (cdp.privacy), bound to the key
+    seal: Callable[[dict], tuple]  # contract row -> (sealed row, anonymous token)
+    lock: Callable[[dict], str]  # contract row -> encrypted for the log (cdp.privacy.lock_row)
+    unlock: Callable[[str], dict]  # and back
+    state: Any = None  # ServingState, None until loaded
+    #: batch id -> what applying it did (for the request that sent it)
+    applied: OrderedDict = field(default_factory=OrderedDict)
+    syncing: threading.Lock = field(default_factory=threading.Lock)
+
+
+def open_runtime(config: ServeConfig, reload: Callable[[], dict]) -> Runtime:
+    """The live parts for ``config``, without a state yet (the caller loads it).
+
+    Raises :class:`cdp.errors.BadInputError` without ``NEXTBEST_PSEUDONYM_KEY``, or when
+    the online store (``NEXTBEST_ONLINE_STORE``) cannot be reached.
+    """
+    from cdp import privacy
+    from serving.catalog import DEFAULT, load_catalog
+    from training import registry
+
+    registry.configure(config.mlruns)
+    key = privacy.keys()[0]
+    feedback = FeedbackStore(config.state / "serving.db")
+    return Runtime(
+        feedback=feedback,
+        online=open_log(feedback),
+        audit=AuditLog(config.state / "audit"),
+        catalog=load_catalog(config.actions or DEFAULT),
+        clock=config.clock(),
+        reload=reload,
+        pseudonym=functools.partial(privacy.pseudonym, key=key),
+        seal=functools.partial(privacy.sealed_row, key=key),
+        lock=functools.partial(privacy.lock_row, key=key),
+        unlock=functools.partial(privacy.open_row, keys_=privacy.keys()),
+    )
+
+
+def load_state(rt: Runtime, config: ServeConfig):
+    """A new :class:`~serving.state.ServingState` (the champions and the snapshot) with
+    the online log applied on top (:func:`replay`)."""
+    from serving.state import ServingState
+
+    state = ServingState.load(data=config.data, features=config.features)
+    counts = replay(rt, state)
+    count_applied(counts, "replay")
+    logger.info("applied again on top of the snapshot: %s", counts)
+    return state
+
+
+def replay(rt: Runtime, state) -> dict[str, int]:
+    """Apply the whole online log to a new state, except the rows the snapshot holds
+    already: a row dated at or before its as-of came with the CDP export it was built from,
+    and an order whose ``order_id`` the state shows is there once. Customers, identities,
+    exposures and erasures always apply. Returns the rows applied per table."""
+    entries = rt.online.read(rt.online.start)
+    state.position = entries[-1].position if entries else rt.online.start
+    totals: dict[str, int] = {}
+    for counts in _apply(rt, state, entries, snapshot=True).values():
+        for table, n in counts.items():
+            if table != "created":
+                totals[table] = totals.get(table, 0) + n
+    return totals
+
+
+def catch_up(rt: Runtime) -> None:
+    """Apply the log's entries after the current state's position (one ``XREAD`` with
+    Redis; nothing at all with the embedded log when nothing is new)."""
+    with rt.syncing:
+        state = rt.state
+        entries = rt.online.read(state.position)
+        if not entries:
+            return
+        for batch, counts in _apply(rt, state, entries, snapshot=False).items():
+            count_applied(counts, "events")
+            rt.applied[batch] = counts
+        while len(rt.applied) > APPLIED_KEPT:
+            rt.applied.popitem(last=False)
+        state.position = entries[-1].position
+
+
+def _apply(rt: Runtime, state, entries: list[Entry], *, snapshot: bool) -> dict[str, dict]:
+    """Apply entries in order, each batch's rows as one ``state.apply``; returns its counts
+    by batch id. ``snapshot``: skip the rows the snapshot holds (see :func:`replay`)."""
+    results = {}
+    for batch, group in itertools.groupby(entries, key=lambda e: e.batch):
+        rows: dict[str, list] = {kind: [] for kind in ROWS}
+        for entry in group:
+            row = rt.unlock(entry.secret)
+            if entry.kind == "feedback":
+                at = datetime.fromisoformat(row["at"])
+                rt.feedback.expose(
+                    entry.who, row["action"], row["product_id"], row["request_id"], at
+                )
+            elif entry.kind == "forget":
+                state.forget(row["customer_id"])
+            elif entry.kind == "reload":  # another worker reloaded: follow it, in the background
+                if not snapshot and row["origin"] != origin():
+                    threading.Thread(target=rt.reload, daemon=True, name="nextbest-follow").start()
+            elif not (snapshot and _in_snapshot(state, entry.kind, row)):
+                rows[entry.kind].append(ROWS[entry.kind].model_validate_json(json.dumps(row)))
+        if any(rows.values()):
+            results[batch] = state.apply(EventBatch.model_construct(**rows))
+    return results
+
+
+def origin() -> str:
+    """This worker process, as named in the log's ``reload`` entries."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _in_snapshot(state, kind: str, row: dict) -> bool:
+    when = row.get(ROW_TIMES.get(kind, ""))
+    if when is not None and datetime.fromisoformat(when) <= state.as_of:
+        return True
+    return kind == "orders" and state.has_order(row["customer_id"], row["order_id"])
+
+
+def state_of(rt: Runtime):
+    """The loaded state caught up with the online log, or 503 while the models and
+    features are still loading."""
+    if rt.state is None:
+        raise HTTPException(
+            503, "not ready: models and features are still loading", {"Retry-After": "5"}
+        )
+    catch_up(rt)
+    return rt.state
