@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 RUN := $(UV) run --frozen
 PYTEST_ARGS ?=
 
-.PHONY: help install system-packages demo test test-slow lint format bench eval-cdnow eval-world notebooks strip-notebooks clean
+.PHONY: help install system-packages demo test test-slow lint format bench eval-cdnow eval-world eval-nba notebooks strip-notebooks clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ eval-cdnow: install  ## churn and CLV against their baselines on CDNOW (real dat
 
 eval-world: install  ## all three models against their baselines on a 20,000-customer world
 	$(RUN) python -m benchmarks.evaluate world
+
+eval-nba: install  ## the next best actions against what customers bought next, and baselines
+	$(RUN) python -m benchmarks.nba
 
 notebooks: install  ## Jupyter Lab on notebooks/ (installs the `lab` group first)
 	$(UV) sync --frozen --group lab

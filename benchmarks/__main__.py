@@ -25,6 +25,7 @@ def main() -> None:
         "benchmarks.features",
         "benchmarks.train",
         "benchmarks.serve",
+        "benchmarks.nba",
     ):
         subprocess.run([sys.executable, "-m", module], check=True)
 

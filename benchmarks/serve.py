@@ -221,6 +221,7 @@ def _redis(folder: Path):
     import redis
 
     port = _free_port()
+    folder = folder.resolve()  # redis-server moves into --dir before it opens the log
     folder.mkdir(parents=True, exist_ok=True)
     server = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),

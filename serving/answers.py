@@ -20,7 +20,7 @@ from fastapi import HTTPException
 from serving.feedback import Recorded
 from serving.locales import answer_locale
 from serving.online import Entry
-from serving.policy import Context, rank
+from serving.policy import Context
 from serving.runtime import ROW_TIMES, Runtime, catch_up, state_of
 from serving.schemas import (
     CLOCK_SKEW,
@@ -87,17 +87,15 @@ def suggest_one(rt: Runtime, request: SuggestRequest, route: str = "/suggest") -
     customer_id = state.resolve(
         request.customer_id, identity and identity.id_type, identity and identity.id_value
     )
-    profile = state.profile(customer_id, now) if customer_id else None
     context = Context(**request.context.model_dump())
     who = rt.pseudonym(customer_id) if customer_id else None
     exposures = rt.feedback.exposures(who, now) if who else {}
-    ranking = rank(
-        profile,
+    ranking = state.ranking(
+        customer_id,
         context,
         rt.catalog,
         now=now,
         exposures=exposures,
-        window_days=state.window_days,
         max_actions=request.max_actions,
     )
     request_id = uuid.uuid4().hex

@@ -20,6 +20,8 @@ KINDS = (
     "nothing_now",
 )
 DEFAULT = Path(__file__).with_name("actions.yaml")
+#: What a ``due`` rule may say (the win-back's): each a number >= 0.
+DUE = ("churn_probability", "gap_multiple", "default_gap_days")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class Action:
     reasons: dict[str, str]
     #: texts for a date already past (a reminder that is overdue), when the action has them
     overdue: dict[str, dict[str, str]] | None = None
+    #: when the action is due at all (the win-back's rule: see :data:`DUE`), if it says
+    due: dict[str, float] | None = None
 
     def texts(self, overdue: bool = False) -> tuple[dict[str, str], dict[str, str]]:
         """The message templates and reasons: the overdue ones for a date already past."""
@@ -88,6 +92,14 @@ def load_catalog(path: str | Path = DEFAULT) -> Catalog:
             missing = [loc for loc in LOCALES if loc not in (texts or {})]
             if missing:
                 problems.append(f"{where}.{field}: missing locales {missing}")
+        due = spec.get("due")
+        if due is not None:
+            wrong = [
+                k for k in DUE if not isinstance((due or {}).get(k), int | float) or due[k] < 0
+            ]
+            wrong += [k for k in (due or {}) if k not in DUE]
+            if wrong:
+                problems.append(f"{where}.due: {', '.join(DUE)}, each a number >= 0 (not {wrong})")
         if not problems:
             actions[name] = Action(
                 name=name,
@@ -99,6 +111,7 @@ def load_catalog(path: str | Path = DEFAULT) -> Catalog:
                 templates=dict(spec["templates"]),
                 reasons=dict(spec["reasons"]),
                 overdue=spec.get("overdue"),
+                due={k: float(v) for k, v in due.items()} if due else None,
             )
     if problems:
         raise BadInputError(f"{path}: " + "; ".join(problems))

@@ -29,12 +29,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from cdp.errors import BadInputError
+from serving.batching import BATCH_SECONDS, BatchWriter
 from serving.feedback import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -138,6 +141,9 @@ class RedisLog:
         )
         self.stream = f"{prefix}:online"
         self.prefix = prefix
+        self._answers = BatchWriter(self._write_answers, name="answers", keep_failed=True)
+        self._reader = self.client.connection_pool.make_connection()
+        self._reading = threading.Lock()
         try:
             self.client.ping()
         except redis.RedisError as error:  # the URL may hold a password: name host and port only
@@ -163,16 +169,23 @@ class RedisLog:
             pipe.execute()
 
     def read(self, after) -> list[Entry]:
-        """The entries after stream id ``after``, in order (one XREAD when nothing is new)."""
+        """The entries after stream id ``after``, in order: one ``XREAD`` when nothing is
+        new, on a connection of its own (every request makes this call: the pool's
+        bookkeeping was half its cost)."""
         found: list[Entry] = []
-        with self._talking():
+        with self._talking(), self._reading:
             while True:
-                got = self.client.xread({self.stream: after}, count=READ)
-                items = got[0][1] if got else []
-                found += [
-                    Entry(f["k"], f["s"], f.get("b"), f.get("w"), f.get("a"), position=i)
-                    for i, f in items
-                ]
+                self._reader.send_command("XREAD", "COUNT", READ, "STREAMS", self.stream, after)
+                got = self._reader.read_response()
+                if isinstance(got, dict):  # RESP3: {stream: entries}
+                    items = got.get(self.stream) or []
+                else:  # RESP2: [[stream, entries]]
+                    items = got[0][1] if got else []
+                for position, flat in items:
+                    f = dict(zip(flat[::2], flat[1::2], strict=True))
+                    found.append(
+                        Entry(f["k"], f["s"], f.get("b"), f.get("w"), f.get("a"), position=position)
+                    )
                 if len(items) < READ:
                     return found
                 after = items[-1][0]
@@ -192,25 +205,33 @@ class RedisLog:
 
     def remember_answer(self, request_id: str, who: str | None, actions: list) -> None:
         """Keep an answer's customer (pseudonym) and ``(action, product_id)`` pairs, so
-        feedback on it is accepted by whichever worker receives it."""
-        with self._talking():
-            self.client.set(
-                f"{self.prefix}:answer:{request_id}",
-                json.dumps([who, [list(a) for a in actions]]),
-                ex=KEEP_SECONDS,
-            )
+        feedback on it is accepted by whichever worker receives it. Written every
+        :data:`~serving.batching.BATCH_SECONDS` by a background thread (one pipelined
+        round trip for many answers, none in the request)."""
+        self._answers.add((request_id, json.dumps([who, [list(a) for a in actions]])))
+
+    def _write_answers(self, answers: list[tuple[str, str]]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for request_id, text in answers:
+            pipe.set(f"{self.prefix}:answer:{request_id}", text, ex=KEEP_SECONDS)
+        pipe.execute()
 
     def answer(self, request_id: str) -> tuple[str | None, set] | None:
-        with self._talking():
-            text = self.client.get(f"{self.prefix}:answer:{request_id}")
-        if text is None:
-            return None
-        who, actions = json.loads(text)
-        return who, {tuple(a) for a in actions}
+        """An answer any worker gave; looked up once more after a batch's time, in case
+        the worker that gave it a moment ago has not written it yet."""
+        for wait in (0.0, 2 * BATCH_SECONDS):
+            time.sleep(wait)
+            with self._talking():
+                text = self.client.get(f"{self.prefix}:answer:{request_id}")
+            if text is not None:
+                who, actions = json.loads(text)
+                return who, {tuple(a) for a in actions}
+        return None
 
     def erase(self, pseudonyms: set[str], anonymous: set[str]) -> int:
         """Delete a subject's entries from the stream and their answer records (a scan: an
         admin route, not the request path); returns how many went."""
+        self._answers.flush()
         gone = 0
         with self._talking():
             after = "-"

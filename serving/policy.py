@@ -9,6 +9,8 @@ same :func:`rank`. Expected value = probability x value - cost, where
 - ``cross_sell``: the confidence P(B | owns A) of the co-purchase rule with the highest lift;
   value = price x margin;
 - ``winback_offer``: churn probability x retention uplift; value = the 12-month CLV;
+  due only when the churn risk is high and the customer has been quiet for longer than
+  their own usual gap between orders (the catalog's ``due`` rule);
 - ``order_status_help``: 1 when the customer asks about an order, else 0.3 within 14 days
   of an order;
 - ``escalate_to_human``: 1 for a frustrated customer (negative sentiment in the context,
@@ -78,6 +80,7 @@ class Profile:
     open_tickets: int = 0
     min_sentiment_30d: float | None = None
     last_order_at: datetime | None = None
+    usual_gap_days: float | None = None  # median days between purchase days
     consumables: list[Consumable] = field(default_factory=list)
     cross_sell: list[CrossSell] = field(default_factory=list)
 
@@ -290,18 +293,37 @@ def _profile_candidates(
         )
     if not profile.marketing_consent:  # churn was not scored (purpose limitation)
         candidates.append(Candidate("winback_offer", None, 0.0, 0.0, ("CHURN_NOT_SCORED",), {}))
-    elif profile.churn_probability is not None and profile.churn_probability >= 0.5:
+    elif (codes := _winback_due(profile, catalog["winback_offer"].due, now)) is not None:
         candidates.append(
             Candidate(
                 "winback_offer",
                 None,
                 profile.churn_probability * catalog.retention_uplift,
                 float(profile.clv_12m or 0.0),
-                ("CHURN_RISK",),
+                codes,
                 {},
             )
         )
     return candidates
+
+
+def _winback_due(profile: Profile, due: dict | None, now: datetime) -> tuple[str, ...] | None:
+    """The reason codes of a due win-back, or ``None``: churn probability at least the
+    catalog's ``due.churn_probability`` and no order within ``due.gap_multiple`` times the
+    customer's usual gap (``due.default_gap_days`` when unknown). Without a ``due`` rule, a
+    churn probability of 0.5 is enough (the catalogs before the rule)."""
+    churn = profile.churn_probability
+    if churn is None:
+        return None
+    if due is None:
+        return ("CHURN_RISK",) if churn >= 0.5 else None
+    if churn < due["churn_probability"]:
+        return None
+    gap = profile.usual_gap_days or due["default_gap_days"]
+    quiet = profile.last_order_at is None or now - profile.last_order_at > timedelta(
+        days=gap * due["gap_multiple"]
+    )
+    return ("CHURN_RISK", "QUIET_LONGER_THAN_USUAL") if quiet else None
 
 
 def _suppressed_because(

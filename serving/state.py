@@ -33,7 +33,8 @@ from features.profile import (
     recent_orders,
 )
 from features.rfm import NO_PURCHASE
-from serving.policy import Consumable, CrossSell, Profile
+from serving.catalog import Catalog
+from serving.policy import Consumable, Context, CrossSell, Profile, Ranking, rank
 
 if TYPE_CHECKING:
     from serving.schemas import EventBatch
@@ -66,6 +67,7 @@ class Customer:
     p_alive: float | None = None
     min_sentiment_30d: float | None = None
     last_order_at: datetime | None = None
+    usual_gap_days: float | None = None  # median days between purchase days (the snapshot's)
     preferred_channel: str | None = None
     #: purpose -> every record ``(recorded_at, granted)`` in time order
     consents: dict[str, list[tuple[datetime, bool]]] = field(default_factory=dict)
@@ -150,7 +152,14 @@ class ServingState:
     def _index_customers(self, customers, scores: dict, events: pd.DataFrame, as_of) -> None:
         """Each customer's scores, locale, segment, channel and open tickets."""
         frame = customers[
-            ["customer_id", "locale", "segment", "sentiment_min_30d", "last_purchase_at"]
+            [
+                "customer_id",
+                "locale",
+                "segment",
+                "sentiment_min_30d",
+                "last_purchase_at",
+                "gap_median_days",
+            ]
         ].merge(scores["churn"], on="customer_id", how="left")
         frame = frame.merge(
             scores["clv"][["customer_id", "clv_12m", "p_alive"]], on="customer_id", how="left"
@@ -169,6 +178,7 @@ class ServingState:
                 last_order_at=None
                 if pd.isna(row["last_purchase_at"])
                 else _utc(row["last_purchase_at"]),
+                usual_gap_days=_num(row["gap_median_days"]),
                 preferred_channel=row["preferred_channel"]
                 if isinstance(row["preferred_channel"], str)
                 else None,
@@ -279,8 +289,32 @@ class ServingState:
             open_tickets=c.open_tickets,
             min_sentiment_30d=c.min_sentiment_30d,
             last_order_at=c.last_order_at,
+            usual_gap_days=c.usual_gap_days,
             consumables=list(c.consumables.values()),
             cross_sell=cross,
+        )
+
+    def ranking(
+        self,
+        customer_id: str | None,
+        context: Context,
+        catalog: Catalog,
+        *,
+        now: datetime,
+        exposures: dict | None = None,
+        max_actions: int = 3,
+    ) -> Ranking:
+        """The policy's ranked answer for a known customer (or ``None``: an unknown
+        visitor) at ``now``: what ``/suggest``, the MCP tool and ``nextbest suggest`` give."""
+        profile = self.profile(customer_id, now) if customer_id else None
+        return rank(
+            profile,
+            context,
+            catalog,
+            now=now,
+            exposures=exposures,
+            window_days=self.window_days,
+            max_actions=max_actions,
         )
 
     # -- online updates --------------------------------------------------------------------

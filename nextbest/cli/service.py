@@ -1,4 +1,6 @@
-"""`nextbest serve`: the BentoML service as a child process that stops with its parent."""
+"""The served answers behind three doors: `nextbest serve` (the BentoML service, a child
+process that stops with its parent), `nextbest mcp` (tools for LLM agents) and `nextbest
+suggest` (every customer's answer at once, for outbound campaigns)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,16 @@ from typing import Annotated
 import typer
 
 from cdp.errors import BadInputError
-from nextbest.cli.base import Tracking, app, err_console, parse_as_of, quiet_mlflow
+from nextbest.cli.base import (
+    Overwrite,
+    Stages,
+    Tracking,
+    app,
+    err_console,
+    out_console,
+    parse_as_of,
+    quiet_mlflow,
+)
 
 # The options `serve` and `mcp` share: the same service behind two front doors.
 Data = Annotated[Path, typer.Option(help="The contract folder (identities, consents, orders).")]
@@ -115,6 +126,72 @@ def mcp(
         server.run("streamable-http", host=host, port=port)
     else:
         server.run("stdio")
+
+
+@app.command()
+def suggest(
+    data: Data,
+    as_of: Annotated[str, typer.Option(help="The moment the answers are for (UTC).")],
+    out: Annotated[Path, typer.Option(help="Folder for suggestions.parquet and .json.")],
+    max_actions: Annotated[
+        int, typer.Option(min=1, max=10, help="Actions per customer at most.")
+    ] = 3,
+    features: Annotated[
+        Path | None,
+        typer.Option(
+            help="A snapshot from `nextbest features`, at or before --as-of (else built here)."
+        ),
+    ] = None,
+    mlruns: Tracking = Path("mlruns"),
+    overwrite: Overwrite = False,
+) -> None:
+    """Next best actions for every customer at once (outbound campaigns): the same policy,
+    consent rules and texts as /suggest; marketing only with marketing consent in force."""
+    import json
+    import tempfile
+
+    from cdp.io import atomic_folder, write_table
+    from serving.catalog import DEFAULT, load_catalog
+    from serving.outbound import suggest_all
+    from serving.state import ServingState
+
+    moment = parse_as_of(as_of)
+    versions = _champions(mlruns)
+    with Stages("suggest", 3) as stage, tempfile.TemporaryDirectory() as tmp:
+        if features is None:
+            from cdp.validation import load_contract
+            from features.build import build_features
+            from features.config import FeatureConfig
+            from features.io import write_snapshot
+
+            stage(f"building features as of {moment}")
+            config = FeatureConfig()
+            built = build_features(load_contract(data), as_of=moment, config=config)
+            features = Path(tmp) / "features"
+            write_snapshot(built, config, data, features)
+        else:
+            stage(f"reading {features}")
+        state = ServingState.load(data=data, features=features)
+        if state.as_of > moment:  # the service's rule too: features from the future
+            raise BadInputError(
+                f"--features: the snapshot is as of {state.as_of.isoformat()}, after --as-of"
+                f" {moment.isoformat()}"
+            )
+        stage(f"ranking {len(state.customers):,} customers")
+        frame, summary = suggest_all(
+            state, load_catalog(DEFAULT), now=moment, max_actions=max_actions
+        )
+        stage(f"writing {out}")
+        meta = {"as_of": moment.isoformat(), "model_versions": versions, **summary}
+        with atomic_folder(out, overwrite=overwrite) as folder:
+            write_table(frame, folder / "suggestions.parquet")
+            (folder / "suggestions.json").write_text(json.dumps(meta, indent=2) + "\n")
+    out_console.print(
+        f"wrote {out}: {summary['rows']:,} suggestions for {summary['customers']:,} customers"
+        f" as of {moment.isoformat()}; {summary['withheld_for_consent']:,} marketing actions"
+        " withheld: no marketing consent in force",
+        soft_wrap=True,
+    )
 
 
 def _check_serving(data: Path, features: Path, now: str | None, *, keys: bool) -> None:

@@ -28,6 +28,7 @@ from conftest import (
     serving_args,
     stop_service,
 )
+from test_cli import nextbest
 
 NOW = (AS_OF + pd.Timedelta(hours=12)).isoformat()
 CHATBOT = "chatbot-key-for-mcp-tests-01"
@@ -200,9 +201,10 @@ def _without_request(answer: dict) -> dict:
     return {k: v for k, v in answer.items() if k != "request_id"}
 
 
-def test_answers_equal_post_suggest_over_stdio(world, small_world_dir, people, tmp_path):
-    """The same customers and contexts to a real REST service and a real stdio MCP server,
-    each on a fresh store: equal answers (request ids apart)."""
+def test_three_doors_give_the_same_answers(world, small_world_dir, people, tmp_path):
+    """The same customers to a real REST service, a real stdio MCP server (in a chat) and
+    `nextbest suggest` (a campaign), each on a fresh store: equal answers (request ids
+    apart), and no marketing row in the campaign for a customer without consent."""
     customers = people["allowed"][2:7] + people["refused"][:3]
     rest, url = launch_service(
         *serving_args(world, small_world_dir, tmp_path / "rest", NOW),
@@ -211,16 +213,34 @@ def test_answers_equal_post_suggest_over_stdio(world, small_world_dir, people, t
     )
     try:
         with httpx.Client(base_url=url, timeout=30) as client:
-            expected = [
-                client.post(
-                    "/suggest",
-                    json={"customer_id": c, "context": MESSAGE},
-                    headers={"x-api-key": CHATBOT},
-                ).json()
-                for c in customers
-            ]
+
+            def ask(customer_id: str, context: dict) -> dict:
+                body = {"customer_id": customer_id, "context": context}
+                return client.post("/suggest", json=body, headers={"x-api-key": CHATBOT}).json()
+
+            expected = [ask(c, MESSAGE) for c in customers]
+            outbound = {c: ask(c, {"channel": "outbound"}) for c in people["allowed"][:40]}
+            outbound |= {c: ask(c, {"channel": "outbound"}) for c in people["refused"][:20]}
     finally:
         stop_service(rest)
+    campaign = nextbest(
+        "suggest", *serving_args(world, small_world_dir, tmp_path / "unused", NOW)[:6],
+        "--as-of", NOW, "--out", str(tmp_path / "campaign"),
+    )  # fmt: skip
+    assert campaign.returncode == 0, campaign.stderr
+    rows = pd.read_parquet(tmp_path / "campaign" / "suggestions.parquet")
+    fields = ("action", "purpose", "product_id", "probability", "expected_value", "message")
+    for customer_id, answer in outbound.items():
+        mine = rows[rows["customer_id"] == customer_id].sort_values("rank")
+        assert mine["rank"].tolist() == list(range(1, len(answer["actions"]) + 1))
+        assert set(mine["locale"]) == {answer["locale"]}
+        for (_, row), action in zip(mine.iterrows(), answer["actions"], strict=True):
+            got = {f: None if pd.isna(row[f]) else row[f] for f in fields}  # nulls read as NaN
+            assert got == {f: action[f] for f in fields}
+            assert list(row["reason_codes"]) == action["reason_codes"]
+    refused = rows[rows["customer_id"].isin(people["refused"])]
+    assert len(refused) and (refused["purpose"] == "service").all()
+    assert any(rows.loc[rows["customer_id"].isin(people["allowed"]), "purpose"] == "marketing")
     command = _mcp_command(world, small_world_dir, tmp_path / "mcp")
     params = StdioServerParameters(
         command=command[0],

@@ -40,7 +40,8 @@ profiles = st.builds(
     clv_12m=st.none() | st.floats(0, 5000),
     open_tickets=st.integers(0, 3),
     min_sentiment_30d=st.none() | st.floats(-1, 1),
-    last_order_at=st.none() | st.just(NOW - timedelta(days=3)),
+    last_order_at=st.none() | st.builds(lambda d: NOW - timedelta(days=d), st.floats(0, 400)),
+    usual_gap_days=st.none() | st.floats(1, 200),
     consumables=st.lists(consumables, max_size=4, unique_by=lambda c: c.product_id),
     cross_sell=st.lists(
         st.builds(
@@ -94,6 +95,30 @@ def test_rules_hold_for_every_profile_and_context(profile, context, seen):
             assert exposure.shown_30d < spec.cap_per_30_days
     ranked = [a.expected_value for a in actions if a.action != "escalate_to_human"]
     assert ranked == sorted(ranked, reverse=True)
+    if any(a.action == "winback_offer" for a in actions):  # only to the quiet, never the recent
+        due = CATALOG["winback_offer"].due
+        gap = (profile.usual_gap_days or due["default_gap_days"]) * due["gap_multiple"]
+        assert profile.last_order_at is None or NOW - profile.last_order_at > timedelta(days=gap)
+        assert profile.churn_probability >= due["churn_probability"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(days=st.floats(0, 60), gap=st.floats(1, 40), churn=st.floats(0.5, 1))
+def test_no_winback_to_a_customer_who_ordered_within_their_usual_gap(days, gap, churn):
+    """The report's case: a customer at risk who ordered 9 days ago is not offered a
+    win-back; once quiet for longer than 1.5 x their usual gap, they are."""
+    profile = Profile(
+        "C1",
+        marketing_consent=True,
+        churn_probability=churn,
+        clv_12m=2_000.0,
+        last_order_at=NOW - timedelta(days=days),
+        usual_gap_days=gap,
+    )
+    offered = any(
+        a.action == "winback_offer" for a in rank(profile, Context(), CATALOG, now=NOW).suggestions
+    )
+    assert offered == (days > 1.5 * gap)
 
 
 @settings(max_examples=100, deadline=None)
@@ -158,6 +183,7 @@ def test_a_broken_catalog_names_the_field(tmp_path):
     raw["actions"]["cross_sell"]["purpose"] = "sales"
     del raw["actions"]["winback_offer"]["templates"]["zh-CN"]
     del raw["actions"]["replenishment_reminder"]["overdue"]["reasons"]["en"]
+    raw["actions"]["winback_offer"]["due"] = {"churn_probability": "high", "gap_multiple": 1.5}
     path = tmp_path / "actions.yaml"
     path.write_text(yaml.safe_dump(raw, allow_unicode=True))
     with pytest.raises(BadInputError) as error:
@@ -165,3 +191,5 @@ def test_a_broken_catalog_names_the_field(tmp_path):
     assert "actions.cross_sell.purpose" in str(error.value)
     assert "actions.winback_offer.templates: missing locales ['zh-CN']" in str(error.value)
     assert "replenishment_reminder.overdue.reasons: missing locales ['en']" in str(error.value)
+    assert "actions.winback_offer.due:" in str(error.value)
+    assert "['churn_probability', 'default_gap_days']" in str(error.value)

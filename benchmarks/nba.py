@@ -1,0 +1,225 @@
+"""The next best actions against what customers really did (``make eval-nba``).
+
+A generated world (``BENCH_NBA_CUSTOMERS``, default 20,000, seed 4) is cut at ``T``: the
+models are trained (as of the day before, as ``nextbest retrain`` does), the features built
+and the state loaded from the rows at or before ``T`` only (a history folder that holds
+nothing later), and ``nextbest suggest``'s table
+(:func:`serving.outbound.suggest_all`) is scored against the orders of (T, T + 30 days].
+Evaluated: the customers who had bought by ``T`` and whose marketing consent is in force
+then (the only ones any marketing action may go to), the same set for every contender.
+
+Figures (higher is better unless said):
+
+- ``hit@1`` / ``hit@3``: the share of customers who bought the product of the first (any
+  of the first three) product suggestions in the window; a pack of the same consumable
+  (``products.variant_of``) counts as the product;
+- ``reminder precision``: the share of refill reminders whose consumable was bought in the
+  window;
+- ``win-backs to active``: win-back offers sent to customers who were in truth still active
+  at ``T`` (the world's truth), as a share of win-backs (lower is better);
+- ``margin / customer``: the margin of the suggested products bought in the window, per
+  evaluated customer.
+
+Baselines in the same run: the most popular products of the last 90 days, the customer's
+last products bought again, the overdue rule (consumables whose run-out date falls in the
+reminder window, the most overdue first), and the policy as it was before it was measured
+(:func:`policy_before`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+CUSTOMERS = int(os.environ.get("BENCH_NBA_CUSTOMERS", "20000"))
+T = pd.Timestamp("2025-06-30", tz="UTC")
+WINDOW_DAYS = 30
+TOP = 3
+#: Each contract table's time column: a history folder keeps the rows at or before T.
+TIMES = {
+    "customers": "created_at",
+    "orders": "ordered_at",
+    "events": "occurred_at",
+    "consents": "recorded_at",
+}
+
+
+def history(tables: dict[str, pd.DataFrame], at: pd.Timestamp) -> dict[str, pd.DataFrame]:
+    """The tables as a CDP would have exported them at ``at``: no row dated later."""
+    return {
+        name: frame[frame[TIMES[name]] <= at] if name in TIMES else frame
+        for name, frame in tables.items()
+    }
+
+
+def families(products: pd.DataFrame) -> pd.Series:
+    """Product id -> the consumable it refills (``variant_of``, else itself)."""
+    variant = products.get("variant_of", pd.Series(None, index=products.index))
+    return pd.Series(
+        variant.where(variant.notna(), products["product_id"]).to_numpy(),
+        index=products["product_id"].to_numpy(),
+    )
+
+
+def scores(
+    ranked: pd.DataFrame,
+    bought: pd.DataFrame,
+    customers: pd.Index,
+    family: pd.Series,
+    margin_of: pd.Series,
+) -> dict[str, float]:
+    """hit@1, hit@3 and realised margin per customer of ranked product suggestions.
+
+    ``ranked``: ``customer_id``, ``rank`` (1 = first), ``product_id`` (rows without a
+    product are skipped: a product suggestion's position counts among products only);
+    ``bought``: ``customer_id``, ``product_id`` of the window's orders; ``customers``: the
+    evaluated customers (a customer with no product suggestion is a miss)."""
+    products = ranked.dropna(subset=["product_id"])
+    products = products[products["customer_id"].isin(customers)].sort_values(
+        ["customer_id", "rank"], kind="stable"
+    )
+    products = products.assign(
+        position=products.groupby("customer_id").cumcount() + 1,
+        family=products["product_id"].map(family),
+    )
+    won = bought.assign(family=bought["product_id"].map(family))[["customer_id", "family"]]
+    hits = products.merge(
+        won.drop_duplicates(), on=["customer_id", "family"], how="left", indicator=True
+    )
+    hits["hit"] = hits["_merge"] == "both"
+    n = len(customers)
+    out = {}
+    for k in (1, TOP):
+        first = hits[hits["position"] <= k]
+        out[f"hit@{k}"] = first.loc[first["hit"], "customer_id"].nunique() / n
+    realised = hits[hits["hit"] & (hits["position"] <= TOP)]
+    out["margin / customer"] = float(realised["product_id"].map(margin_of).sum()) / n
+    return out
+
+
+def baselines(
+    past: dict[str, pd.DataFrame], pairs: pd.DataFrame, at: pd.Timestamp, window_days: int
+) -> dict[str, pd.DataFrame]:
+    """Ranked products per customer of the three baselines (``customer_id``, ``rank``,
+    ``product_id``)."""
+    orders = past["orders"]
+    orders = orders[orders["quantity"] > 0]
+    buyers = orders["customer_id"].unique()
+    recent = orders[orders["ordered_at"] > at - pd.Timedelta(days=90)]
+    top = recent.groupby("product_id")["quantity"].sum().nlargest(TOP).index
+    popular = pd.DataFrame(
+        {
+            "customer_id": pd.Series(buyers).repeat(len(top)).to_numpy(),
+            "rank": list(range(1, len(top) + 1)) * len(buyers),
+            "product_id": list(top) * len(buyers),
+        }
+    )
+    last = (
+        orders.sort_values("ordered_at", ascending=False, kind="stable")
+        .drop_duplicates(["customer_id", "product_id"])
+        .assign(rank=lambda f: f.groupby("customer_id").cumcount() + 1)
+    )
+    last = last[last["rank"] <= TOP][["customer_id", "rank", "product_id"]]
+    due = pairs[pairs["expected_next_purchase_at"] <= at + pd.Timedelta(days=window_days)]
+    overdue = due.sort_values(["customer_id", "expected_next_purchase_at"], kind="stable").assign(
+        rank=lambda f: f.groupby("customer_id").cumcount() + 1
+    )
+    overdue = overdue[overdue["rank"] <= TOP][["customer_id", "rank", "product_id"]]
+    return {"most popular": popular, "last bought again": last, "overdue rule": overdue}
+
+
+def policy_figures(
+    suggested: pd.DataFrame, bought: pd.DataFrame, active: pd.Series, family: pd.Series
+) -> dict[str, float]:
+    """Reminder precision and the share of win-backs sent to customers truly active."""
+    won = set(zip(bought["customer_id"], bought["product_id"].map(family), strict=True))
+    reminders = suggested[suggested["action"] == "replenishment_reminder"]
+    hit = [
+        (c, f) in won
+        for c, f in zip(reminders["customer_id"], reminders["product_id"].map(family), strict=True)
+    ]
+    winbacks = suggested[suggested["action"] == "winback_offer"]
+    return {
+        "reminders": float(len(reminders)),
+        "reminder precision": sum(hit) / len(hit) if hit else float("nan"),
+        "win-backs": float(len(winbacks)),
+        "win-backs to active": float(active.reindex(winbacks["customer_id"]).fillna(False).mean())
+        if len(winbacks)
+        else float("nan"),
+    }
+
+
+def policy_before(catalog):
+    """The catalog as the policy ran before it was measured: a win-back for any churn
+    probability of 0.5 or more, however recent the last order."""
+    winback = dataclasses.replace(catalog["winback_offer"], due=None)
+    return dataclasses.replace(catalog, actions={**catalog.actions, "winback_offer": winback})
+
+
+def run() -> None:
+    from cdp.io import write_tables
+    from cdp.world.generate import WorldConfig, generate_world
+    from features.build import build_features
+    from features.config import FeatureConfig
+    from features.io import write_snapshot
+    from serving.catalog import DEFAULT, load_catalog
+    from serving.outbound import suggest_all
+    from serving.state import ServingState
+    from training import pipeline, registry
+
+    warnings.filterwarnings("ignore", module="lifetimes")
+    started = time.perf_counter()
+    world = generate_world(WorldConfig(customers=CUSTOMERS, seed=4, as_of=T))
+    past = history(world.tables, T)
+    end = T + pd.Timedelta(days=WINDOW_DAYS)
+    orders = world.tables["orders"]
+    bought = orders[(orders["ordered_at"] > T) & (orders["ordered_at"] <= end)]
+    bought = bought[bought["quantity"] > 0][["customer_id", "product_id"]]
+    config = FeatureConfig()
+    catalog = load_catalog(DEFAULT)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "history"
+        write_tables(past, folder)
+        registry.configure(Path(tmp) / "mlruns")
+        # trained as `nextbest retrain` trains by default: as of the latest complete day
+        # (a window ending at T needs data past T to be known complete)
+        trained = T - pd.Timedelta(days=1)
+        pipeline.train(folder, as_of=trained, config=config, root=Path(tmp) / "mlruns")
+        built = build_features(folder, as_of=T, config=config)
+        write_snapshot(built, config, folder, Path(tmp) / "features")
+        state = ServingState.load(data=folder, features=Path(tmp) / "features")
+        suggested, _ = suggest_all(state, catalog, now=T, max_actions=TOP)
+        before, _ = suggest_all(state, policy_before(catalog), now=T, max_actions=TOP)
+    print(f"{CUSTOMERS:,} customers, suggestions as of {T.date()}, scored on the orders of the"
+          f" next {WINDOW_DAYS} days ({time.perf_counter() - started:.0f} s to build)")  # fmt: skip
+    evaluated = pd.Index(
+        sorted(c for c in state.customers if state.allows(c, "marketing", T.to_pydatetime()))
+    ).intersection(past["orders"]["customer_id"].unique())
+    products = world.tables["products"]
+    family = families(products)
+    margin_of = products.set_index("product_id")["price"] * catalog.margin
+    truth = world.truth["customers"].set_index("customer_id")["active_at_as_of"]
+    rows = {}
+    for name, table in (("nextbest policy", suggested), ("policy before", before)):
+        rows[name] = scores(table, bought, evaluated, family, margin_of)
+        rows[name] |= policy_figures(table, bought, truth, family)
+    for name, ranked in baselines(past, built.pairs, T, config.window_days).items():
+        rows[name] = scores(ranked, bought, evaluated, family, margin_of)
+    table = pd.DataFrame(rows).T
+    print(f"evaluated: {len(evaluated):,} buyers with marketing consent in force at {T.date()}")
+    print(table.to_string(float_format=lambda v: f"{v:.3f}", na_rep="-"))
+    best = table.drop(index=["nextbest policy", "policy before"])["hit@1"].max()
+    print(
+        f"hit@1: the policy {table.loc['nextbest policy', 'hit@1']:.3f} against the best"
+        f" baseline's {best:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    run()

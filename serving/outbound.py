@@ -1,0 +1,93 @@
+"""Next best actions for every customer at once (``nextbest suggest``): outbound campaigns.
+
+Email, LINE or push before the ink runs out needs the same answer a chatbot gets, for
+everyone, ahead of time. :func:`suggest_all` asks the served state the same question
+``/suggest`` asks (:meth:`~serving.state.ServingState.ranking`: the same policy, consent
+rules, cooldowns and caps), once per customer, and returns the answers as one table; the
+benchmark of the policy (``make eval-nba``) scores exactly this table.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+
+import pandas as pd
+
+from serving.catalog import Catalog
+from serving.policy import Context
+
+#: The columns of ``suggestions.parquet``, one row per customer x rank.
+COLUMNS = (
+    "customer_id",
+    "rank",
+    "action",
+    "purpose",
+    "product_id",
+    "probability",
+    "expected_value",
+    "reason_codes",
+    "message",
+    "locale",
+)
+NO_CONSENT = "no marketing consent in force"
+
+
+def suggest_all(
+    state,
+    catalog: Catalog,
+    *,
+    now: datetime,
+    max_actions: int = 3,
+    exposures=None,
+    context: Context | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    """The ranked actions of every customer the state knows, at ``now``.
+
+    Parameters
+    ----------
+    state : ServingState
+        The loaded champions and snapshot (:meth:`~serving.state.ServingState.load`).
+    catalog : Catalog
+        The actions and their rules.
+    now : datetime
+        The moment the answers are for (settled UTC): consent in force then decides.
+    max_actions : int, default 3
+        Rows per customer at most.
+    exposures : callable, optional
+        Customer id -> their exposures (cooldowns and caps), as the service keeps them;
+        none when not given.
+    context : Context, optional
+        The channel and locale of the campaign (the customer's own locale by default).
+
+    Returns
+    -------
+    tuple of (pandas.DataFrame, dict)
+        :data:`COLUMNS`, sorted by customer and rank (``nothing_now`` rows included: a
+        customer with nothing worth sending is said so); and a summary: rows per action,
+        customers, and the marketing candidates withheld for want of consent.
+    """
+    context = context or Context(channel="outbound")
+    records, withheld, actions = [], 0, Counter()
+    for customer_id in sorted(state.customers):
+        seen = exposures(customer_id) if exposures else None
+        ranking = state.ranking(
+            customer_id, context, catalog, now=now, exposures=seen, max_actions=max_actions
+        )
+        withheld += sum(s.reason == NO_CONSENT for s in ranking.suppressed)
+        actions.update(s.action for s in ranking.suggestions)
+        records += [
+            (customer_id, position, s.action, s.purpose, s.product_id, s.probability,
+             s.expected_value, list(s.reason_codes), s.message, ranking.locale)
+            for position, s in enumerate(ranking.suggestions, start=1)
+        ]  # fmt: skip
+    frame = pd.DataFrame.from_records(records, columns=COLUMNS).astype(
+        {"rank": "int16", "probability": "float64", "expected_value": "float64"}
+    )
+    summary = {
+        "customers": len(state.customers),
+        "rows": len(frame),
+        "actions": dict(sorted(actions.items())),
+        "withheld_for_consent": withheld,
+    }
+    return frame, summary
