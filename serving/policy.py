@@ -25,25 +25,17 @@ non-personal service actions. Every suppressed candidate is reported with its re
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from serving.catalog import Catalog
+from serving.drivers import phrase
+from serving.language import read_message
 from serving.locales import answer_locale
 
 NEGATIVE = -0.3  # a sentiment at or below this is negative
 RECENT_ORDER_DAYS = 14
-FRUSTRATED_WORDS = re.compile(
-    r"angry|terrible|awful|worst|useless|ridiculous|refund|complain|broken|still not|"
-    r"生氣|生气|糟糕|爛|烂|退款|投訴|投诉|客訴|客诉|失望|壞掉|坏掉|還沒收到|还没收到",
-    re.IGNORECASE,
-)
-ORDER_WORDS = re.compile(
-    r"order|deliver|shipping|tracking|package|訂單|订单|出貨|发货|出货|物流|包裹|配送",
-    re.IGNORECASE,
-)
 
 
 @dataclass(frozen=True)
@@ -76,6 +68,7 @@ class Profile:
     locale: str = "en"
     marketing_consent: bool = False
     churn_probability: float | None = None
+    churn_drivers: tuple[str, ...] = ()  # the customer's own (serving.drivers), strongest first
     clv_12m: float | None = None
     open_tickets: int = 0
     min_sentiment_30d: float | None = None
@@ -132,10 +125,12 @@ class Ranking:
 
 
 def is_frustrated(profile: Profile | None, context: Context) -> bool:
-    """Negative sentiment or words now, or open tickets with a recent negative sentiment."""
+    """A negative sentiment or a complaint now (:func:`serving.language.read_message` on the
+    message, with the chatbot's own sentiment), or open tickets with a recent negative
+    sentiment."""
     if context.sentiment is not None and context.sentiment <= NEGATIVE:
         return True
-    if context.message and FRUSTRATED_WORDS.search(context.message):
+    if context.message and read_message(context.message, context.sentiment).frustrated:
         return True
     return bool(
         profile is not None
@@ -143,6 +138,13 @@ def is_frustrated(profile: Profile | None, context: Context) -> bool:
         and profile.min_sentiment_30d is not None
         and profile.min_sentiment_30d <= NEGATIVE
     )
+
+
+def intent_of(context: Context) -> str | None:
+    """What the customer asks for: the chatbot's ``intent``, else the message's."""
+    if context.intent or not context.message:
+        return context.intent
+    return read_message(context.message).intent
 
 
 def _confidence(probability: float) -> str:
@@ -204,7 +206,8 @@ def rank(
     frustrated = is_frustrated(profile, context)
     candidates = _service_candidates(profile, context, catalog, now, frustrated)
     if profile is not None:
-        candidates += _profile_candidates(profile, catalog, now, window_days, locale)
+        asked = intent_of(context) == "reorder"
+        candidates += _profile_candidates(profile, catalog, now, window_days, locale, asked)
     suggestions, suppressed = [], []
     for candidate in candidates:
         why = _suppressed_because(candidate, catalog, profile, frustrated, exposures, now)
@@ -239,9 +242,7 @@ def _service_candidates(
     if frustrated:
         value = _value(catalog, "escalate_to_human")
         candidates.append(Candidate("escalate_to_human", None, 1.0, value, ("FRUSTRATED",), {}))
-    asks_order = context.intent == "order_status" or bool(
-        context.message and ORDER_WORDS.search(context.message)
-    )
+    asks_order = intent_of(context) == "order_status"
     recent = bool(
         profile
         and profile.last_order_at
@@ -256,24 +257,32 @@ def _service_candidates(
 
 
 def _profile_candidates(
-    profile: Profile, catalog: Catalog, now: datetime, window_days: int, locale: str
+    profile: Profile,
+    catalog: Catalog,
+    now: datetime,
+    window_days: int,
+    locale: str,
+    asked_reorder: bool = False,
 ) -> list[Candidate]:
-    """Replenishment reminders due in the window, the best cross-sell, a win-back offer."""
+    """Replenishment reminders due in the window (every consumable, certain, when the
+    customer asks to reorder), the best cross-sell, a win-back offer."""
     candidates = []
     horizon = now + timedelta(days=window_days)
     for item in profile.consumables:
-        if item.expected_next_purchase_at > horizon:
+        if item.expected_next_purchase_at > horizon and not asked_reorder:
             continue
         date = item.expected_next_purchase_at.date().isoformat()
         name = item.names.get(locale) or item.names["en"]
         overdue = item.expected_next_purchase_at < now  # phrased as past, not as a future date
+        due = item.expected_next_purchase_at <= horizon
+        codes = ("RUNOUT_OVERDUE",) if overdue else ("RUNOUT_DUE",) if due else ()
         candidates.append(
             Candidate(
                 "replenishment_reminder",
                 item.product_id,
-                item.repurchase_probability,
+                1.0 if asked_reorder else item.repurchase_probability,
                 item.price * catalog.margin,
-                ("RUNOUT_OVERDUE",) if overdue else ("RUNOUT_DUE",),
+                ("ASKED_TO_REORDER", *codes) if asked_reorder else codes,
                 {"product": name, "date": date, "overdue": overdue},
             )
         )
@@ -294,14 +303,15 @@ def _profile_candidates(
     if not profile.marketing_consent:  # churn was not scored (purpose limitation)
         candidates.append(Candidate("winback_offer", None, 0.0, 0.0, ("CHURN_NOT_SCORED",), {}))
     elif (codes := _winback_due(profile, catalog["winback_offer"].due, now)) is not None:
+        drivers = profile.churn_drivers
         candidates.append(
             Candidate(
                 "winback_offer",
                 None,
                 profile.churn_probability * catalog.retention_uplift,
                 float(profile.clv_12m or 0.0),
-                codes,
-                {},
+                (*codes, *drivers),
+                {"driver": phrase(drivers[0] if drivers else "", locale)},
             )
         )
     return candidates

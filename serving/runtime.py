@@ -91,8 +91,10 @@ def open_runtime(config: ServeConfig, reload: Callable[[], dict]) -> Runtime:
 def load_state(rt: Runtime, config: ServeConfig):
     """A new :class:`~serving.state.ServingState` (the champions and the snapshot) with
     the online log applied on top (:func:`replay`)."""
+    from serving import language
     from serving.state import ServingState
 
+    language.warm()  # the message analysers load in seconds: not in a customer's request
     state = ServingState.load(data=config.data, features=config.features)
     counts = replay(rt, state)
     count_applied(counts, "replay")

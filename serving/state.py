@@ -34,6 +34,7 @@ from features.profile import (
 )
 from features.rfm import NO_PURCHASE
 from serving.catalog import Catalog
+from serving.drivers import top_drivers
 from serving.policy import Consumable, Context, CrossSell, Profile, Ranking, rank
 
 if TYPE_CHECKING:
@@ -76,6 +77,8 @@ class Customer:
     cycle_days: dict[str, float] = field(default_factory=dict)  # per unit, per consumable
     owned: set[str] = field(default_factory=set)
     recent_orders: list[dict] = field(default_factory=list)
+    #: what raises this customer's churn probability most (:mod:`serving.drivers` codes)
+    churn_drivers: tuple[str, ...] = ()
 
 
 class ServingState:
@@ -120,6 +123,11 @@ class ServingState:
         buyers = customers[customers["purchase_days"] > 0]
         state.churn_matrix = _numeric(state.churn_model, buyers)
         state.churn_row = {c: i for i, c in enumerate(buyers["customer_id"])}
+        model = state.churn_model  # each customer's own churn drivers (TreeSHAP)
+        drivers = top_drivers(model.contributions(buyers), buyers[model.features_])
+        for customer_id, codes in zip(buyers["customer_id"], drivers, strict=True):
+            if customer_id in state.customers:
+                state.customers[customer_id].churn_drivers = codes
         return state
 
     def _index(
@@ -285,6 +293,7 @@ class ServingState:
             marketing_consent=granted,
             # purpose limitation: churn and CLV serve marketing, skipped without consent
             churn_probability=c.churn_probability if granted else None,
+            churn_drivers=c.churn_drivers if granted else (),
             clv_12m=c.clv_12m if granted else None,
             open_tickets=c.open_tickets,
             min_sentiment_30d=c.min_sentiment_30d,

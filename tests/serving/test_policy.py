@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -193,3 +194,54 @@ def test_a_broken_catalog_names_the_field(tmp_path):
     assert "replenishment_reminder.overdue.reasons: missing locales ['en']" in str(error.value)
     assert "actions.winback_offer.due:" in str(error.value)
     assert "['churn_probability', 'default_gap_days']" in str(error.value)
+
+
+def test_a_winback_names_the_customers_own_strongest_driver():
+    profile = Profile(
+        "C1",
+        locale="zh-TW",
+        marketing_consent=True,
+        churn_probability=0.8,
+        churn_drivers=("recency_days_high", "views_30d_low"),
+        clv_12m=900.0,
+        last_order_at=NOW - timedelta(days=200),
+        usual_gap_days=30.0,
+    )
+    winback = next(
+        a for a in rank(profile, Context(), CATALOG, now=NOW).suggestions
+        if a.action == "winback_offer"
+    )  # fmt: skip
+    assert winback.reason_codes[-3:] == ("recency_days_high", "views_30d_low", "MARKETING_CONSENT")
+    assert "已經很久沒有購買" in winback.reason
+
+
+@pytest.mark.parametrize(
+    ("message", "escalated"),
+    [
+        ("I'm really frustrated, nobody answers my emails", True),
+        ("你们的服务太差了，我很不满意", True),
+        ("包裹一直沒來，真的很煩", True),
+        ("No complaints, the ink works great, thanks!", False),
+    ],
+)
+def test_frustration_is_read_from_the_message_not_a_keyword_list(message, escalated):
+    profile = Profile("C1", marketing_consent=True, locale="en")
+    ranking = rank(profile, Context(message=message), CATALOG, now=NOW)
+    assert ranking.frustrated is escalated
+    assert (ranking.suggestions[0].action == "escalate_to_human") is escalated
+
+
+def test_asking_to_reorder_offers_the_refill_not_order_status_help():
+    ink = Consumable(
+        "P-INK", NAMES, 25.0, 0.2, NOW + timedelta(days=40), NOW + timedelta(days=35),
+        NOW + timedelta(days=45), NOW - timedelta(days=5),
+    )  # fmt: skip
+    profile = Profile("C1", marketing_consent=True, consumables=[ink])
+    for message in ("Can you reorder my ink?", "我想再訂一次墨水"):
+        ranking = rank(profile, Context(message=message), CATALOG, now=NOW)
+        top = ranking.suggestions[0]
+        assert top.action == "replenishment_reminder" and top.product_id == "P-INK", message
+        assert top.reason_codes[0] == "ASKED_TO_REORDER" and top.probability == 1.0
+        assert all(s.action != "order_status_help" for s in ranking.suggestions)
+    quiet = rank(profile, Context(message="hello"), CATALOG, now=NOW)
+    assert all(s.action != "replenishment_reminder" for s in quiet.suggestions)  # not due
