@@ -10,7 +10,6 @@ status and detail both doors report: REST as an RFC 9457 problem, MCP as a tool 
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from dataclasses import asdict
 from datetime import datetime
@@ -41,8 +40,8 @@ from serving.security import CALLER
 #: scores drive marketing actions, so an answer carries them only when
 #: :meth:`ServingState.allows` says this purpose's consent is in force.
 MODEL_PURPOSE = "marketing"
-logger = logging.getLogger("nextbest.serving")
-NO_ROWS = ("customers", "orders", "events", "consents", "identities", "ignored")
+#: The counts of a batch nothing of which was applied: every count field of ``Applied``.
+NO_ROWS = tuple(name for name in Applied.model_fields if name != "created")
 SKIPPED = (
     "skipped: no marketing consent in force (churn, CLV and repurchase scores serve marketing only)"
 )

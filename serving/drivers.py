@@ -12,93 +12,55 @@ customer's language (:func:`phrase`).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
+
+from cdp.errors import BadInputError
+from serving.catalog import LOCALES
 
 TOP = 2  # drivers kept per customer
+DEFAULT = Path(__file__).with_name("drivers.yaml")
+DIRECTIONS = ("high", "low")
 
-#: What a driver says, by the feature's family (the first pattern that matches its name) and
-#: direction: {family: (pattern, {direction: {locale: phrase}})}.
-FAMILIES: dict[str, tuple[str, dict[str, dict[str, str]]]] = {
-    "recency": (
-        r"recency_days|r_score|days_since_last_event|^T$",
-        {
-            "high": {"en": "no purchase for a long time", "zh-TW": "已經很久沒有購買",
-                     "zh-CN": "已经很久没有购买"},
-            "low": {"en": "a recent purchase", "zh-TW": "最近才購買", "zh-CN": "最近才购买"},
-        },
-    ),
-    "gap": (
-        r"overdue_ratio|gap_",
-        {
-            "high": {"en": "longer than usual since the last order",
-                     "zh-TW": "距上次下單比平常久", "zh-CN": "距上次下单比平常久"},
-            "low": {"en": "orders come at a steady pace", "zh-TW": "下單頻率穩定",
-                    "zh-CN": "下单频率稳定"},
-        },
-    ),
-    "frequency": (
-        r"frequency|f_score|purchase_days|^orders$|expected_purchases|p_alive|^recency$",
-        {
-            "high": {"en": "a regular buyer", "zh-TW": "經常購買", "zh-CN": "经常购买"},
-            "low": {"en": "few purchases so far", "zh-TW": "購買次數不多", "zh-CN": "购买次数不多"},
-        },
-    ),
-    "spend": (
-        r"monetary|m_score|spend|clv|order_value",
-        {
-            "high": {"en": "spending more than most", "zh-TW": "消費金額較高",
-                     "zh-CN": "消费金额较高"},
-            "low": {"en": "spending less lately", "zh-TW": "消費金額偏低", "zh-CN": "消费金额偏低"},
-        },
-    ),
-    "returns": (
-        r"return",
-        {
-            "high": {"en": "many returns", "zh-TW": "退貨較多", "zh-CN": "退货较多"},
-            "low": {"en": "few returns", "zh-TW": "很少退貨", "zh-CN": "很少退货"},
-        },
-    ),
-    "complaint": (
-        r"days_since_negative_sentiment",
-        {
-            "low": {"en": "an unhappy recent contact", "zh-TW": "近期互動不愉快",
-                    "zh-CN": "近期互动不愉快"},
-            "high": {"en": "no complaint for a long time", "zh-TW": "很久沒有抱怨",
-                     "zh-CN": "很久没有抱怨"},
-        },
-    ),
-    "sentiment": (
-        r"^sentiment_",
-        {
-            "low": {"en": "an unhappy recent contact", "zh-TW": "近期互動不愉快",
-                    "zh-CN": "近期互动不愉快"},
-            "high": {"en": "a friendly recent contact", "zh-TW": "近期互動良好",
-                     "zh-CN": "近期互动良好"},
-        },
-    ),
-    "support": (
-        r"support_tickets",
-        {
-            "high": {"en": "recent support tickets", "zh-TW": "近期有客服案件",
-                     "zh-CN": "近期有客服工单"},
-            "low": {"en": "no recent support contact", "zh-TW": "近期沒有聯繫客服",
-                    "zh-CN": "近期没有联系客服"},
-        },
-    ),
-    "engagement": (
-        r"views|email_|chat_|stitched",
-        {
-            "high": {"en": "still browsing and reading", "zh-TW": "仍常瀏覽與閱讀訊息",
-                     "zh-CN": "仍常浏览与阅读消息"},
-            "low": {"en": "less browsing and fewer email opens", "zh-TW": "瀏覽與開信變少",
-                    "zh-CN": "浏览与开信变少"},
-        },
-    ),
-}  # fmt: skip
-#: For a feature no family names (a category such as the segment, or tenure).
-OTHER = {"en": "their purchase history", "zh-TW": "購買紀錄", "zh-CN": "购买记录"}
+
+def load_phrases(path: str | Path = DEFAULT) -> tuple[dict, dict[str, str]]:
+    """Read and check the driver phrases (``serving/drivers.yaml``): ``({family: (pattern,
+    {direction: {locale: phrase}})}, {locale: phrase for any other feature})``. Every problem
+    is reported at once, naming the field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise BadInputError(f"{path}: cannot read the driver phrases: {error}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("families"), dict):
+        raise BadInputError(f"{path}: expected a mapping 'families'")
+    problems, families = [], {}
+    for name, spec in raw["families"].items():
+        spec = spec if isinstance(spec, dict) else {}
+        try:
+            re.compile(spec.get("pattern") or "")
+        except re.error as error:
+            problems.append(f"families.{name}.pattern: not a regular expression ({error})")
+        if not spec.get("pattern"):
+            problems.append(f"families.{name}.pattern: missing")
+        for direction in DIRECTIONS:
+            missing = [loc for loc in LOCALES if not (spec.get(direction) or {}).get(loc)]
+            if missing:
+                problems.append(f"families.{name}.{direction}: missing locales {missing}")
+        families[name] = (spec.get("pattern"), {d: spec.get(d) for d in DIRECTIONS})
+    other = raw.get("other") if isinstance(raw.get("other"), dict) else {}
+    missing = [loc for loc in LOCALES if not other.get(loc)]
+    if missing:
+        problems.append(f"other: missing locales {missing}")
+    if problems:
+        raise BadInputError(f"{path}: " + "; ".join(problems))
+    return families, other
+
+
+FAMILIES, OTHER = load_phrases()
 
 
 def top_drivers(contributions: pd.DataFrame, values: pd.DataFrame, top: int = TOP) -> pd.Series:

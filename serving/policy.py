@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 from serving.catalog import Catalog
 from serving.drivers import phrase
-from serving.language import read_message
+from serving.language import Reading, read_message
 from serving.locales import answer_locale
 
 NEGATIVE = -0.3  # a sentiment at or below this is negative
@@ -124,13 +124,18 @@ class Ranking:
     locale: str = "en"  # the locale of every message and reason
 
 
-def is_frustrated(profile: Profile | None, context: Context) -> bool:
-    """A negative sentiment or a complaint now (:func:`serving.language.read_message` on the
-    message, with the chatbot's own sentiment), or open tickets with a recent negative
-    sentiment."""
+def read_context(context: Context) -> Reading | None:
+    """The message read once (:func:`serving.language.read_message`, with the chatbot's own
+    sentiment); None without a message."""
+    return read_message(context.message, context.sentiment) if context.message else None
+
+
+def is_frustrated(profile: Profile | None, context: Context, reading: Reading | None) -> bool:
+    """A negative sentiment or a complaint now (``reading``, the message read with the
+    chatbot's own sentiment), or open tickets with a recent negative sentiment."""
     if context.sentiment is not None and context.sentiment <= NEGATIVE:
         return True
-    if context.message and read_message(context.message, context.sentiment).frustrated:
+    if reading is not None and reading.frustrated:
         return True
     return bool(
         profile is not None
@@ -140,11 +145,11 @@ def is_frustrated(profile: Profile | None, context: Context) -> bool:
     )
 
 
-def intent_of(context: Context) -> str | None:
+def intent_of(context: Context, reading: Reading | None) -> str | None:
     """What the customer asks for: the chatbot's ``intent``, else the message's."""
-    if context.intent or not context.message:
+    if context.intent or reading is None:
         return context.intent
-    return read_message(context.message).intent
+    return reading.intent
 
 
 def _confidence(probability: float) -> str:
@@ -203,10 +208,12 @@ def rank(
     """
     exposures = exposures or {}
     locale = answer_locale(context.locale, profile.locale if profile else None)
-    frustrated = is_frustrated(profile, context)
-    candidates = _service_candidates(profile, context, catalog, now, frustrated)
+    reading = read_context(context)
+    frustrated = is_frustrated(profile, context, reading)
+    intent = intent_of(context, reading)
+    candidates = _service_candidates(profile, intent, catalog, now, frustrated)
     if profile is not None:
-        asked = intent_of(context) == "reorder"
+        asked = intent == "reorder"
         candidates += _profile_candidates(profile, catalog, now, window_days, locale, asked)
     suggestions, suppressed = [], []
     for candidate in candidates:
@@ -235,14 +242,14 @@ def rank(
 
 
 def _service_candidates(
-    profile: Profile | None, context: Context, catalog: Catalog, now: datetime, frustrated: bool
+    profile: Profile | None, intent: str | None, catalog: Catalog, now: datetime, frustrated: bool
 ) -> list[Candidate]:
     """Escalation for a frustrated customer; order-status help when asked or just ordered."""
     candidates = []
     if frustrated:
         value = _value(catalog, "escalate_to_human")
         candidates.append(Candidate("escalate_to_human", None, 1.0, value, ("FRUSTRATED",), {}))
-    asks_order = intent_of(context) == "order_status"
+    asks_order = intent == "order_status"
     recent = bool(
         profile
         and profile.last_order_at

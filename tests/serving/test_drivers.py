@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from serving.drivers import OTHER, phrase, top_drivers
+from cdp.errors import BadInputError
+from serving.drivers import DEFAULT, OTHER, load_phrases, phrase, top_drivers
 
 
 def test_the_strongest_raising_features_first_named_by_direction():
@@ -47,6 +48,22 @@ def test_the_strongest_raising_features_first_named_by_direction():
 )
 def test_a_driver_in_the_customers_language(code, locale, words):
     assert phrase(code, locale) == words
+
+
+def test_a_phrase_file_missing_a_locale_or_with_a_bad_pattern_is_refused_naming_the_field(
+    tmp_path,
+):
+    text = DEFAULT.read_text(encoding="utf-8")
+    broken = text.replace('zh-CN: "已经很久没有购买"', "", 1).replace(
+        'pattern: "return"', 'pattern: "return("', 1
+    )
+    assert broken.count("pattern") == text.count("pattern")
+    path = tmp_path / "drivers.yaml"
+    path.write_text(broken, encoding="utf-8")
+    with pytest.raises(BadInputError) as error:
+        load_phrases(path)
+    assert "families.recency.high: missing locales ['zh-CN']" in str(error.value)
+    assert "families.returns.pattern: not a regular expression" in str(error.value)
 
 
 def test_the_served_state_carries_each_buyers_strongest_churn_drivers(world, small_world_dir):
