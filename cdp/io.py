@@ -1,4 +1,6 @@
-"""Reading and writing contract folders: one Parquet or CSV file per table.
+"""Reading and writing contract folders: one Parquet or CSV file per table, or a folder of
+Parquet part files per table (what Spark and CDP exports write; Hive-style ``key=value``
+sub-folders allowed).
 
 Reading never coerces silently: a value that does not parse as its contract type is
 reported as a :class:`~cdp.errors.Violation`, never turned into a null. Writing is
@@ -32,7 +34,26 @@ def _examples(values: pd.Series) -> tuple[str, ...]:
     return tuple(repr(v) for v in pd.unique(values.to_numpy())[:_EXAMPLES])
 
 
+def hidden(path: Path, below: Path) -> bool:
+    """Whether ``path`` is hidden (``.``) or bookkeeping (``_``) below the folder ``below``."""
+    return any(part.startswith((".", "_")) for part in path.relative_to(below).parts)
+
+
+def part_files(table: Path) -> list[Path]:
+    """The Parquet part files of a table folder, in path order: any depth (Hive-style
+    ``key=value`` folders), skipping hidden (``.``) and bookkeeping (``_``) names such as
+    Spark's ``_SUCCESS``, ``_temporary/`` and ``.crc`` files, as Spark and pyarrow do."""
+    return sorted(p for p in table.rglob("*.parquet") if not hidden(p, table))
+
+
+def is_parquet(path: Path) -> bool:
+    """Whether a located table is Parquet: a ``.parquet`` file or a folder of part files."""
+    return path.is_dir() or path.suffix == ".parquet"
+
+
 def _read_raw(path: Path) -> pd.DataFrame:
+    if path.is_dir():  # pyarrow reads the parts as one table, Hive keys as columns
+        return pd.read_parquet(path)
     if path.suffix == ".csv":
         # Every column as text: ids keep their leading zeros, types are checked below.
         return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
@@ -125,22 +146,29 @@ def _finish_dtypes(frame: pd.DataFrame, table: str, broken: set[str]) -> pd.Data
 
 
 def locate_tables(folder: Path) -> tuple[dict[str, Path], list[Violation]]:
-    """Find each contract table's file in ``folder``; report missing or ambiguous ones."""
+    """Find each contract table in ``folder``: ``NAME.parquet``, ``NAME.csv`` or a folder
+    ``NAME/`` of Parquet part files; report missing, empty or ambiguous ones."""
     found: dict[str, Path] = {}
     violations: list[Violation] = []
     for name, spec in TABLES.items():
-        candidates = [folder / f"{name}.{ext}" for ext in ("parquet", "csv")]
-        present = [p for p in candidates if p.is_file()]
+        files = [folder / f"{name}.{ext}" for ext in ("parquet", "csv")]
+        present = [p for p in files if p.is_file()]
+        if (folder / name).is_dir():
+            present.append(folder / name)
         if len(present) > 1:
-            violations.append(
-                Violation(name, None, "both a .parquet and a .csv file; keep exactly one")
-            )
+            kinds = " and ".join(p.name + ("/" if p.is_dir() else "") for p in present)
+            violations.append(Violation(name, None, f"both {kinds}; keep exactly one"))
+        elif present and present[0].is_dir() and not part_files(present[0]):
+            violations.append(Violation(name, None, f"folder {name}/ has no .parquet part files"))
         elif present:
             found[name] = present[0]
         elif spec.required:
             violations.append(
                 Violation(
-                    name, None, f"required table missing: expected {name}.parquet or {name}.csv"
+                    name,
+                    None,
+                    f"required table missing: expected {name}.parquet, {name}.csv or a folder"
+                    f" {name}/ of Parquet part files",
                 )
             )
     return found, violations

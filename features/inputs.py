@@ -1,7 +1,8 @@
 """The contract tables as Polars lazy frames: the only form the feature code reads.
 
 :func:`as_inputs` takes a loaded :class:`~cdp.contract.ContractTables` (pandas) or a
-contract folder. From a folder of Parquet files the tables are scanned lazily, so a build
+contract folder. From a folder of Parquet files (or folders of part files) the tables are
+scanned lazily, so a build
 reads only the columns it uses; CSV tables go through the contract loader.
 """
 
@@ -17,7 +18,7 @@ import polars as pl
 import pyarrow as pa
 
 from cdp.contract import TABLES, ContractTables, dtype_of, empty_table
-from cdp.io import locate_tables, read_tables
+from cdp.io import is_parquet, locate_tables, part_files, read_tables
 
 TIME = pl.Datetime("us", "UTC")
 
@@ -46,8 +47,12 @@ def _lazy(frame: pd.DataFrame, name: str) -> pl.LazyFrame:
 
 
 def _scan(path: Path) -> pl.LazyFrame:
-    """Scan a Parquet table; timestamps to UTC microseconds (naive ones are UTC)."""
-    frame = pl.scan_parquet(path)
+    """Scan a Parquet table (a file, or a folder of part files with Hive keys as columns);
+    timestamps to UTC microseconds (naive ones are UTC)."""
+    if path.is_dir():
+        frame = pl.scan_parquet(part_files(path), hive_partitioning=True)
+    else:
+        frame = pl.scan_parquet(path)
     fixes = []
     for name, dtype in frame.collect_schema().items():
         if isinstance(dtype, pl.Datetime):
@@ -69,7 +74,7 @@ def as_inputs(tables: Tables) -> FeatureInputs:
         return FeatureInputs(**{name: _lazy(frame, name) for name, frame in tables.items()})
     folder = Path(tables)
     files, _ = locate_tables(folder)
-    if all(p.suffix == ".parquet" for p in files.values()):
+    if all(is_parquet(p) for p in files.values()):
         frames = {
             name: _scan(files[name]) if name in files else _lazy(empty_table(name), name)
             for name in TABLES

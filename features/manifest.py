@@ -7,6 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from cdp import package_version
+from cdp.io import part_files
 from features.build import FeatureTables
 from features.config import FeatureConfig
 from features.engagement import COUNTED
@@ -108,8 +109,13 @@ def describe(config: FeatureConfig) -> dict[str, dict[str, str]]:
 
 
 def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes."""
+    """SHA-256 of a table file's bytes; of a folder of part files, SHA-256 over each part's
+    path in the folder and its own digest (renaming or changing a part changes it)."""
     digest = hashlib.sha256()
+    if path.is_dir():
+        for part in part_files(path):
+            digest.update(f"{part.relative_to(path).as_posix()}\0{file_digest(part)}\n".encode())
+        return digest.hexdigest()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
@@ -132,7 +138,10 @@ def manifest(features: FeatureTables, config: FeatureConfig, inputs: dict[str, P
             name: {column: docs[name].get(column, "") for column in frame.columns}
             for name, frame in tables.items()
         },
-        "inputs": {name: {"file": p.name, "sha256": file_digest(p)} for name, p in inputs.items()},
+        "inputs": {
+            name: {"file": p.name + ("/" if p.is_dir() else ""), "sha256": file_digest(p)}
+            for name, p in inputs.items()
+        },
         "population": {
             "rfm_edges": population.rfm_edges,
             "lifetimes": asdict(population.lifetimes),

@@ -2,7 +2,8 @@
 folders and output folders (feature snapshots, score folders), and check that nothing is
 left anywhere (including the MLflow store).
 
-A table file is any ``.parquet`` or ``.csv`` below a folder; its rows about the customer
+A table file is any ``.parquet`` or ``.csv`` below a folder (a part file of a partitioned
+table too: each part is rewritten on its own); its rows about the customer
 are those whose ``customer_id`` is theirs, or whose ``anonymous_id`` is one of their
 identity values (anonymous events stitched to them). Files are rewritten through a
 temporary file and a rename, so a crash leaves either the old or the new file.
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from cdp.io import hidden
+
 SUFFIXES = (".parquet", ".csv")
 
 
@@ -23,9 +26,13 @@ def table_files(folder: Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return sorted(
-        p for p in folder.rglob("*") if p.suffix in SUFFIXES and not p.name.startswith(".")
-    )
+    return sorted(p for p in folder.rglob("*") if p.suffix in SUFFIXES and not hidden(p, folder))
+
+
+def table_of(path: Path, folder: Path) -> str:
+    """The table a file below ``folder`` holds: ``identities`` for ``identities.parquet``
+    and for ``identities/country=TW/part-0.parquet``."""
+    return Path(path.relative_to(folder).parts[0]).stem
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -56,7 +63,7 @@ def identity_values(folder: Path, customer_id: str) -> set[str]:
     """The identity values of ``customer_id`` in a contract folder's identities table."""
     values: set[str] = set()
     for path in table_files(folder):
-        if path.stem == "identities":
+        if table_of(path, folder) == "identities":
             frame = _read(path)
             if {"customer_id", "id_value"} <= set(frame.columns):
                 mine = frame["customer_id"].astype("string") == customer_id
