@@ -15,16 +15,18 @@ help:  ## list the targets
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet --disable-pip-version-check uv
 
+# the optional Spark engine (pyspark) too: its tests are part of `make test`
 .venv/.synced: uv.lock pyproject.toml | $(UV)
-	$(UV) sync --frozen
+	$(UV) sync --frozen --extra spark
 	@touch $@
 
 install: .venv/.synced  ## create .venv with the locked dependencies
 
-# What the tests run beside Python: a real Redis server (the shared online store). Installed
-# with apt-get when missing and run as root (CI); otherwise the line to run is printed.
-SYSTEM_PACKAGES := redis-server:redis-server
-system-packages:  ## the Debian packages the tests need (redis-server), when missing
+# What the tests run beside Python: a real Redis server (the shared online store) and Java 17
+# (Spark). Installed with apt-get when missing and run as root (CI); otherwise the line to
+# run is printed.
+SYSTEM_PACKAGES := redis-server:redis-server java:openjdk-17-jre-headless
+system-packages:  ## the Debian packages the tests need (redis-server, Java 17), when missing
 	@for pair in $(SYSTEM_PACKAGES); do \
 	  command -v $${pair%%:*} >/dev/null && continue; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

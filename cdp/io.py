@@ -51,6 +51,16 @@ def is_parquet(path: Path) -> bool:
     return path.is_dir() or path.suffix == ".parquet"
 
 
+def scan_raw(path: Path):
+    """A located Parquet table as a Polars lazy frame, untyped: a file, or a folder's parts
+    with Hive keys as columns."""
+    import polars as pl
+
+    if path.is_dir():
+        return pl.scan_parquet(part_files(path), hive_partitioning=True)
+    return pl.scan_parquet(path)
+
+
 def _read_raw(path: Path) -> pd.DataFrame:
     if path.is_dir():  # pyarrow reads the parts as one table, Hive keys as columns
         return pd.read_parquet(path)
@@ -174,6 +184,35 @@ def locate_tables(folder: Path) -> tuple[dict[str, Path], list[Violation]]:
     return found, violations
 
 
+def type_table(name: str, raw: pd.DataFrame) -> tuple[pd.DataFrame, list[Violation], set[str]]:
+    """Type the raw rows of table ``name`` as the contract says: the typed frame (absent
+    optional columns added with their defaults, extra columns carried along), the
+    violations found, and the columns that could not be typed."""
+    spec, violations, broken = TABLES[name], [], set()
+    if raw.columns.duplicated().any():
+        dupes = sorted(set(raw.columns[raw.columns.duplicated()]))
+        violations.append(Violation(name, None, f"duplicate column names {dupes}"))
+        raw = raw.loc[:, ~raw.columns.duplicated()]
+    typed = {}
+    for col in spec.columns:
+        if col.name not in raw.columns:
+            if col.required:
+                violations.append(Violation(name, col.name, "required column missing"))
+                broken.add(col.name)
+            else:
+                typed[col.name] = pd.Series(col.default, index=raw.index, dtype=dtype_of(col))
+            continue
+        series, problem = _type_column(name, col, raw[col.name])
+        if problem is not None:
+            violations.append(problem)
+            broken.add(col.name)
+        if series is not None:
+            typed[col.name] = series
+    extra = [c for c in raw.columns if c not in spec.column_names]
+    frame = pd.DataFrame(typed, index=raw.index).join(raw[extra])
+    return _finish_dtypes(frame, name, broken), violations, broken
+
+
 def read_tables(
     folder: str | os.PathLike, only: tuple[str, ...] | None = None
 ) -> tuple[dict[str, pd.DataFrame], list[Violation], dict[str, set[str]]]:
@@ -190,7 +229,7 @@ def read_tables(
     files, violations = locate_tables(folder)
     frames: dict[str, pd.DataFrame] = {}
     broken: dict[str, set[str]] = {}
-    for name, spec in TABLES.items():
+    for name in TABLES:
         broken[name] = set()
         if name not in files or (only is not None and name not in only):
             frames[name] = empty_table(name)
@@ -201,28 +240,8 @@ def read_tables(
             violations.append(Violation(name, None, f"cannot read {files[name].name}: {exc}"))
             frames[name] = empty_table(name)
             continue
-        if raw.columns.duplicated().any():
-            dupes = sorted(set(raw.columns[raw.columns.duplicated()]))
-            violations.append(Violation(name, None, f"duplicate column names {dupes}"))
-            raw = raw.loc[:, ~raw.columns.duplicated()]
-        typed = {}
-        for col in spec.columns:
-            if col.name not in raw.columns:
-                if col.required:
-                    violations.append(Violation(name, col.name, "required column missing"))
-                    broken[name].add(col.name)
-                else:
-                    typed[col.name] = pd.Series(col.default, index=raw.index, dtype=dtype_of(col))
-                continue
-            series, problem = _type_column(name, col, raw[col.name])
-            if problem is not None:
-                violations.append(problem)
-                broken[name].add(col.name)
-            if series is not None:
-                typed[col.name] = series
-        extra = [c for c in raw.columns if c not in spec.column_names]
-        frame = pd.DataFrame(typed, index=raw.index).join(raw[extra])
-        frames[name] = _finish_dtypes(frame, name, broken[name])
+        frames[name], found, broken[name] = type_table(name, raw)
+        violations += found
     from cdp.privacy import drop_suppressed
 
     return drop_suppressed(frames), violations, broken

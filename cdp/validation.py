@@ -7,15 +7,19 @@ keys are pandera schemas built here, validated lazily so that all failures are c
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
+import pyarrow.compute
 from pandera.errors import SchemaErrors
 
 from cdp.contract import TABLES, ContractTables
-from cdp.errors import ContractError, Violation
-from cdp.io import read_tables
+from cdp.errors import BadInputError, ContractError, Violation
+from cdp.io import is_parquet, locate_tables, read_tables, scan_raw, type_table
+from cdp.privacy import drop_suppressed
 
 _LOWER_WORD = r"^[a-z][a-z0-9_]*$"
 _BCP47 = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
@@ -31,22 +35,43 @@ _FRAME_CHECK_EXAMPLES = {
 }
 
 
-def _fk(frames: dict[str, pd.DataFrame], table: str, column: str) -> list[pa.Check]:
+#: The columns foreign keys point at.
+KEYS = (("customers", "customer_id"), ("products", "product_id"))
+
+
+def _keys(frames: dict[str, pd.DataFrame]) -> dict[str, pyarrow.Array | None]:
+    """The values of each referenced key column (None when that column is unusable)."""
+    return {
+        table: pyarrow.array(frames[table][column].dropna().unique(), type=pyarrow.string())
+        if column in frames[table].columns
+        else None
+        for table, column in KEYS
+    }
+
+
+def _isin(values: pd.Series, allowed: pyarrow.Array) -> pd.Series:
+    """Which ``values`` are among ``allowed``: one hash lookup each, in Arrow (pandas'
+    ``isin`` on Arrow strings rebuilds the value set in Python on every call)."""
+    found = pyarrow.compute.is_in(pyarrow.array(values, type=pyarrow.string()), value_set=allowed)
+    return pd.Series(found.to_numpy(zero_copy_only=False), index=values.index, dtype=bool)
+
+
+def _fk(keys: dict[str, pyarrow.Array | None], table: str, column: str) -> list[pa.Check]:
     """A foreign-key check against ``table.column``; none when that column is unusable."""
-    if column not in frames[table].columns:
+    allowed = keys[table]
+    if allowed is None:
         return []
-    allowed = frozenset(frames[table][column].dropna().unique())
-    return [pa.Check(lambda s: s.isin(allowed), error=f"not found in {table}.{column}")]
+    return [pa.Check(lambda s: _isin(s, allowed), error=f"not found in {table}.{column}")]
 
 
 def _schemas(
-    frames: dict[str, pd.DataFrame], broken: dict[str, set[str]]
+    keys: dict[str, pyarrow.Array | None], broken: dict[str, set[str]]
 ) -> dict[str, pa.DataFrameSchema]:
     """One pandera schema per table; columns that could not be typed are left out."""
     identity_key = not {"id_type", "id_value"} & broken["identities"]
     who = not {"customer_id", "anonymous_id"} & broken["events"]
-    customers = _fk(frames, "customers", "customer_id")
-    products = _fk(frames, "products", "product_id")
+    customers = _fk(keys, "customers", "customer_id")
+    products = _fk(keys, "products", "product_id")
     lower_word = pa.Check.str_matches(_LOWER_WORD, error="not a lowercase word")
     col = pa.Column
 
@@ -174,12 +199,20 @@ def _violations_from(table: str, frame: pd.DataFrame, cases: pd.DataFrame) -> li
 
 
 def check_tables(
-    frames: dict[str, pd.DataFrame], skip: dict[str, set[str]] | None = None
+    frames: dict[str, pd.DataFrame],
+    skip: dict[str, set[str]] | None = None,
+    *,
+    only: tuple[str, ...] | None = None,
+    keys: dict[str, pyarrow.Array | None] | None = None,
 ) -> list[Violation]:
-    """Check value rules, keys and foreign keys of typed frames; ``skip`` untypable columns."""
+    """Check value rules, keys and foreign keys of typed frames; ``skip`` untypable columns.
+    ``only`` checks those tables; ``keys`` are the referenced keys' values when computed
+    before (:func:`validate_in_partitions` checks many chunks against the same keys)."""
     broken = {table: set((skip or {}).get(table, ())) for table in TABLES}
     violations: list[Violation] = []
-    for table, schema in _schemas(frames, broken).items():
+    for table, schema in _schemas(keys or _keys(frames), broken).items():
+        if only is not None and table not in only:
+            continue
         try:
             schema.validate(frames[table], lazy=True)
         except SchemaErrors as err:
@@ -212,6 +245,87 @@ def validate_folder(folder: str | os.PathLike) -> tuple[dict[str, pd.DataFrame],
     violations = violations + check_tables(frames, broken)
     rows = {name: len(frame) for name, frame in frames.items()}
     return frames, ValidationReport(str(folder), rows, violations)
+
+
+SEED = 7  # of the partition hash (any fixed value)
+#: The tables read in partitions by :func:`validate_in_partitions`, and the columns whose
+#: hash picks a row's partition (so that a duplicate key lands in one partition).
+PARTITIONED = {
+    "orders": ("customer_id",),
+    "identities": ("id_type", "id_value"),
+    "consents": ("customer_id",),
+    "events": ("event_id",),
+}
+
+
+def _chunk(path: Path, table: str, k: int, partitions: int) -> pd.DataFrame:
+    """The raw rows of partition ``k`` of a Parquet table: rows whose key hashes to ``k``
+    (by row number when a key column is absent: its absence is reported anyway)."""
+    import polars as pl
+
+    frame = scan_raw(path)
+    key = PARTITIONED[table]
+    if set(key) <= set(frame.collect_schema().names()):
+        text = pl.concat_str([pl.col(c).cast(pl.String) for c in key], separator="\x00")
+        return frame.filter(text.hash(SEED) % partitions == k).collect().to_pandas()
+    numbered = frame.with_row_index("_row").filter(pl.col("_row") % partitions == k)
+    return numbered.drop("_row").collect().to_pandas()
+
+
+def _merged(violations: list[Violation]) -> list[Violation]:
+    """One violation per (table, column, problem): rows added up, the first examples kept."""
+    out: dict[tuple, Violation] = {}
+    for v in violations:
+        key = (v.table, v.column, v.problem)
+        if key not in out:
+            out[key] = v
+            continue
+        seen = out[key]
+        examples = tuple(dict.fromkeys(seen.examples + v.examples))[:_EXAMPLES]
+        out[key] = replace(seen, rows=seen.rows + v.rows, examples=examples)
+    return list(out.values())
+
+
+def validate_in_partitions(folder: str | os.PathLike, partitions: int) -> ValidationReport:
+    """:func:`validate_folder` with memory bounded by one partition of each large table.
+
+    ``customers`` and ``products`` are read whole (foreign keys point at them). Each Parquet
+    table of :data:`PARTITIONED` is read in ``partitions`` parts by the hash of its key,
+    typed and checked against those keys; a table's duplicate keys share a part, so unique
+    keys are checked across the whole table. A CSV table is read whole. Violations found
+    in several parts are reported once, their rows added up.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BadInputError(f"{folder}: not a folder (expected a contract folder of table files)")
+    if partitions < 1:
+        raise BadInputError(f"partitions must be at least 1, not {partitions}")
+    files, _ = locate_tables(folder)
+    small, violations, broken = read_tables(folder, only=("customers", "products"))
+    violations += check_tables(small, broken, only=("customers", "products"))
+    keys = _keys(small)
+    rows = {name: len(small[name]) for name in ("customers", "products")}
+    for table in PARTITIONED:
+        rows[table] = 0
+        path = files.get(table)
+        if path is not None and not is_parquet(path):  # CSV: whole
+            frames, found, bad = read_tables(folder, only=(table,))
+            violations += found + check_tables(frames, bad, only=(table,), keys=keys)
+            rows[table] = len(frames[table])
+            continue
+        for k in range(partitions if path is not None else 0):
+            try:
+                raw = _chunk(path, table, k, partitions)
+            except Exception as exc:  # the file does not read: say so, as the loader does
+                violations.append(Violation(table, None, f"cannot read {path.name}: {exc}"))
+                break
+            typed, found, bad = type_table(table, raw)
+            typed = drop_suppressed({table: typed})[table]
+            chunk = dict(small) | {table: typed}
+            violations += found + check_tables(chunk, {table: bad}, only=(table,), keys=keys)
+            rows[table] += len(typed)
+    rows = {name: rows[name] for name in TABLES}
+    return ValidationReport(str(folder), rows, _merged(violations))
 
 
 def load_contract(folder: str | os.PathLike) -> ContractTables:

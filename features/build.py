@@ -24,7 +24,7 @@ from cdp.time import AsOf, as_utc
 from features.clv import LifetimesParams, fit_lifetimes, lifetimes_features
 from features.config import FeatureConfig
 from features.engagement import engagement_features
-from features.inputs import Tables, as_inputs
+from features.inputs import FeatureInputs, Tables, as_inputs
 from features.purchases import (
     INTERVALS,
     SUMMARY,
@@ -33,7 +33,7 @@ from features.purchases import (
     returned_amounts,
 )
 from features.replenishment import pair_features
-from features.rfm import NO_PURCHASE, SCORES, rfm_edges, rfm_scores
+from features.rfm import NO_PURCHASE, SCORED, SCORES, rfm_edges, rfm_scores
 from features.time import days_between
 
 
@@ -77,8 +77,27 @@ def fit_population(
     """
     config = config or FeatureConfig()
     inputs, as_of = as_inputs(tables), as_utc(as_of)
+    return population_of(purchase_summary(inputs, as_of=as_of, config=config), as_of, config)
+
+
+#: The columns of a buyer's purchase summary the population parameters are fitted on.
+POPULATION_COLUMNS = ("frequency", "recency", "T", "monetary_value", *SCORED)
+
+
+def purchase_summary(
+    inputs: FeatureInputs, *, as_of: datetime, config: FeatureConfig
+) -> pl.DataFrame:
+    """Each buyer's :data:`POPULATION_COLUMNS` at ``as_of`` (a settled moment): what
+    :func:`population_of` needs, computable on any partition of customers."""
     daily = daily_purchases(inputs.orders, as_of=as_of)
-    summary = purchase_history(daily, as_of=as_of, config=config)
+    return purchase_history(daily, as_of=as_of, config=config).select(POPULATION_COLUMNS)
+
+
+def population_of(
+    summary: pl.DataFrame, as_of: datetime, config: FeatureConfig
+) -> PopulationParams:
+    """The population parameters from every buyer's purchase summary (in any row order):
+    the RFM quintile edges and the lifetimes fits."""
     return PopulationParams(
         as_of=as_of,
         rfm_edges=rfm_edges(summary),

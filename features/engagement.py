@@ -27,6 +27,8 @@ from features.exact import exact_mean, on_grid
 from features.time import days_between, within
 
 VIEW_SOURCES = ("web", "app")
+#: The event columns engagement reads (a partitioned build reads only these).
+EVENT_COLUMNS = ("customer_id", "anonymous_id", "occurred_at", "source", "event_type", "sentiment")
 #: feature stem -> the events it counts
 COUNTED = {
     "views": (pl.col("event_type").is_in(["page_view", "product_view"]))

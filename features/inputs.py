@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from cdp.contract import TABLES, ContractTables, dtype_of, empty_table
 from cdp.io import is_parquet, locate_tables, part_files, read_tables
+from cdp.privacy import load_suppression
 
 TIME = pl.Datetime("us", "UTC")
 
@@ -35,7 +36,7 @@ class FeatureInputs:
     events: pl.LazyFrame
 
 
-def _lazy(frame: pd.DataFrame, name: str) -> pl.LazyFrame:
+def typed_lazy(frame: pd.DataFrame, name: str) -> pl.LazyFrame:
     """A table as a lazy frame, with absent optional contract columns added (default or null)."""
     missing = {
         c.name: pd.Series(c.default, index=frame.index, dtype=dtype_of(c))
@@ -53,6 +54,11 @@ def _scan(path: Path) -> pl.LazyFrame:
         frame = pl.scan_parquet(part_files(path), hive_partitioning=True)
     else:
         frame = pl.scan_parquet(path)
+    return settle_times(frame)
+
+
+def settle_times(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Every timestamp column in UTC microseconds (naive ones are UTC)."""
     fixes = []
     for name, dtype in frame.collect_schema().items():
         if isinstance(dtype, pl.Datetime):
@@ -67,24 +73,40 @@ Tables = ContractTables | FeatureInputs | str | os.PathLike
 
 
 def as_inputs(tables: Tables) -> FeatureInputs:
-    """Feature inputs from loaded tables, or from a contract folder (not validated here)."""
+    """Feature inputs from loaded tables, or from a contract folder (not validated here;
+    rows of customers on the suppression list left out, as the loader leaves them out)."""
     if isinstance(tables, FeatureInputs):
         return tables
     if isinstance(tables, ContractTables):
-        return FeatureInputs(**{name: _lazy(frame, name) for name, frame in tables.items()})
+        return FeatureInputs(**{name: typed_lazy(frame, name) for name, frame in tables.items()})
     folder = Path(tables)
     files, _ = locate_tables(folder)
     if all(is_parquet(p) for p in files.values()):
         frames = {
-            name: _scan(files[name]) if name in files else _lazy(empty_table(name), name)
+            name: _scan(files[name]) if name in files else typed_lazy(empty_table(name), name)
             for name in TABLES
         }
         # Optional columns with defaults (locale, pack_size) come from the loader's rules.
         for small in ("products", "customers"):
-            frames[small] = _lazy(read_tables_for(small, folder), small)
+            frames[small] = typed_lazy(read_tables_for(small, folder), small)
+        if load_suppression():  # the loader left out erased customers: their rows go too
+            frames = of_known_customers(frames)
         return FeatureInputs(**frames)
     typed, _, _ = read_tables(folder)
-    return FeatureInputs(**{name: _lazy(frame, name) for name, frame in typed.items()})
+    return FeatureInputs(**{name: typed_lazy(frame, name) for name, frame in typed.items()})
+
+
+def of_known_customers(frames: dict[str, pl.LazyFrame]) -> dict[str, pl.LazyFrame]:
+    """The tables without rows of customers missing from ``customers`` (the erased ones, left
+    out by the loader); anonymous events stay."""
+    kept = frames["customers"].select("customer_id")
+    out = dict(frames)
+    for name in ("orders", "identities", "consents", "events"):
+        known = frames[name].filter(pl.col("customer_id").is_not_null())
+        theirs = known.join(kept, on="customer_id", how="semi")
+        nobody = frames[name].filter(pl.col("customer_id").is_null())
+        out[name] = pl.concat([theirs, nobody]) if name == "events" else theirs
+    return out
 
 
 def read_tables_for(name: str, folder: Path) -> pd.DataFrame:

@@ -138,6 +138,12 @@ def manifest(features: FeatureTables, config: FeatureConfig, inputs: dict[str, P
             name: {column: docs[name].get(column, "") for column in frame.columns}
             for name, frame in tables.items()
         },
+        # the column order and types a reader restores where a writer (Spark) keeps no
+        # pandas types: [column, dtype] pairs, in order
+        "dtypes": {
+            name: [[column, str(dtype)] for column, dtype in frame.dtypes.items()]
+            for name, frame in tables.items()
+        },
         "inputs": {
             name: {"file": p.name + ("/" if p.is_dir() else ""), "sha256": file_digest(p)}
             for name, p in inputs.items()

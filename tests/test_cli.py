@@ -21,6 +21,13 @@ def nextbest(*args: str, cwd=None, env: dict | None = None) -> subprocess.Comple
     )
 
 
+def features_cli(data, out, *more: str, as_of: str = "2025-06-30", env: dict | None = None):
+    """``nextbest features --data DATA --as-of AS_OF --out OUT [MORE...]``."""
+    return nextbest(
+        "features", "--data", str(data), "--as-of", as_of, "--out", str(out), *more, env=env
+    )
+
+
 def test_help_on_every_subcommand():
     """Every command and group answers --help (in process; `nextbest --help` as installed)."""
     from typer.testing import CliRunner

@@ -71,6 +71,7 @@ def test_features_from_part_files_equal_the_one_file_build(partitioned, small_wo
 
 def test_the_cli_validates_and_builds_a_partitioned_folder(partitioned, tmp_path):
     assert nextbest("validate", str(partitioned)).returncode == 0
+    assert nextbest("validate", str(partitioned), "--partitions", "3").returncode == 0
     out = tmp_path / "features"
     done = nextbest(
         "features", "--data", str(partitioned), "--as-of", "2025-06-30", "--out", str(out)

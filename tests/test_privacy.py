@@ -70,3 +70,26 @@ def test_a_suppressed_customer_never_comes_back_from_a_contract_folder(keyed, mo
     monkeypatch.setenv(privacy.PREVIOUS_ENV, KEY)
     monkeypatch.setenv(privacy.KEY_ENV, "the-new-secret-key-000000003")
     assert "00001" not in set(load_contract(folder).customers["customer_id"])
+
+
+def test_a_suppressed_customer_is_left_out_of_every_build_and_validation(keyed, small_world_dir):
+    """Reading the folder directly (a build in partitions, the scan path) leaves an erased
+    customer out as the loader does: no customer row, no pair, no validation error for
+    their orphaned rows."""
+    from cdp.validation import validate_in_partitions
+    from conftest import AS_OF
+    from features.build import build_features
+    from features.partitions import build_partitions
+
+    pairs = build_features(small_world_dir, as_of=AS_OF).pairs
+    who = pairs["customer_id"].iloc[0]
+    privacy.suppress([who])
+    loaded = build_features(load_contract(small_world_dir), as_of=AS_OF)
+    for built in (
+        build_features(small_world_dir, as_of=AS_OF),
+        *build_partitions(small_world_dir, as_of=AS_OF, partitions=2),
+    ):
+        assert who not in set(built.customers["customer_id"])
+        assert who not in set(built.pairs["customer_id"])
+    assert build_features(small_world_dir, as_of=AS_OF).population == loaded.population
+    assert validate_in_partitions(small_world_dir, 3).ok

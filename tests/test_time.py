@@ -22,6 +22,8 @@ EDGES = {
     ("training/dataset.py", "training_cutoffs"),
     ("features/build.py", "build_features"),
     ("features/build.py", "fit_population"),
+    ("features/partitions.py", "build_partitions"),  # the notebook API
+    ("features/spark.py", "build_on_spark"),  # the notebook API
     ("features/labels.py", "churn_labels"),
     ("features/labels.py", "repurchase_labels"),
     ("features/labels.py", "spend_labels"),

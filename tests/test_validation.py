@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from cdp.errors import ContractError
-from cdp.validation import load_contract, validate_folder
+from cdp.validation import load_contract, validate_folder, validate_in_partitions
 from conftest import tiny_tables, write_folder
 
 
@@ -314,3 +314,43 @@ def test_both_formats_of_one_table_is_ambiguous(tmp_path):
     write_folder({"orders": tiny_tables()["orders"]}, folder, "csv")
     _, report = validate_folder(folder)
     assert any(v.table == "orders" and "both" in v.problem for v in report.violations)
+
+
+def _found(report) -> set[tuple]:
+    return {(v.table, v.column, v.problem, v.rows) for v in report.violations}
+
+
+@pytest.mark.parametrize(
+    ("mutate", "fmt", "table", "column", "words"), CASES.values(), ids=CASES.keys()
+)
+def test_validation_in_partitions_finds_what_one_pass_finds(
+    tmp_path, mutate, fmt, table, column, words
+):
+    tables = tiny_tables()
+    mutate(tables)
+    folder = write_folder(tables, tmp_path / "data", fmt)
+    _, whole = validate_folder(folder)
+    parts = validate_in_partitions(folder, 3)
+    assert _found(parts) == _found(whole) != set()
+    assert parts.rows == whole.rows
+
+
+def test_duplicates_and_unknown_keys_are_counted_across_partitions(small_world, tmp_path):
+    """Duplicate event ids and identities in different rows of a large table, and orders of
+    unknown customers, counted once each over 5 partitions, as in one pass."""
+    tables = {name: frame.copy() for name, frame in small_world.tables.items()}
+    events, identities, orders = tables["events"], tables["identities"], tables["orders"]
+    events.loc[events.index[-40:], "event_id"] = events["event_id"].iloc[:40].to_numpy()
+    identities.loc[identities.index[-3:], ["id_type", "id_value"]] = (
+        identities[["id_type", "id_value"]].iloc[:3].to_numpy()
+    )
+    orders.loc[orders.index[::500], "customer_id"] = "nobody"
+    folder = write_folder(tables, tmp_path / "data")
+    _, whole = validate_folder(folder)
+    parts = validate_in_partitions(folder, 5)
+    assert _found(parts) == _found(whole)
+    rows = {(v.table, v.column): v.rows for v in parts.violations}
+    assert rows[("events", "event_id")] == 80  # both rows of each of the 40 duplicates
+    assert rows[("orders", "customer_id")] == len(orders.index[::500])
+    assert ("identities", "id_type/id_value") in rows
+    assert parts.rows == whole.rows

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 from cdp.errors import Interrupted, NextbestError
 from nextbest.cli import data, demo, models, service, subject  # noqa: F401 - they add the commands
 from nextbest.cli.base import app
+
+# pandera imports pyspark.pandas when pyspark (the optional Spark engine) is installed, and
+# pyspark warns that it does not support pandas 3; nextbest's Spark code exchanges Arrow only
+warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -117,6 +117,14 @@ class Stages:
 Format = Annotated[str, typer.Option("--format", help="Table file format: parquet or csv.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out folder.")]
 Customers = Annotated[int, typer.Option(help="Number of customers to simulate.")]
+Partitions = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="Work in this many hash partitions of customer_id, one at a time: memory bounded"
+        " by one partition, the same result as one pass.",
+    ),
+]
 Seed = Annotated[int, typer.Option(help="Random seed; the same seed gives the same world.")]
 AsOf = Annotated[str, typer.Option(help="The moment that splits history from truth (UTC).")]
 

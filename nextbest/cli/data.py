@@ -17,6 +17,7 @@ from nextbest.cli.base import (
     Customers,
     Format,
     Overwrite,
+    Partitions,
     Seed,
     Stages,
     app,
@@ -126,12 +127,16 @@ def import_cdnow(
 def validate(
     folder: Annotated[Path, typer.Argument(help="A contract folder (one file per table).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    partitions: Partitions = 1,
 ) -> None:
     """Check a contract folder; list every violation and exit 2, or print a summary and exit 0."""
-    from cdp.validation import validate_folder
+    from cdp.validation import validate_folder, validate_in_partitions
 
     with err_console.status(f"validating {folder}…"):
-        _, report = validate_folder(folder)
+        if partitions > 1:
+            report = validate_in_partitions(folder, partitions)
+        else:
+            _, report = validate_folder(folder)
     if as_json:
         out_console.print_json(
             json.dumps(
@@ -168,31 +173,88 @@ def features(
             "--allow-empty", help="Build even when --as-of lies outside the orders' time span."
         ),
     ] = False,
+    partitions: Partitions = 1,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="polars: on this machine (in --partitions, one at a time); spark: on a Spark"
+            " cluster or local[N], in --partitions customer partitions (the default: Spark's"
+            " spark.sql.shuffle.partitions)."
+        ),
+    ] = "polars",
+    spark_master: Annotated[
+        str | None,
+        typer.Option(help="The Spark master, e.g. local[2] (default: what spark-submit sets)."),
+    ] = None,
 ) -> None:
     """Build point-in-time customer and customer x consumable features from a contract folder."""
-    from cdp.validation import load_contract
+    from cdp.errors import ContractError
+    from cdp.validation import load_contract, validate_in_partitions
     from features.build import build_features
     from features.config import FeatureConfig
-    from features.inputs import order_span
-    from features.io import write_snapshot
+    from features.inputs import as_inputs, order_span
+    from features.io import write_parts, write_snapshot
+    from features.partitions import build_partitions
 
+    if engine not in ("polars", "spark"):
+        raise BadInputError(f"--engine: polars or spark, not {engine!r}")
     config = FeatureConfig()
     moment = parse_as_of(as_of)
-    with Stages("features", 3) as stage:
-        stage(f"validating {data}")
-        tables = load_contract(data)
+    whole = partitions == 1 and engine == "polars"
+    with Stages("features", 3 if whole else 2) as stage:
+        stage(f"validating {data}" + ("" if whole else f" in {max(partitions, 8)} partitions"))
+        if whole:
+            tables = load_contract(data)
+        else:  # memory bounded by a partition
+            report = validate_in_partitions(data, max(partitions, 8))
+            if not report.ok:
+                raise ContractError(report.violations, source=str(data))
+            tables = as_inputs(data)
         if not allow_empty:
             _check_in_span(moment, *order_span(tables), data)
-        stage(f"building features as of {moment}")
-        built = build_features(tables, as_of=moment, config=config)
-        stage(f"writing {out}")
-        meta = write_snapshot(built, config, data, out, overwrite=overwrite)
+        if engine == "spark":
+            stage(f"building features as of {moment} on Spark, writing {out}")
+            meta = _build_on_spark(data, moment, out, partitions, spark_master, config, overwrite)
+        elif partitions > 1:
+            stage(f"building features as of {moment} in {partitions} partitions, writing {out}")
+            parts = build_partitions(tables, as_of=moment, partitions=partitions, config=config)
+            meta = write_parts(parts, config, data, out, overwrite=overwrite)
+        else:
+            stage(f"building features as of {moment}")
+            built = build_features(tables, as_of=moment, config=config)
+            stage(f"writing {out}")
+            meta = write_snapshot(built, config, data, out, overwrite=overwrite)
     rows = meta["rows"]
     out_console.print(
         f"wrote {out}: {rows['customers']:,} customers, {rows['pairs']:,} customer x consumable"
         f" pairs as of {meta['as_of']}",
         soft_wrap=True,
     )
+
+
+def _build_on_spark(data, moment, out, partitions, master, config, overwrite) -> dict:
+    """``features --engine spark``: the build on Spark into a temporary folder beside
+    ``out``, then the manifest, then the rename."""
+    from cdp.io import atomic_folder
+    from features.io import write_manifest
+
+    try:
+        from features.spark import build_on_spark, session
+    except ImportError as error:
+        raise BadInputError(
+            f"--engine spark needs pyspark (pip install 'nextbest[spark]') and Java 17 ({error})"
+        ) from None
+    spark = session(master)
+    try:
+        with atomic_folder(out, overwrite=overwrite) as tmp:
+            n = partitions if partitions > 1 else None
+            shape, rows = build_on_spark(spark, data, as_of=moment, out=tmp, partitions=n)
+            used = n or int(spark.conf.get("spark.sql.shuffle.partitions"))
+            return write_manifest(
+                tmp, shape, config, data, rows=rows, engine="spark", partitions=used
+            )
+    finally:
+        spark.stop()
 
 
 def _check_in_span(at: Moment, first: datetime | None, last: datetime | None, data: Path) -> None:
