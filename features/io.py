@@ -111,13 +111,18 @@ def write_manifest(
 ORDER = {"customers": ["customer_id"], "pairs": ["customer_id", "product_id"]}
 
 
+def restore_dtypes(frame: pd.DataFrame, dtypes: list[list[str]]) -> pd.DataFrame:
+    """A table read from parts (Spark keeps no pandas types) in the build's column order
+    and pandas types, as the manifest's ``dtypes`` lists them."""
+    frame = frame[[c for c, _ in dtypes]] if dtypes else frame
+    changed = {c: t for c, t in dtypes if str(frame[c].dtype) != t}
+    return frame.astype(changed) if changed else frame
+
+
 def _read_table(folder: Path, name: str, dtypes: list[list[str]]) -> pd.DataFrame:
     if not (folder / name).is_dir():
         return pd.read_parquet(folder / f"{name}.parquet")
-    frame = pd.read_parquet(folder / name)
-    frame = frame[[c for c, _ in dtypes]] if dtypes else frame  # the build's column order
-    changed = {c: t for c, t in dtypes if str(frame[c].dtype) != t}
-    frame = frame.astype(changed) if changed else frame
+    frame = restore_dtypes(pd.read_parquet(folder / name), dtypes)
     return frame.sort_values(ORDER[name], kind="stable", ignore_index=True)
 
 

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 import polars as pl
 import pyarrow as pa
 
@@ -118,7 +119,7 @@ def read_contract(spark: SparkSession, folder: Path) -> dict[str, DataFrame]:
     return frames
 
 
-def _tagged(frames: dict[str, DataFrame]) -> DataFrame:
+def tagged_by_customer(frames: dict[str, DataFrame]) -> DataFrame:
     """One frame of every keyed row: its customer, its table, and its columns as a struct
     named after the table (null for the other tables)."""
     from pyspark.sql import functions as F
@@ -150,17 +151,61 @@ def _tagged(frames: dict[str, DataFrame]) -> DataFrame:
     return union
 
 
-def _split(batches: Iterator[pa.RecordBatch]) -> dict[str, pl.DataFrame]:
-    """A partition's rows by table, each unnested from its struct."""
+def split_partition(batches: Iterator[pa.RecordBatch]) -> dict[str, pl.DataFrame]:
+    """A partition's rows (:func:`tagged_by_customer`) by table, each unnested from its
+    struct; the partition's Arrow batches are combined first."""
     batches = list(batches)
     if not batches:
         return {}
     whole = pl.from_arrow(pa.Table.from_batches(batches).combine_chunks())
+    names = [c for c in whole.columns if c not in (KEY, TABLE)]
     return {
         name: whole.filter(pl.col(TABLE) == name).select(pl.col(name).struct.unnest())
-        for name in KEYED
-        if name in whole.columns
+        for name in names
     }
+
+
+def per_customer_partition(
+    tagged: DataFrame,
+    work: Callable[[dict[str, pl.DataFrame]], dict[str, pd.DataFrame]],
+    schemas: dict[str, pa.Schema],
+    out: Path,
+) -> dict[str, int]:
+    """Run ``work`` on each customer partition of ``tagged`` (its tables by name) and write
+    each table it returns (pandas frames of ``schemas``) as Parquet parts in ``out/NAME/``.
+    Returns the rows written per table."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    out_schema = pa.schema(
+        [("_kind", pa.string())]
+        + [(name, pa.struct(list(schema))) for name, schema in schemas.items()]
+    )
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        tables = split_partition(batches)
+        if not tables:
+            return
+        for name, frame in work(tables).items():
+            if frame.empty:
+                continue
+            rows = pa.Table.from_pandas(frame, preserve_index=False)
+            rows = rows.cast(schemas[name], safe=False)  # nanoseconds cut to microseconds
+            arrays = {f.name: pa.nulls(len(frame), f.type) for f in out_schema if f.name != "_kind"}
+            arrays[name] = rows.to_struct_array().combine_chunks()
+            arrays["_kind"] = pa.array([name] * len(frame), pa.string())
+            yield pa.RecordBatch.from_arrays(
+                [arrays[f.name] for f in out_schema], schema=out_schema
+            )
+
+    result = tagged.mapInArrow(run, from_arrow_schema(out_schema)).persist()
+    try:
+        for name in schemas:
+            rows = result.where(result["_kind"] == name).select(f"{name}.*")
+            rows.write.mode("errorifexists").parquet(str(out / name))
+        counts = dict(result.groupBy("_kind").count().collect())
+    finally:
+        result.unpersist()
+    return {name: int(counts.get(name, 0)) for name in schemas}
 
 
 def _inputs(
@@ -205,7 +250,7 @@ def fit_population_on(
     schema = pa.schema([(c, pa.float64()) for c in POPULATION_COLUMNS])
 
     def summarise(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        tables = _split(batches)
+        tables = split_partition(batches)
         if not tables:
             return
         inputs = _inputs(tables, products, empty, tokens)
@@ -269,7 +314,6 @@ def build_on_spark(
         The as-of and population parameters with empty frames of the written tables'
         columns and types (for the manifest), and the rows written per table.
     """
-    from pyspark.sql.pandas.types import from_arrow_schema
 
     config = config or FeatureConfig()
     folder, as_of, out = Path(data), as_utc(as_of), Path(out)
@@ -283,56 +327,29 @@ def build_on_spark(
     columns["events"] = [c for c in EVENT_COLUMNS if c in columns["events"]]
     empty = _empty(columns)
     n = partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
-    tagged = _tagged(frames).repartition(n, KEY)
+    tagged = tagged_by_customer(frames).repartition(n, KEY)
     population = fit_population_on(
         tagged, as_of=as_of, config=config, empty=empty, products=products, tokens=tokens
     )
     shape = build_features(
         _inputs({}, products, empty, tokens), as_of=as_of, config=config, population=population
     )
-    schemas = {
-        name: pa.Schema.from_pandas(getattr(shape, name), preserve_index=False).remove_metadata()
-        for name in ("customers", "pairs")
-    }
-    out_schema = pa.schema(
-        [("_kind", pa.string())]
-        + [(name, pa.struct(list(schema))) for name, schema in schemas.items()]
-    )
+    schemas = {name: arrow_schema(getattr(shape, name)) for name in ("customers", "pairs")}
 
-    def build(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        tables = _split(batches)
-        if not tables:
-            return
-        built = build_features(
-            _inputs(tables, products, empty, tokens),
-            as_of=as_of,
-            config=config,
-            population=population,
-        )
-        for name in ("customers", "pairs"):
-            frame = getattr(built, name)
-            if frame.empty:
-                continue
-            rows = pa.Table.from_pandas(frame, preserve_index=False).cast(schemas[name])
-            values = rows.to_struct_array().combine_chunks()
-            nulls = pa.nulls(len(frame), out_schema.field(_other(name)).type)
-            kind = pa.array([name] * len(frame), pa.string())
-            arrays = {"_kind": kind, name: values, _other(name): nulls}
-            yield pa.RecordBatch.from_arrays(
-                [arrays[f.name] for f in out_schema], schema=out_schema
-            )
+    def build(tables: dict[str, pl.DataFrame]) -> dict[str, pd.DataFrame]:
+        inputs = _inputs(tables, products, empty, tokens)
+        built = build_features(inputs, as_of=as_of, config=config, population=population)
+        return {"customers": built.customers, "pairs": built.pairs}
 
-    result = tagged.mapInArrow(build, from_arrow_schema(out_schema)).persist()
-    try:
-        for name in ("customers", "pairs"):
-            rows = result.where(result["_kind"] == name).select(f"{name}.*")
-            rows.write.mode("errorifexists").parquet(str(out / name))
-        counts = dict(result.groupBy("_kind").count().collect())
-    finally:
-        result.unpersist()
-    rows = {name: int(counts.get(name, 0)) for name in ("customers", "pairs")}
+    rows = per_customer_partition(tagged, build, schemas, out)
     return shape, rows
 
 
-def _other(name: str) -> str:
-    return "pairs" if name == "customers" else "customers"
+def arrow_schema(frame: pd.DataFrame) -> pa.Schema:
+    """The Arrow schema of a pandas frame as Spark takes it: no pandas metadata, timestamps
+    in microseconds (Spark's unit; pandas' nanoseconds are cut to it)."""
+    schema = pa.Schema.from_pandas(frame, preserve_index=False).remove_metadata()
+    for i, field in enumerate(schema):
+        if pa.types.is_timestamp(field.type) and field.type.unit == "ns":
+            schema = schema.set(i, field.with_type(pa.timestamp("us", tz=field.type.tz)))
+    return schema

@@ -24,6 +24,7 @@ EDGES = {
     ("features/build.py", "fit_population"),
     ("features/partitions.py", "build_partitions"),  # the notebook API
     ("features/spark.py", "build_on_spark"),  # the notebook API
+    ("training/spark.py", "score_on_spark"),  # a snapshot's manifest
     ("features/labels.py", "churn_labels"),
     ("features/labels.py", "repurchase_labels"),
     ("features/labels.py", "spend_labels"),

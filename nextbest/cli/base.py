@@ -117,6 +117,17 @@ class Stages:
 Format = Annotated[str, typer.Option("--format", help="Table file format: parquet or csv.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out folder.")]
 Customers = Annotated[int, typer.Option(help="Number of customers to simulate.")]
+Engine = Annotated[
+    str,
+    typer.Option(
+        help="polars: on this machine (with --partitions, one partition at a time); spark: on"
+        " Spark, in --partitions customer partitions (default: spark.sql.shuffle.partitions)."
+    ),
+]
+SparkMaster = Annotated[
+    str | None,
+    typer.Option(help="The Spark master, e.g. local[2] (default: what spark-submit sets)."),
+]
 Partitions = Annotated[
     int,
     typer.Option(
@@ -127,6 +138,30 @@ Partitions = Annotated[
 ]
 Seed = Annotated[int, typer.Option(help="Random seed; the same seed gives the same world.")]
 AsOf = Annotated[str, typer.Option(help="The moment that splits history from truth (UTC).")]
+
+
+def check_engine(engine: str) -> str:
+    if engine not in ("polars", "spark"):
+        raise BadInputError(f"--engine: polars or spark, not {engine!r}")
+    return engine
+
+
+@contextlib.contextmanager
+def spark_session(master: str | None):
+    """A Spark session for one command (``--engine spark``), stopped at the end."""
+    try:
+        import pyspark  # noqa: F401 - the optional dependency, said plainly when missing
+    except ImportError as error:
+        raise BadInputError(
+            f"--engine spark needs pyspark (pip install 'nextbest[spark]') and Java 17 ({error})"
+        ) from None
+    from features.spark import session
+
+    spark = session(master)
+    try:
+        yield spark
+    finally:
+        spark.stop()
 
 
 def parse_as_of(value: str) -> Moment:

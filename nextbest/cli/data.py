@@ -15,17 +15,21 @@ from cdp.time import Moment
 from nextbest.cli.base import (
     AsOf,
     Customers,
+    Engine,
     Format,
     Overwrite,
     Partitions,
     Seed,
+    SparkMaster,
     Stages,
     app,
+    check_engine,
     check_format,
     err_console,
     import_app,
     out_console,
     parse_as_of,
+    spark_session,
 )
 
 if TYPE_CHECKING:
@@ -174,18 +178,8 @@ def features(
         ),
     ] = False,
     partitions: Partitions = 1,
-    engine: Annotated[
-        str,
-        typer.Option(
-            help="polars: on this machine (in --partitions, one at a time); spark: on a Spark"
-            " cluster or local[N], in --partitions customer partitions (the default: Spark's"
-            " spark.sql.shuffle.partitions)."
-        ),
-    ] = "polars",
-    spark_master: Annotated[
-        str | None,
-        typer.Option(help="The Spark master, e.g. local[2] (default: what spark-submit sets)."),
-    ] = None,
+    engine: Engine = "polars",
+    spark_master: SparkMaster = None,
 ) -> None:
     """Build point-in-time customer and customer x consumable features from a contract folder."""
     from cdp.errors import ContractError
@@ -196,8 +190,7 @@ def features(
     from features.io import write_parts, write_snapshot
     from features.partitions import build_partitions
 
-    if engine not in ("polars", "spark"):
-        raise BadInputError(f"--engine: polars or spark, not {engine!r}")
+    check_engine(engine)
     config = FeatureConfig()
     moment = parse_as_of(as_of)
     whole = partitions == 1 and engine == "polars"
@@ -237,24 +230,14 @@ def _build_on_spark(data, moment, out, partitions, master, config, overwrite) ->
     ``out``, then the manifest, then the rename."""
     from cdp.io import atomic_folder
     from features.io import write_manifest
+    from features.spark import build_on_spark, parquet_tables
 
-    try:
-        from features.spark import build_on_spark, session
-    except ImportError as error:
-        raise BadInputError(
-            f"--engine spark needs pyspark (pip install 'nextbest[spark]') and Java 17 ({error})"
-        ) from None
-    spark = session(master)
-    try:
-        with atomic_folder(out, overwrite=overwrite) as tmp:
-            n = partitions if partitions > 1 else None
-            shape, rows = build_on_spark(spark, data, as_of=moment, out=tmp, partitions=n)
-            used = n or int(spark.conf.get("spark.sql.shuffle.partitions"))
-            return write_manifest(
-                tmp, shape, config, data, rows=rows, engine="spark", partitions=used
-            )
-    finally:
-        spark.stop()
+    parquet_tables(data)  # before the session starts
+    with spark_session(master) as spark, atomic_folder(out, overwrite=overwrite) as tmp:
+        n = partitions if partitions > 1 else None
+        shape, rows = build_on_spark(spark, data, as_of=moment, out=tmp, partitions=n)
+        used = n or int(spark.conf.get("spark.sql.shuffle.partitions"))
+        return write_manifest(tmp, shape, config, data, rows=rows, engine="spark", partitions=used)
 
 
 def _check_in_span(at: Moment, first: datetime | None, last: datetime | None, data: Path) -> None:

@@ -14,20 +14,24 @@ from rich.table import Table
 from cdp.errors import BadInputError
 from nextbest.cli.base import (
     Confidence,
+    Engine,
     Horizon,
     Margin,
     Overwrite,
+    SparkMaster,
     Stages,
     Tracking,
     Window,
     app,
     check_confidence,
+    check_engine,
     err_console,
     feature_config,
     interruptible,
     out_console,
     parse_as_of,
     quiet_mlflow,
+    spark_session,
 )
 
 if TYPE_CHECKING:
@@ -127,6 +131,11 @@ def score(
     window: Window = 14,
     mlruns: Tracking = Path("mlruns"),
     overwrite: Overwrite = False,
+    engine: Engine = "polars",
+    spark_master: SparkMaster = None,
+    partitions: Annotated[
+        int | None, typer.Option(min=1, help="Customer partitions (--engine spark).")
+    ] = None,
 ) -> None:
     """Batch-score every customer with the champion models (customers without marketing
     consent in force get no score: the models serve marketing)."""
@@ -135,6 +144,14 @@ def score(
 
     if (features is None) == (as_of is None):
         raise BadInputError("score: give either --as-of or --features DIR (with --data)")
+    if check_engine(engine) == "spark":
+        if features is None:
+            raise BadInputError("score --engine spark: give --features (a snapshot to score)")
+        quiet_mlflow()
+        registry.configure(mlruns)
+        meta = _score_on_spark(features, data, out, partitions, spark_master, overwrite)
+        _report_scores(meta, data, out)
+        return
     config = feature_config(horizon, window)
     tables = moment = consents = None
     if features is None:
@@ -160,6 +177,24 @@ def score(
             consents=consents,
             overwrite=overwrite,
         )
+    _report_scores(meta, data, out)
+
+
+def _score_on_spark(features, data, out, partitions, master, overwrite) -> dict:
+    """``score --engine spark``: the score tables as Parquet parts, then ``scores.json``,
+    atomically."""
+    from cdp.io import atomic_folder
+    from features.spark import parquet_tables
+    from training.spark import score_on_spark
+
+    parquet_tables(data)  # before the session starts
+    with spark_session(master) as spark, atomic_folder(out, overwrite=overwrite) as tmp:
+        meta = score_on_spark(spark, features, data, out=tmp, partitions=partitions)
+        (tmp / "scores.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return meta
+
+
+def _report_scores(meta: dict, data: Path, out: Path) -> None:
     rows = ", ".join(f"{name} {n:,} rows" for name, n in meta["rows"].items())
     models = ", ".join(f"{name} v{v}" for name, v in meta["models"].items())
     withheld = sum(meta["withheld"]["rows"].values())
