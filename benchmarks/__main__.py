@@ -3,7 +3,7 @@
 ``BENCH_CUSTOMERS`` (comma-separated, default ``10000,100000``) sizes the world benchmark;
 ``BENCH_FEATURE_CUSTOMERS`` and ``BENCH_TRAIN_CUSTOMERS`` (default ``1000000``) the feature
 and the training benchmarks, whose world is generated once into data/bench/ (about two
-minutes).
+minutes); ``BENCH_SPARK_CUSTOMERS`` (default ``100000``) the Spark one.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ def main() -> None:
     for module in (
         "benchmarks.world",
         "benchmarks.features",
+        "benchmarks.spark",
         "benchmarks.train",
         "benchmarks.serve",
         "benchmarks.nba",

@@ -137,3 +137,40 @@ def build_partitions(
             population = population_of(summary, as_of, config)
         for part in parts:
             yield build_features(part, as_of=as_of, config=config, population=population)
+
+
+def sample_customers(tables: Tables, customers: int) -> FeatureInputs:
+    """The rows of ``customers`` customers picked by the hash of their id (the same sample
+    from the same data, whatever the row order), with every product: what training on one
+    machine reads when the whole population does not fit (``nextbest train
+    --sample-customers``). Anonymous events claimed by a sampled customer's cookie or device
+    go with them."""
+    if customers < 1:
+        raise ValueError(f"a sample needs at least 1 customer, not {customers}")
+    inputs = as_inputs(tables)
+    chosen = (
+        inputs.customers.select("customer_id")
+        .with_columns(rank=pl.col("customer_id").hash(SEED))
+        .sort("rank", "customer_id")
+        .head(customers)
+        .select("customer_id")
+        .collect()
+    )
+
+    def theirs(frame: pl.LazyFrame) -> pl.DataFrame:
+        return frame.join(chosen.lazy(), on="customer_id", how="semi").collect()
+
+    identities = theirs(inputs.identities)
+    links = identities.filter(pl.col("id_type").is_in(STITCHABLE_ID_TYPES))["id_value"]
+    anonymous = inputs.events.filter(
+        pl.col("customer_id").is_null() & pl.col("anonymous_id").is_in(links.implode())
+    )
+    events = pl.concat([theirs(inputs.events), anonymous.collect()])
+    return FeatureInputs(
+        customers=theirs(inputs.customers).lazy(),
+        products=inputs.products,
+        orders=theirs(inputs.orders).lazy(),
+        identities=identities.lazy(),
+        consents=theirs(inputs.consents).lazy(),
+        events=events.lazy(),
+    )

@@ -157,6 +157,7 @@ def events_table(
     lines: Lines,
     products: np.ndarray,
     start: pd.Timestamp,
+    first: int = 1,
 ) -> pd.DataFrame:
     """The contract ``events`` table, sorted by time, ids ``E`` + 10 digits."""
     has_cookie, has_device = cookie != "", device != ""
@@ -178,7 +179,7 @@ def events_table(
     anonymous_ids = np.concatenate([cookie, device, stranger_cookies])
     return pd.DataFrame(
         {
-            "event_id": ids("E", np.arange(1, owner.size + 1), 10),
+            "event_id": ids("E", np.arange(first, first + owner.size), 10),
             "customer_id": take_text(pop.customer_id, signed_in),
             "anonymous_id": take_text(anonymous_ids, anonymous),
             "occurred_at": timestamps(start, cols["t"]),

@@ -5,7 +5,8 @@ Deterministic per seed: the same :class:`WorldConfig` gives identical tables.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -60,14 +61,24 @@ class World:
     truth: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Numbering:
+    """The first number of each id series in a world (a chunk of a larger world continues
+    where the previous chunk ended)."""
+
+    customer: int = 1
+    order: int = 1
+    event: int = 1
+
+
 def _orders(
-    rng: np.random.Generator, lines: purchases.Lines, amount: np.ndarray, pop, start
+    rng: np.random.Generator, lines: purchases.Lines, amount: np.ndarray, pop, start, first=1
 ) -> pd.DataFrame:
     """Order lines sorted by time; order ids ``O`` + 9 digits numbered in time order."""
     order = np.lexsort((lines.occasion, lines.t))
     t, occasion = lines.t[order], lines.occasion[order]
     new_order = np.r_[True, (occasion[1:] != occasion[:-1]) | (t[1:] != t[:-1])]
-    number = np.cumsum(new_order)
+    number = np.cumsum(new_order) + (first - 1)
     return pd.DataFrame(
         {
             "order_id": ids("O", number, 9),
@@ -80,17 +91,21 @@ def _orders(
     )
 
 
-def generate_world(config: WorldConfig) -> World:
-    """Simulate ``config.customers`` customers; see the package modules for the mechanisms."""
+def generate_world(
+    config: WorldConfig, numbering: Numbering | None = None, rng: np.random.Generator | None = None
+) -> World:
+    """Simulate ``config.customers`` customers; see the package modules for the mechanisms.
+    ``numbering`` and ``rng`` are for a chunk of a larger world (:func:`generate_chunks`)."""
     from cdp.world.truth import truth_tables
 
-    rng = np.random.default_rng(config.seed)
+    numbering = numbering or Numbering()
+    rng = rng or np.random.default_rng(config.seed)
     span = float(config.history_days + config.future_days)
     as_of = float(config.history_days)
     start = config.start
     products = catalog()
 
-    pop = population.simulate_population(rng, config.customers, span, as_of)
+    pop = population.simulate_population(rng, config.customers, span, as_of, numbering.customer)
     customers = population.customers_table(rng, pop, start)
     identities, cookie, device = population.identities_table(rng, pop)
     consents = population.consents_table(rng, pop, start)
@@ -102,10 +117,11 @@ def generate_world(config: WorldConfig) -> World:
     sold_amount = purchases.priced(rng, sold, products)
     back, back_amount = purchases.returns(rng, ordinary, sold_amount[: ordinary.owner.size], span)
     lines = purchases.Lines.concat([sold, back])
-    orders = _orders(rng, lines, np.concatenate([sold_amount, back_amount]), pop, start)
+    amounts = np.concatenate([sold_amount, back_amount])
+    orders = _orders(rng, lines, amounts, pop, start, numbering.order)
 
     events = engagement.events_table(
-        rng, pop, cookie, device, sold, products["product_id"].to_numpy(), start
+        rng, pop, cookie, device, sold, products["product_id"].to_numpy(), start, numbering.event
     )
     tables = {
         "customers": customers,
@@ -117,3 +133,29 @@ def generate_world(config: WorldConfig) -> World:
     }
     truth = truth_tables(config, pop, pairs, orders, products)
     return World(config, tables, truth)
+
+
+def generate_chunks(config: WorldConfig, chunk: int) -> Iterator[World]:
+    """Simulate ``config.customers`` customers ``chunk`` at a time: each chunk a world of its
+    own customers (with its own random stream, ``(seed, k)``), numbered on from the previous
+    chunk's last customer, order and event. Memory is bounded by one chunk; the same config
+    and chunk size give the same worlds."""
+    if chunk < 1:
+        raise BadInputError(f"--chunk-customers must be at least 1, got {chunk}")
+    numbering = Numbering()
+    for k, first in enumerate(range(0, config.customers, chunk)):
+        size = min(chunk, config.customers - first)
+        part = replace(config, customers=size)
+        world = generate_world(part, numbering, np.random.default_rng([config.seed, k]))
+        yield world
+        orders, events = world.tables["orders"], world.tables["events"]
+        numbering = Numbering(
+            customer=numbering.customer + size,
+            order=_last(orders["order_id"], numbering.order - 1) + 1,
+            event=_last(events["event_id"], numbering.event - 1) + 1,
+        )
+
+
+def _last(numbered: pd.Series, none: int) -> int:
+    """The highest number in a series of ids (prefix + digits); ``none`` when empty."""
+    return int(numbered.str.slice(1).astype("int64").max()) if len(numbered) else none

@@ -53,8 +53,11 @@ class Population:
         return np.where(before, np.clip((lapse - t) / days, 0.0, 1.0), 1.0)
 
 
-def simulate_population(rng: np.random.Generator, n: int, span: float, as_of: float) -> Population:
-    """Sign-up dates up to 60 days past ``as_of``, rates, lapses and returns for ``n`` customers."""
+def simulate_population(
+    rng: np.random.Generator, n: int, span: float, as_of: float, first: int = 1
+) -> Population:
+    """Sign-up dates up to 60 days past ``as_of``, rates, lapses and returns for ``n`` customers
+    (numbered from ``first``)."""
     created = rng.uniform(0, min(as_of + 60, span), n)
     rate = rng.gamma(0.5, 1 / 60 / 0.5, n)  # mean: one ordinary order every 60 active days
     mean_life = rng.gamma(1.5, 420 / 1.5, n)  # days
@@ -64,7 +67,7 @@ def simulate_population(rng: np.random.Generator, n: int, span: float, as_of: fl
     return_at = np.where(returns, lapse + 20 + rng.exponential(120, n), np.inf)
     browse_rate = rate * rng.gamma(2.0, 1.0, n) + rng.gamma(1.0, 0.015, n)
     return Population(
-        customer_id=ids("C", np.arange(1, n + 1), 7),
+        customer_id=ids("C", np.arange(first, first + n), 7),
         created=created,
         lapse=lapse,
         return_at=return_at,
@@ -122,7 +125,7 @@ def identities_table(
             if id_type == "phone_sha256":
                 values = random_hex(rng, who.size, 32)
             elif id_type == "crm":
-                values = ids("CRM-", who + 1, 8).to_numpy()
+                values = pop.customer_id.str.replace("C", "CRM-0", n=1).to_numpy()[who]
             elif id_type == "messenger":
                 values = (rng.integers(10**15, 10**16, who.size)).astype(str)
             else:

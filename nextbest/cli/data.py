@@ -33,7 +33,7 @@ from nextbest.cli.base import (
 )
 
 if TYPE_CHECKING:
-    from cdp.world.generate import World
+    from cdp.world.generate import World, WorldConfig
 
 
 def write_world(world: World, out: Path, fmt: str, overwrite: bool) -> None:
@@ -43,18 +43,65 @@ def write_world(world: World, out: Path, fmt: str, overwrite: bool) -> None:
     with atomic_folder(out, overwrite=overwrite) as tmp:
         write_tables(world.tables, tmp, fmt)  # type: ignore[arg-type]
         write_tables(world.truth, tmp / "truth", "parquet")
-        config = world.config
-        meta = {
-            "generator": "cdp.world",
-            "customers": config.customers,
-            "seed": config.seed,
-            "as_of": config.as_of.isoformat(),
-            "history_days": config.history_days,
-            "future_days": config.future_days,
-            "horizon_days": config.horizon_days,
-            "window_days": config.window_days,
-        }
-        (tmp / "truth" / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        _write_meta(world.config, tmp)
+
+
+def write_world_in_chunks(
+    config: WorldConfig, chunk: int, out: Path, overwrite: bool
+) -> dict[str, int]:
+    """Generate a world ``chunk`` customers at a time
+    (:func:`cdp.world.generate.generate_chunks`) and write each chunk as it comes: each table
+    a folder of part files, one per chunk (``products.parquet`` once), the truth likewise
+    under ``truth/``; atomically. Returns the rows per table."""
+    from cdp.io import atomic_folder, write_table
+    from cdp.world.generate import generate_chunks
+
+    rows: dict[str, int] = {}
+    with atomic_folder(out, overwrite=overwrite) as tmp:
+        for k, world in enumerate(generate_chunks(config, chunk)):
+            for where, tables in ((tmp, world.tables), (tmp / "truth", world.truth)):
+                for name, frame in tables.items():
+                    if name == "products":
+                        if k == 0:
+                            write_table(frame, where / "products.parquet")
+                            rows[name] = len(frame)
+                        continue
+                    (where / name).mkdir(parents=True, exist_ok=True)
+                    write_table(frame, where / name / f"part-{k:05d}.parquet")
+                    if where == tmp:
+                        rows[name] = rows.get(name, 0) + len(frame)
+        _write_meta(config, tmp, chunk_customers=chunk)
+    return rows
+
+
+def _write_meta(config: WorldConfig, folder: Path, **more) -> None:
+    """``truth/meta.json``: what the world was generated with."""
+    meta = {
+        "generator": "cdp.world",
+        "customers": config.customers,
+        "seed": config.seed,
+        "as_of": config.as_of.isoformat(),
+        "history_days": config.history_days,
+        "future_days": config.future_days,
+        "horizon_days": config.horizon_days,
+        "window_days": config.window_days,
+    } | more
+    (folder / "truth" / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _world_config(
+    customers: int, seed: int, as_of: str, horizon_days: int, window_days: int
+) -> WorldConfig:
+    from cdp.world.generate import WorldConfig
+
+    moment = parse_as_of(as_of)
+    return WorldConfig(
+        customers=customers,
+        seed=seed,
+        as_of=moment,
+        horizon_days=horizon_days,
+        window_days=window_days,
+    )
 
 
 def generate_into(
@@ -68,15 +115,9 @@ def generate_into(
     window_days: int = 14,
 ) -> World:
     """Simulate a world and write it to ``out`` (the ``generate`` and ``demo`` commands)."""
-    from cdp.world.generate import WorldConfig, generate_world
+    from cdp.world.generate import generate_world
 
-    config = WorldConfig(
-        customers=customers,
-        seed=seed,
-        as_of=parse_as_of(as_of),
-        horizon_days=horizon_days,
-        window_days=window_days,
-    )
+    config = _world_config(customers, seed, as_of, horizon_days, window_days)
     fmt = check_format(fmt)
     with err_console.status(f"simulating {customers:,} customers…"):
         world = generate_world(config)
@@ -97,10 +138,30 @@ def generate(
     window_days: Annotated[int, typer.Option(help="Repurchase window W for the truth, days.")] = 14,
     fmt: Format = "parquet",
     overwrite: Overwrite = False,
+    chunk_customers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Simulate this many customers at a time and write each table as a folder of"
+            " Parquet parts, one per chunk: memory bounded by a chunk (a world of millions).",
+        ),
+    ] = None,
 ) -> None:
     """Simulate a CDP world: contract tables before and after --as-of, and truth/ after it."""
-    world = generate_into(customers, seed, as_of, out, fmt, overwrite, horizon_days, window_days)
-    rows = ", ".join(f"{len(f):,} {n}" for n, f in world.tables.items())
+    if chunk_customers is None:
+        world = generate_into(
+            customers, seed, as_of, out, fmt, overwrite, horizon_days, window_days
+        )
+        counts = {name: len(frame) for name, frame in world.tables.items()}
+    else:
+        if check_format(fmt) != "parquet":
+            raise BadInputError("--chunk-customers writes Parquet part files: drop --format csv")
+        config = _world_config(customers, seed, as_of, horizon_days, window_days)
+        with err_console.status(
+            f"simulating {customers:,} customers, {chunk_customers:,} at a time…"
+        ):
+            counts = write_world_in_chunks(config, chunk_customers, out, overwrite)
+    rows = ", ".join(f"{n:,} {name}" for name, n in counts.items())
     out_console.print(f"wrote {out}: {rows}; truth in {out / 'truth'}", soft_wrap=True)
 
 

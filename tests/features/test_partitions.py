@@ -65,3 +65,22 @@ def test_a_partition_count_below_one_is_refused(small_world_dir, tmp_path):
     done = features_cli(small_world_dir, tmp_path / "x", "--partitions", "0")
     assert done.returncode == 2 and "--partitions" in done.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_a_training_sample_holds_whole_customers_picked_by_their_id(small_world_dir, one):
+    from cdp.validation import load_contract
+    from features.partitions import sample_customers
+
+    sample = sample_customers(small_world_dir, 500)
+    again = sample_customers(load_contract(small_world_dir), 500)  # loaded, not scanned
+    ids = set(sample.customers.collect()["customer_id"])
+    assert len(ids) == 500 and ids == set(again.customers.collect()["customer_id"])
+    orders = pd.read_parquet(small_world_dir / "orders.parquet")
+    assert sample.orders.collect().height == orders["customer_id"].isin(ids).sum()
+    # each sampled customer's own measures are theirs in full (anonymous browsing included);
+    # only the population parameters (RFM edges, lifetimes fits) are the sample's
+    built = build_features(sample, as_of=AS_OF).customers.set_index("customer_id")
+    whole = one.customers.set_index("customer_id").loc[built.index]
+    own = ["orders", "monetary_total", "purchase_days", "views_30d", "stitched_events_90d"]
+    pd.testing.assert_frame_equal(built[own], whole[own])
+    assert whole["stitched_events_90d"].sum() > 0
