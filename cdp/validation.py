@@ -248,6 +248,8 @@ def validate_folder(folder: str | os.PathLike) -> tuple[dict[str, pd.DataFrame],
 
 
 SEED = 7  # of the partition hash (any fixed value)
+#: At most about this many rows of a table are typed and checked at once.
+CHUNK_ROWS = 2_000_000
 #: The tables read in partitions by :func:`validate_in_partitions`, and the columns whose
 #: hash picks a row's partition (so that a duplicate key lands in one partition).
 PARTITIONED = {
@@ -272,6 +274,17 @@ def _chunk(path: Path, table: str, k: int, partitions: int) -> pd.DataFrame:
     return numbered.drop("_row").collect().to_pandas()
 
 
+def _rows(path: Path) -> int:
+    """A Parquet table's row count, from its footers (0 when they do not read: the chunk
+    read reports why)."""
+    import polars as pl
+
+    try:
+        return scan_raw(path).select(pl.len()).collect().item()
+    except Exception:
+        return 0
+
+
 def _merged(violations: list[Violation]) -> list[Violation]:
     """One violation per (table, column, problem): rows added up, the first examples kept."""
     out: dict[tuple, Violation] = {}
@@ -290,7 +303,8 @@ def validate_in_partitions(folder: str | os.PathLike, partitions: int) -> Valida
     """:func:`validate_folder` with memory bounded by one partition of each large table.
 
     ``customers`` and ``products`` are read whole (foreign keys point at them). Each Parquet
-    table of :data:`PARTITIONED` is read in ``partitions`` parts by the hash of its key,
+    table of :data:`PARTITIONED` is read in ``partitions`` parts (more for a table of more
+    than ``partitions`` x :data:`CHUNK_ROWS` rows) by the hash of its key,
     typed and checked against those keys; a table's duplicate keys share a part, so unique
     keys are checked across the whole table. A CSV table is read whole. Violations found
     in several parts are reported once, their rows added up.
@@ -313,9 +327,10 @@ def validate_in_partitions(folder: str | os.PathLike, partitions: int) -> Valida
             violations += found + check_tables(frames, bad, only=(table,), keys=keys)
             rows[table] = len(frames[table])
             continue
-        for k in range(partitions if path is not None else 0):
+        chunks = 0 if path is None else max(partitions, -(-_rows(path) // CHUNK_ROWS))
+        for k in range(chunks):
             try:
-                raw = _chunk(path, table, k, partitions)
+                raw = _chunk(path, table, k, chunks)
             except Exception as exc:  # the file does not read: say so, as the loader does
                 violations.append(Violation(table, None, f"cannot read {path.name}: {exc}"))
                 break

@@ -335,9 +335,12 @@ def test_validation_in_partitions_finds_what_one_pass_finds(
     assert parts.rows == whole.rows
 
 
-def test_duplicates_and_unknown_keys_are_counted_across_partitions(small_world, tmp_path):
+def test_duplicates_and_unknown_keys_are_counted_across_partitions(
+    small_world, tmp_path, monkeypatch
+):
     """Duplicate event ids and identities in different rows of a large table, and orders of
-    unknown customers, counted once each over 5 partitions, as in one pass."""
+    unknown customers, counted once each over 5 partitions (and over the more chunks a
+    large table gets), as in one pass."""
     tables = {name: frame.copy() for name, frame in small_world.tables.items()}
     events, identities, orders = tables["events"], tables["identities"], tables["orders"]
     events.loc[events.index[-40:], "event_id"] = events["event_id"].iloc[:40].to_numpy()
@@ -354,3 +357,7 @@ def test_duplicates_and_unknown_keys_are_counted_across_partitions(small_world, 
     assert rows[("orders", "customer_id")] == len(orders.index[::500])
     assert ("identities", "id_type/id_value") in rows
     assert parts.rows == whole.rows
+    import cdp.validation
+
+    monkeypatch.setattr(cdp.validation, "CHUNK_ROWS", 7_000)  # events: 14 chunks, not 5
+    assert _found(validate_in_partitions(folder, 5)) == _found(whole)
