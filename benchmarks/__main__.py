@@ -3,7 +3,9 @@
 ``BENCH_CUSTOMERS`` (comma-separated, default ``10000,100000``) sizes the world benchmark;
 ``BENCH_FEATURE_CUSTOMERS`` and ``BENCH_TRAIN_CUSTOMERS`` (default ``1000000``) the feature
 and the training benchmarks, whose world is generated once into data/bench/ (about two
-minutes); ``BENCH_SPARK_CUSTOMERS`` (default ``100000``) the Spark one.
+minutes); ``BENCH_SPARK_CUSTOMERS`` (default ``100000``) the Spark one;
+``BENCH_BIG_CUSTOMERS`` (default ``4000000``) the world built in partitions (generated in
+chunks once, about 10 minutes).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ def main() -> None:
         "benchmarks.world",
         "benchmarks.features",
         "benchmarks.spark",
+        "benchmarks.big",
         "benchmarks.train",
         "benchmarks.serve",
         "benchmarks.nba",
