@@ -66,32 +66,18 @@ def _spark(folder: Path) -> dict:
 
 
 def _population_pass(spark, folder: Path) -> None:
-    import polars as pl
-
-    from cdp.privacy import load_suppression
     from cdp.time import as_utc
     from features.config import FeatureConfig
-    from features.engagement import EVENT_COLUMNS
-    from features.inputs import read_tables_for
-    from features.spark import (
-        KEY,
-        KEYED,
-        _empty,
-        fit_population_on,
-        read_contract,
-        tagged_by_customer,
-    )
+    from features.spark import KEY, fit_population_on, prepare, tagged_by_customer
 
-    frames = read_contract(spark, folder)
-    columns = {name: frames[name].columns for name in KEYED}
-    columns["events"] = [c for c in EVENT_COLUMNS if c in columns["events"]]
+    frames, products, empty, tokens = prepare(spark, folder)
     fit_population_on(
         tagged_by_customer(frames).repartition(PARTITIONS, KEY),
         as_of=as_utc(AS_OF),
         config=FeatureConfig(),
-        empty=_empty(columns),
-        products=pl.from_pandas(read_tables_for("products", folder)),
-        tokens=load_suppression(),
+        empty=empty,
+        products=products,
+        tokens=tokens,
     )
 
 

@@ -343,6 +343,14 @@ def validate_in_partitions(folder: str | os.PathLike, partitions: int) -> Valida
     return ValidationReport(str(folder), rows, _merged(violations))
 
 
+def check_in_partitions(folder: str | os.PathLike, partitions: int) -> None:
+    """:func:`validate_in_partitions`, raising :class:`ContractError` with every violation
+    (what :func:`load_contract` does, with memory bounded by a partition)."""
+    report = validate_in_partitions(folder, partitions)
+    if not report.ok:
+        raise ContractError(report.violations, source=str(folder))
+
+
 def load_contract(folder: str | os.PathLike) -> ContractTables:
     """Load a contract folder into typed frames.
 

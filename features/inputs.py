@@ -18,7 +18,7 @@ import polars as pl
 import pyarrow as pa
 
 from cdp.contract import TABLES, ContractTables, dtype_of, empty_table
-from cdp.io import is_parquet, locate_tables, part_files, read_tables
+from cdp.io import is_parquet, locate_tables, read_tables, scan_raw
 from cdp.privacy import load_suppression
 
 TIME = pl.Datetime("us", "UTC")
@@ -50,11 +50,7 @@ def typed_lazy(frame: pd.DataFrame, name: str) -> pl.LazyFrame:
 def _scan(path: Path) -> pl.LazyFrame:
     """Scan a Parquet table (a file, or a folder of part files with Hive keys as columns);
     timestamps to UTC microseconds (naive ones are UTC)."""
-    if path.is_dir():
-        frame = pl.scan_parquet(part_files(path), hive_partitioning=True)
-    else:
-        frame = pl.scan_parquet(path)
-    return settle_times(frame)
+    return settle_times(scan_raw(path))
 
 
 def settle_times(frame: pl.LazyFrame) -> pl.LazyFrame:

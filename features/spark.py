@@ -227,14 +227,21 @@ def _inputs(
     return FeatureInputs(**frames)
 
 
-def _empty(columns: dict[str, list[str]]) -> dict:
-    """Empty inputs per table (customers as pandas, to be typed; the rest lazy)."""
+def prepare(spark: SparkSession, folder: Path) -> tuple[dict, pl.DataFrame, dict, set[str]]:
+    """What both passes read: the keyed tables as Spark frames, the products (on the driver,
+    through the contract loader), empty inputs per table in the columns Spark reads
+    (customers as pandas, to be typed; the rest lazy), and the suppression list's tokens."""
     from cdp.contract import empty_table
 
-    out = {"customers": empty_table("customers")}
+    frames = read_contract(spark, folder)
+    empty = {"customers": empty_table("customers")}
     for name in ("orders", "identities", "consents", "events"):
-        out[name] = typed_lazy(empty_table(name), name).select(columns[name])
-    return out
+        columns = frames[name].columns if name in frames else [c.name for c in TABLES[name].columns]
+        if name == "events":
+            columns = [c for c in EVENT_COLUMNS if c in columns]
+        empty[name] = typed_lazy(empty_table(name), name).select(columns)
+    products = pl.from_pandas(read_tables_for("products", folder))
+    return frames, products, empty, load_suppression()
 
 
 def fit_population_on(
@@ -317,15 +324,7 @@ def build_on_spark(
 
     config = config or FeatureConfig()
     folder, as_of, out = Path(data), as_utc(as_of), Path(out)
-    frames = read_contract(spark, folder)
-    products = pl.from_pandas(read_tables_for("products", folder))
-    tokens = load_suppression()
-    columns = {name: frames[name].columns if name in frames else None for name in KEYED}
-    columns = {
-        name: cols or [c.name for c in TABLES[name].columns] for name, cols in columns.items()
-    }
-    columns["events"] = [c for c in EVENT_COLUMNS if c in columns["events"]]
-    empty = _empty(columns)
+    frames, products, empty, tokens = prepare(spark, folder)
     n = partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
     tagged = tagged_by_customer(frames).repartition(n, KEY)
     population = fit_population_on(

@@ -243,8 +243,7 @@ def features(
     spark_master: SparkMaster = None,
 ) -> None:
     """Build point-in-time customer and customer x consumable features from a contract folder."""
-    from cdp.errors import ContractError
-    from cdp.validation import load_contract, validate_in_partitions
+    from cdp.validation import check_in_partitions, load_contract
     from features.build import build_features
     from features.config import FeatureConfig
     from features.inputs import as_inputs, order_span
@@ -260,9 +259,7 @@ def features(
         if whole:
             tables = load_contract(data)
         else:  # memory bounded by a partition
-            report = validate_in_partitions(data, max(partitions, 8))
-            if not report.ok:
-                raise ContractError(report.violations, source=str(data))
+            check_in_partitions(data, max(partitions, 8))
             tables = as_inputs(data)
         if not allow_empty:
             _check_in_span(moment, *order_span(tables), data)
