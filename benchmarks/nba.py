@@ -157,7 +157,8 @@ def policy_figures(
 
 def policy_before(catalog):
     """The catalog as the policy ran before it was measured: a win-back for any churn
-    probability of 0.5 or more, however recent the last order."""
+    probability of 0.5 or more, however recent the last order (and, set on the state, the
+    cross-sell of co-purchase rules instead of the next-product model)."""
     winback = dataclasses.replace(catalog["winback_offer"], due=None)
     return dataclasses.replace(catalog, actions={**catalog.actions, "winback_offer": winback})
 
@@ -195,6 +196,7 @@ def run() -> None:
         write_snapshot(built, config, folder, Path(tmp) / "features")
         state = ServingState.load(data=folder, features=Path(tmp) / "features")
         suggested, _ = suggest_all(state, catalog, now=T, max_actions=TOP)
+        state.learned_cross_sell = False  # the co-purchase rules, as before the model
         before, _ = suggest_all(state, policy_before(catalog), now=T, max_actions=TOP)
     print(f"{CUSTOMERS:,} customers, suggestions as of {T.date()}, scored on the orders of the"
           f" next {WINDOW_DAYS} days ({time.perf_counter() - started:.0f} s to build)")  # fmt: skip

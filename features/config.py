@@ -10,15 +10,17 @@ class FeatureConfig:
     """What the features look at; every duration is in days.
 
     ``horizon_days`` is the churn horizon H (BG/NBD expected purchases are over it);
-    ``window_days`` the repurchase window W; ``engagement_windows`` the look-back windows of
-    the engagement counts; an event's sentiment below ``negative_sentiment`` counts as
-    negative. ``penalizer`` is the L2 penalty of the lifetimes fits (raised tenfold, up to
-    three times, when a fit does not converge). CLV is over ``clv_months`` months of 30 days,
-    discounted by ``monthly_discount_rate``.
+    ``window_days`` the repurchase window W; ``next_product_days`` the window of the
+    next-product model (a purchase of the product within it); ``engagement_windows`` the
+    look-back windows of the engagement counts; an event's sentiment below
+    ``negative_sentiment`` counts as negative. ``penalizer`` is the L2 penalty of the
+    lifetimes fits (raised tenfold, up to three times, when a fit does not converge). CLV
+    is over ``clv_months`` months of 30 days, discounted by ``monthly_discount_rate``.
     """
 
     horizon_days: int = 90
     window_days: int = 14
+    next_product_days: int = 30
     engagement_windows: tuple[int, ...] = (7, 30, 90)
     negative_sentiment: float = -0.3
     spend_trend_days: int = 90
@@ -32,6 +34,7 @@ class FeatureConfig:
         for name in (
             "horizon_days",
             "window_days",
+            "next_product_days",
             "spend_trend_days",
             "recent_gaps",
             "clv_months",

@@ -41,14 +41,17 @@ COUNTED = {
 }
 
 
-def stitched_events(events: pl.LazyFrame, identities: pl.LazyFrame) -> pl.LazyFrame:
+def stitched_events(
+    events: pl.LazyFrame, identities: pl.LazyFrame, extra: tuple[str, ...] = ()
+) -> pl.LazyFrame:
     """Events of known customers: their own, and anonymous ones whose ``anonymous_id`` is a
     cookie or device identity (``stitched`` true), attributed to that identity's customer.
-    Anonymous events nobody can claim are left out."""
+    Anonymous events nobody can claim are left out. ``extra``: more event columns to keep
+    (``product_id``)."""
     links = identities.filter(pl.col("id_type").is_in(STITCHABLE_ID_TYPES)).select(
         pl.col("id_value").alias("anonymous_id"), pl.col("customer_id").alias("owner")
     )
-    columns = ["occurred_at", "source", "event_type", "sentiment"]
+    columns = ["occurred_at", "source", "event_type", "sentiment", *extra]
     known = events.filter(pl.col("customer_id").is_not_null()).select(
         "customer_id", *columns, stitched=pl.lit(False)
     )

@@ -2,6 +2,8 @@
 
 - churn: a customer who existed at ``as_of`` made no purchase in ``(as_of, as_of + H]``;
 - repurchase: a customer x product pair was bought again in ``(as_of, as_of + W]``;
+- next product: a candidate's family (the product or a pack of it, ``variant_of``) was
+  bought in ``(as_of, as_of + W]``;
 - ``next_purchase_at``: the first purchase after ``as_of``, whenever it came (for timing
   error), null if none is in the data;
 - holdout spend: what a customer spent on purchases (returns not netted) in
@@ -20,6 +22,7 @@ import polars as pl
 
 from cdp.errors import BadInputError
 from cdp.time import AsOf, as_utc
+from features.candidates import product_families
 from features.inputs import FeatureInputs, Tables, as_inputs
 
 
@@ -114,6 +117,35 @@ def repurchase_labels(
             repurchased=pl.col("next_purchase_at").is_not_null()
             & (pl.col("next_purchase_at") <= end)
         )
+        .collect()
+    )
+    return frame.to_pandas()
+
+
+def next_product_labels(
+    tables: Tables, candidates: pd.DataFrame, *, as_of: AsOf, window_days: int = 30
+) -> pd.DataFrame:
+    """Per (customer_id, product_id) of ``candidates`` (with their ``family``): ``bought``,
+    whether any product of the family was bought in ``(as_of, as_of + W]``."""
+    inputs, as_of = as_inputs(tables), as_utc(as_of)
+    end = as_of + timedelta(days=window_days)
+    _check_window(inputs, end, f"next-product labels with window {window_days} days")
+    families = product_families(inputs.products).select("product_id", "family")
+    bought = (
+        inputs.orders.filter(pl.col("ordered_at") > as_of)
+        .filter((pl.col("ordered_at") <= end) & (pl.col("quantity") > 0))
+        .join(families, on="product_id", how="inner")
+        .select("customer_id", "family")
+        .unique()
+        .with_columns(bought=pl.lit(True))
+    )
+    keys = ["customer_id", "product_id", "family"]
+    frame = (
+        pl.from_pandas(candidates[keys])
+        .lazy()
+        .join(bought, on=["customer_id", "family"], how="left")
+        .with_columns(pl.col("bought").fill_null(False))
+        .select("customer_id", "product_id", "bought")
         .collect()
     )
     return frame.to_pandas()

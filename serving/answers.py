@@ -17,10 +17,11 @@ from datetime import datetime
 from fastapi import HTTPException
 
 from serving.feedback import Recorded
+from serving.learning import explore
 from serving.locales import answer_locale
 from serving.online import Entry
 from serving.policy import Context
-from serving.runtime import ROW_TIMES, Runtime, catch_up, state_of
+from serving.runtime import ROW_TIMES, Runtime, catch_up, learned, state_of
 from serving.schemas import (
     CLOCK_SKEW,
     Action,
@@ -47,22 +48,27 @@ SKIPPED = (
 )
 
 
-def audit(rt: Runtime, route: str, who, now, purposes, actions, request_id=None) -> None:
+def audit(
+    rt: Runtime, route: str, who, now, purposes, actions, request_id=None, eligible=None
+) -> None:
     """One audit line per scoring call: caller key id, pseudonym, purposes, actions,
-    model versions, time. Never a raw id or a key."""
+    model versions, time, and for an answer every eligible action with its probability,
+    value, feedback factor and propensity of being first (:mod:`serving.learning`). Never
+    a raw id or a key."""
     state = rt.state
-    rt.audit.append(
-        {
-            "at": now.isoformat(),
-            "route": route,
-            "key_id": CALLER.get(),
-            "customer": who,
-            "purposes": sorted(set(purposes)),
-            "actions": list(actions),
-            "model_versions": state.versions if state is not None else {},
-            "request_id": request_id,
-        }
-    )
+    record = {
+        "at": now.isoformat(),
+        "route": route,
+        "key_id": CALLER.get(),
+        "customer": who,
+        "purposes": sorted(set(purposes)),
+        "actions": list(actions),
+        "model_versions": state.versions if state is not None else {},
+        "request_id": request_id,
+    }
+    if eligible is not None:
+        record["eligible"] = eligible
+    rt.audit.append(record)
 
 
 def scoring_state(rt: Runtime):
@@ -89,6 +95,7 @@ def suggest_one(rt: Runtime, request: SuggestRequest, route: str = "/suggest") -
     context = Context(**request.context.model_dump())
     who = rt.pseudonym(customer_id) if customer_id else None
     exposures = rt.feedback.exposures(who, now) if who else {}
+    factors = learned(rt, state)
     ranking = state.ranking(
         customer_id,
         context,
@@ -96,7 +103,22 @@ def suggest_one(rt: Runtime, request: SuggestRequest, route: str = "/suggest") -
         now=now,
         exposures=exposures,
         max_actions=request.max_actions,
+        factors=factors,
     )
+    ranking, chances = explore(ranking, rt.exploration, rt.rng)
+    segment = state.customers[customer_id].segment if customer_id else None
+    weights = factors.of(segment)
+    eligible = [
+        {
+            "action": s.action,
+            "product_id": s.product_id,
+            "probability": s.probability,
+            "value": s.value,
+            "factor": round(weights.get(s.action, 1.0), 4),
+            "propensity": round(p, 6),
+        }
+        for s, (_, _, p) in zip(ranking.eligible or ranking.suggestions, chances, strict=True)
+    ]
     request_id = uuid.uuid4().hex
     actions = [
         Action(score=s.expected_value, **{k: v for k, v in asdict(s).items() if k != "value"})
@@ -106,7 +128,7 @@ def suggest_one(rt: Runtime, request: SuggestRequest, route: str = "/suggest") -
     answered = [(a.action, a.product_id) for a in actions]
     rt.feedback.record_suggestion(request_id, who, answered, now)
     rt.online.remember_answer(request_id, who, answered)
-    audit(rt, route, who, now, [a.purpose for a in actions], names, request_id)
+    audit(rt, route, who, now, [a.purpose for a in actions], names, request_id, eligible)
     return SuggestResponse(
         request_id=request_id,
         known=customer_id is not None,

@@ -51,6 +51,8 @@ class Catalog:
     actions: dict[str, Action]
     margin: float
     retention_uplift: float
+    #: the Beta prior of acceptance rates: (mean, weight in exposures)
+    feedback_prior: tuple[float, float] = (0.2, 20.0)
 
     def __getitem__(self, name: str) -> Action:
         return self.actions[name]
@@ -113,6 +115,18 @@ def load_catalog(path: str | Path = DEFAULT) -> Catalog:
                 overdue=spec.get("overdue"),
                 due={k: float(v) for k, v in due.items()} if due else None,
             )
+    prior = raw.get("feedback_prior", {"rate": 0.2, "strength": 20})
+    rate = prior.get("rate") if isinstance(prior, dict) else None
+    strength = prior.get("strength") if isinstance(prior, dict) else None
+    if not (isinstance(rate, int | float) and 0 < rate < 1):
+        problems.append("feedback_prior.rate: a number between 0 and 1 (exclusive)")
+    if not (isinstance(strength, int | float) and strength > 0):
+        problems.append("feedback_prior.strength: a number > 0 (exposures)")
     if problems:
         raise BadInputError(f"{path}: " + "; ".join(problems))
-    return Catalog(actions, float(raw.get("margin", 0.3)), float(raw.get("retention_uplift", 0.1)))
+    return Catalog(
+        actions,
+        float(raw.get("margin", 0.3)),
+        float(raw.get("retention_uplift", 0.1)),
+        (float(rate), float(strength)),
+    )

@@ -9,7 +9,9 @@ same variables:
 - ``NEXTBEST_ACTIONS`` an action catalog to use instead of ``serving/actions.yaml``;
 - ``NEXTBEST_NOW``: a fixed clock (ISO time) for simulated data, else the wall clock;
 - ``NEXTBEST_POLL_SECONDS``: check the registry for a new champion this often (0: never);
-- ``NEXTBEST_WORKERS``: worker processes.
+- ``NEXTBEST_WORKERS``: worker processes;
+- ``NEXTBEST_EXPLORATION``: the share of answers whose first action is drawn at random
+  among the eligible ones (:func:`serving.learning.explore`), 0 (off) by default.
 
 API keys, the pseudonym key and the body limit stay with the code that uses them
 (:mod:`serving.security`, :mod:`cdp.privacy`): they are secrets, never held here.
@@ -39,6 +41,7 @@ class ServeConfig:
     now: datetime | None = None  # a fixed clock; None: the wall clock
     poll_seconds: float = 0.0
     workers: int = 1
+    exploration: float = 0.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServeConfig:
@@ -69,6 +72,7 @@ class ServeConfig:
             now=now,
             poll_seconds=number("NEXTBEST_POLL_SECONDS", float, default.poll_seconds),
             workers=number("NEXTBEST_WORKERS", int, default.workers),
+            exploration=_share(number("NEXTBEST_EXPLORATION", float, default.exploration)),
         )
 
     def clock(self) -> Callable[[], datetime]:
@@ -77,3 +81,9 @@ class ServeConfig:
             moment = self.now
             return lambda: moment
         return lambda: datetime.now(UTC)
+
+
+def _share(value: float) -> float:
+    if not 0 <= value <= 1:
+        raise BadInputError(f"NEXTBEST_EXPLORATION: a share between 0 and 1, got {value}")
+    return value

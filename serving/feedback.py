@@ -437,6 +437,15 @@ class FeedbackStore:
             for key, times in shown.items()
         }
 
+    def outcomes(self) -> list[tuple[str | None, str, bool, bool]]:
+        """One row per exposure that got feedback (an answer's action and product):
+        ``(customer, action, accepted, converted)``; accepted includes converted."""
+        rows = self._db.execute(
+            "select customer, action, max(outcome in ('accepted', 'converted')),"
+            " max(outcome = 'converted') from feedback group by request_id, action, product_id"
+        ).fetchall()
+        return [(who, action, bool(a), bool(c)) for who, action, a, c in rows]
+
     def count(self, table: str) -> int:
         """Rows in ``table``."""
         if table not in TABLES:

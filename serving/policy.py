@@ -1,13 +1,17 @@
 """The next-best-action policy: candidate actions for one customer, ranked by expected value.
 
 Pure and in-process (no I/O): the service, the notebooks and the property tests call the
-same :func:`rank`. Expected value = probability x value - cost, where
+same :func:`rank`. Expected value = probability x feedback factor x value - cost (the factor
+is what feedback says of the action's acceptance, :mod:`serving.learning`; 1 without), where
 
 - ``replenishment_reminder`` (one per consumable): the model's probability of a purchase in
   the repurchase window; value = price x margin; eligible when the run-out date falls
   before the end of the window;
-- ``cross_sell``: the confidence P(B | owns A) of the co-purchase rule with the highest lift;
-  value = price x margin;
+- ``cross_sell``: the product the customer is likeliest to buy next, for its value (never a
+  durable they own, nor a consumable a reminder already proposes): the next-product
+  model's probability of a purchase within its window, the best expected
+  value of the candidates (:mod:`features.candidates`); value = price x margin; its reasons
+  are the customer's own drivers of that probability;
 - ``winback_offer``: churn probability x retention uplift; value = the 12-month CLV;
   due only when the churn risk is high and the customer has been quiet for longer than
   their own usual gap between orders (the catalog's ``due`` rule);
@@ -48,6 +52,7 @@ class Consumable:
     next_purchase_p10_at: datetime
     next_purchase_p90_at: datetime
     last_purchase_at: datetime
+    family: str | None = None  # the consumable a pack refills (products.variant_of)
 
 
 @dataclass(frozen=True)
@@ -55,9 +60,9 @@ class CrossSell:
     product_id: str
     names: dict[str, str]
     price: float
-    confidence: float  # P(buys B | owns A)
-    lift: float
-    because_of: str  # the owned product A
+    probability: float  # of a purchase within the next-product window
+    codes: tuple[str, ...]  # why: an action code, then the customer's own drivers
+    family: str | None = None  # the consumable a pack refills (products.variant_of)
 
 
 @dataclass
@@ -122,6 +127,8 @@ class Ranking:
     suppressed: list[Suppressed]
     frustrated: bool
     locale: str = "en"  # the locale of every message and reason
+    #: every action that could have been proposed, best first (``suggestions`` is its head)
+    eligible: tuple[Suggestion, ...] = ()
 
 
 def read_context(context: Context) -> Reading | None:
@@ -180,6 +187,7 @@ def rank(
     exposures: dict[tuple[str, str | None], Exposure] | None = None,
     window_days: int = 14,
     max_actions: int = 3,
+    factors: dict[str, float] | None = None,
 ) -> Ranking:
     """Rank, explain and filter the next best actions for one customer in a conversation.
 
@@ -199,6 +207,10 @@ def rank(
         How far ahead a run-out makes a replenishment reminder due.
     max_actions : int, default 3
         The most suggestions returned.
+    factors : dict, optional
+        action -> what feedback says of its acceptance against the prior
+        (:mod:`serving.learning`), multiplying the probability in the expected value; 1
+        for an action without feedback.
 
     Returns
     -------
@@ -222,7 +234,8 @@ def rank(
             suppressed.append(Suppressed(candidate.action, candidate.product_id, why))
             continue
         action = catalog[candidate.action]
-        expected = candidate.probability * candidate.value - action.cost
+        factor = (factors or {}).get(candidate.action, 1.0)
+        expected = candidate.probability * factor * candidate.value - action.cost
         if expected <= 0:
             suppressed.append(
                 Suppressed(candidate.action, candidate.product_id, "expected value not positive")
@@ -238,6 +251,7 @@ def rank(
         suppressed,
         frustrated,
         locale,
+        tuple(suggestions),
     )
 
 
@@ -290,21 +304,28 @@ def _profile_candidates(
                 1.0 if asked_reorder else item.repurchase_probability,
                 item.price * catalog.margin,
                 ("ASKED_TO_REORDER", *codes) if asked_reorder else codes,
-                {"product": name, "date": date, "overdue": overdue},
+                {
+                    "product": name,
+                    "date": date,
+                    "overdue": overdue,
+                    "family": item.family or item.product_id,
+                },
             )
         )
-    if profile.cross_sell:
-        best = max(profile.cross_sell, key=lambda c: (c.lift, c.confidence))
+    reminded = {c.values["family"] for c in candidates}
+    offers = [c for c in profile.cross_sell if (c.family or c.product_id) not in reminded]
+    if offers:  # a product a reminder already proposes is not proposed twice
+        best = max(offers, key=lambda c: (c.probability * c.price, c.product_id))
         name = best.names.get(locale) or best.names["en"]
-        value = best.price * catalog.margin
+        drivers = [code for code in best.codes if code.islower()]
         candidates.append(
             Candidate(
                 "cross_sell",
                 best.product_id,
-                best.confidence,
-                value,
-                ("CO_PURCHASE_LIFT",),
-                {"product": name},
+                best.probability,
+                best.price * catalog.margin,
+                best.codes,
+                {"product": name, "driver": phrase(drivers[0] if drivers else "", locale)},
             )
         )
     if not profile.marketing_consent:  # churn was not scored (purpose limitation)

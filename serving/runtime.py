@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from fastapi import HTTPException
 
 from serving.audit import AuditLog
@@ -39,6 +40,7 @@ ROW_TIMES = {"orders": "ordered_at", "events": "occurred_at", "consents": "recor
 #: Each contract table's row model: list[OrderIn] -> OrderIn.
 ROWS = {kind: typing.get_args(f.annotation)[0] for kind, f in EventBatch.model_fields.items()}
 APPLIED_KEPT = 1_000  # counts of recently applied batches, for the requests that sent them
+LEARN_SECONDS = 60.0  # how stale the feedback factors may be
 
 
 @dataclass
@@ -56,6 +58,12 @@ class Runtime:
     lock: Callable[[dict], str]  # contract row -> encrypted for the log (cdp.privacy.lock_row)
     unlock: Callable[[str], dict]  # and back
     state: Any = None  # ServingState, None until loaded
+    #: the share of answers whose first action is explored (:func:`serving.learning.explore`)
+    exploration: float = 0.0
+    rng: Any = None  # numpy Generator of the exploration draws
+    #: what feedback has taught (:func:`learned`), and when (monotonic seconds)
+    factors: Any = None
+    factors_at: float = 0.0
     #: batch id -> what applying it did (for the request that sent it)
     applied: OrderedDict = field(default_factory=OrderedDict)
     syncing: threading.Lock = field(default_factory=threading.Lock)
@@ -85,7 +93,31 @@ def open_runtime(config: ServeConfig, reload: Callable[[], dict]) -> Runtime:
         seal=functools.partial(privacy.sealed_row, key=key),
         lock=functools.partial(privacy.lock_row, key=key),
         unlock=functools.partial(privacy.open_row, keys_=privacy.keys()),
+        exploration=config.exploration,
+        rng=np.random.default_rng(),
     )
+
+
+def learned(rt: Runtime, state) -> Any:
+    """The feedback factors (:func:`serving.learning.learn`), recomputed from the store at
+    most every :data:`LEARN_SECONDS`: every worker reads the same feedback table."""
+    import time
+
+    import pandas as pd
+
+    from serving.learning import Prior, learn
+
+    now = time.monotonic()
+    if rt.factors is not None and now - rt.factors_at < LEARN_SECONDS:
+        return rt.factors
+    if getattr(state, "segment_of", None) is None:  # pseudonym -> segment, once per state
+        state.segment_of = {rt.pseudonym(c): x.segment for c, x in state.customers.items()}
+    rows = pd.DataFrame(
+        rt.feedback.outcomes(), columns=["customer", "action", "accepted", "converted"]
+    )
+    rows["segment"] = rows["customer"].map(state.segment_of)
+    rt.factors, rt.factors_at = learn(rows, Prior(*rt.catalog.feedback_prior)), now
+    return rt.factors
 
 
 def load_state(rt: Runtime, config: ServeConfig):

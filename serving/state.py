@@ -35,10 +35,15 @@ from features.profile import (
 from features.rfm import NO_PURCHASE
 from serving.catalog import Catalog
 from serving.drivers import top_drivers
+from serving.learning import Factors
 from serving.policy import Consumable, Context, CrossSell, Profile, Ranking, rank
 
 if TYPE_CHECKING:
     from serving.schemas import EventBatch
+
+
+#: Next-product candidates kept per customer (owned ones are left out at request time).
+NEXT_PRODUCTS = 5
 
 
 def _utc(value) -> datetime:
@@ -79,6 +84,9 @@ class Customer:
     recent_orders: list[dict] = field(default_factory=list)
     #: what raises this customer's churn probability most (:mod:`serving.drivers` codes)
     churn_drivers: tuple[str, ...] = ()
+    #: the next-product model's best candidates: (product_id, probability, drivers), by
+    #: expected value (probability x price) first
+    next_products: list[tuple[str, float, tuple[str, ...]]] = field(default_factory=list)
 
 
 class ServingState:
@@ -92,6 +100,8 @@ class ServingState:
         self.identities: dict[tuple[str, str], str] = {}
         self.products: dict[str, dict] = {}
         self.rules: dict[str, list[tuple[str, float, float]]] = {}  # A -> [(B, conf, lift)]
+        #: whether the next-product model chose the cross-sells (else co-purchase rules)
+        self.learned_cross_sell = False
         self.lock = threading.Lock()
         #: how far along the online log this state is (:mod:`serving.online`), set by replay
         self.position: object = None
@@ -104,7 +114,7 @@ class ServingState:
         from cdp.io import read_tables
         from features.config import FeatureConfig
         from features.io import read_snapshot
-        from training.scoring import load_champions, score_frames
+        from training.scoring import load_champions, score_candidates, score_frames
 
         champions, versions = load_champions()
         customers, pairs, manifest = read_snapshot(features)
@@ -128,7 +138,36 @@ class ServingState:
         for customer_id, codes in zip(buyers["customer_id"], drivers, strict=True):
             if customer_id in state.customers:
                 state.customers[customer_id].churn_drivers = codes
+        scored = score_candidates(
+            data,
+            customers,
+            pairs,
+            as_of=as_of,
+            champions=champions,
+            versions=versions,
+            config=config,
+        )
+        if scored is not None:
+            state._index_next_products(champions["next_product"], scored)
         return state
+
+    def _index_next_products(self, model, scored: pd.DataFrame) -> None:
+        """Each customer's :data:`NEXT_PRODUCTS` best candidates by expected value, with
+        their own drivers (TreeSHAP of the next-product model)."""
+        scored = scored.assign(ev=scored["purchase_probability"] * scored["price"])
+        top = (
+            scored.sort_values(["customer_id", "ev"], ascending=[True, False], kind="stable")
+            .groupby("customer_id", sort=False)
+            .head(NEXT_PRODUCTS)
+        )
+        drivers = top_drivers(model.contributions(top), top[model.features_])
+        keys = zip(top["customer_id"], top["product_id"], strict=True)
+        rows = zip(keys, top["purchase_probability"], drivers, strict=True)
+        for (customer_id, product_id), probability, codes in rows:
+            customer = self.customers.get(customer_id)
+            if customer is not None and product_id in self.products:
+                customer.next_products.append((product_id, float(probability), codes))
+        self.learned_cross_sell = True
 
     def _index(
         self, customers: pd.DataFrame, pairs: pd.DataFrame, scores: dict, tables: dict, as_of
@@ -248,6 +287,7 @@ class ServingState:
                 next_purchase_p10_at=_utc(row["next_purchase_p10_at"]),
                 next_purchase_p90_at=_utc(row["next_purchase_p90_at"]),
                 last_purchase_at=_utc(row["last_purchase_at"]),
+                family=product["family"],
             )
             customer.cycle_days[row["product_id"]] = float(row["cycle_median_days"])
 
@@ -276,17 +316,6 @@ class ServingState:
         """The policy's view of ``customer_id`` at ``now`` (consent as in force then)."""
         c = self.customers[customer_id]
         granted = self.allows(customer_id, "marketing", now)
-        cross = []
-        for held in c.owned:
-            for product_id, confidence, lift in self.rules.get(held, ()):
-                product = self.products[product_id]
-                if product_id in c.owned or product["consumable"]:
-                    continue
-                cross.append(
-                    CrossSell(
-                        product_id, product["names"], product["price"], confidence, lift, held
-                    )
-                )
         return Profile(
             customer_id=customer_id,
             locale=c.locale,
@@ -300,8 +329,46 @@ class ServingState:
             last_order_at=c.last_order_at,
             usual_gap_days=c.usual_gap_days,
             consumables=list(c.consumables.values()),
-            cross_sell=cross,
+            cross_sell=self._cross_sell(c) if granted else [],
         )
+
+    def _cross_sell(self, c: Customer) -> list[CrossSell]:
+        """The products to cross-sell: the next-product model's candidates (else the
+        co-purchase rules of what the customer owns), never a durable they own."""
+        offers = []
+        if self.learned_cross_sell:
+            for product_id, probability, codes in c.next_products:
+                product = self.products[product_id]
+                if product_id in c.owned and not product["consumable"]:
+                    continue
+                offers.append(
+                    CrossSell(
+                        product_id,
+                        product["names"],
+                        product["price"],
+                        probability,
+                        ("LIKELY_NEXT_PURCHASE", *codes),
+                        product["family"],
+                    )
+                )
+            return offers
+        for held in c.owned:
+            for product_id, confidence, lift in self.rules.get(held, ()):
+                product = self.products[product_id]
+                if product_id in c.owned or product["consumable"]:
+                    continue
+                codes = ("CO_PURCHASE_LIFT", f"co_purchase_lift_{'high' if lift > 1 else 'low'}")
+                offers.append(
+                    CrossSell(
+                        product_id,
+                        product["names"],
+                        product["price"],
+                        confidence,
+                        codes,
+                        product["family"],
+                    )
+                )
+        return offers
 
     def ranking(
         self,
@@ -312,10 +379,14 @@ class ServingState:
         now: datetime,
         exposures: dict | None = None,
         max_actions: int = 3,
+        factors: Factors | None = None,
     ) -> Ranking:
         """The policy's ranked answer for a known customer (or ``None``: an unknown
-        visitor) at ``now``: what ``/suggest``, the MCP tool and ``nextbest suggest`` give."""
+        visitor) at ``now``: what ``/suggest``, the MCP tool and ``nextbest suggest`` give.
+        ``factors``: what feedback learned (:mod:`serving.learning`), by the customer's
+        segment."""
         profile = self.profile(customer_id, now) if customer_id else None
+        segment = self.customers[customer_id].segment if customer_id else None
         return rank(
             profile,
             context,
@@ -324,6 +395,7 @@ class ServingState:
             exposures=exposures,
             window_days=self.window_days,
             max_actions=max_actions,
+            factors=factors.of(segment) if factors is not None else None,
         )
 
     # -- online updates --------------------------------------------------------------------

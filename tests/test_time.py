@@ -28,6 +28,8 @@ EDGES = {
     ("features/labels.py", "churn_labels"),
     ("features/labels.py", "repurchase_labels"),
     ("features/labels.py", "spend_labels"),
+    ("features/labels.py", "next_product_labels"),
+    ("features/candidates.py", "next_product_candidates"),  # the notebook API
     ("training/retrain.py", "latest_complete_day"),  # a moment made from the data
     ("cdp/world/generate.py", "__post_init__"),  # WorldConfig(as_of=...)
     ("cdp/summary.py", "world_summary"),

@@ -40,6 +40,7 @@ GATE_METRICS = {
     "churn": ("roc_auc", True),
     "replenishment": ("roc_auc", True),
     "clv": ("mae", False),
+    "next_product": ("roc_auc", True),
 }
 
 
@@ -127,6 +128,9 @@ DESCRIPTIONS = {
     "replenishment": "Probability that a customer re-buys a consumable in the next"
     " {window_days} days, and its run-out dates (p10/p50/p90). Input: pair features with"
     " customer context (training.replenishment.pair_frame_from).",
+    "next_product": "Probability that a customer buys a candidate product (or a pack of it)"
+    " in the next {window_days} days. Input: candidates with features"
+    " (training.next_product.candidate_frame).",
     "clv": "BG/NBD and Gamma-Gamma: expected purchases, spend and 12-month value per customer."
     " Input: customers.parquet of `nextbest features`.",
 }

@@ -22,8 +22,10 @@ NOT_FEATURES = {
     "cutoff",
     "churned",
     "repurchased",
+    "bought",
+    "family",
 }
-CATEGORICAL = ("segment", "locale", "product_id", "customer_segment")
+CATEGORICAL = ("segment", "locale", "product_id", "customer_segment", "category")
 
 CALIBRATION_ROWS = 200_000
 

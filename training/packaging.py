@@ -1,7 +1,8 @@
 """How a nextbest model is stored in MLflow: a pyfunc model "from code", no pickles.
 
-Every registered version (churn, replenishment, CLV) is an MLflow ``python_function`` model
-whose loader is the file :mod:`training.pyfunc_model`, stored beside two artifacts:
+Every registered version (churn, replenishment, CLV, next product) is an MLflow
+``python_function`` model whose loader is the file :mod:`training.pyfunc_model`, stored
+beside two artifacts:
 
 - ``model.json``: the model's kind and its learned values (feature list, calibration,
   run-out spreads, lifetimes parameters), plus the SHA-256 of the booster file;
@@ -19,6 +20,8 @@ replenishment     pair features with customer context and ``cutoff``
                   and the run-out dates ``runout_p10``, ``runout_p50``, ``runout_p90``
 clv               ``customers.parquet`` -> expected purchases and spend over the horizon,
                   ``clv_{M}m`` and ``p_alive``
+next_product      candidates with their features and ``cutoff``
+                  (:func:`training.next_product.candidate_frame`) -> ``purchase_probability``
 ================  ==========================================================================
 """
 
@@ -53,7 +56,8 @@ class CorruptModelError(NextbestError):
 
 
 def classifier_of(model: CalibratedClassifier | ReplenishmentModel) -> CalibratedClassifier:
-    """The calibrated classifier of a churn model (itself) or of a replenishment model."""
+    """The calibrated classifier of a churn or next-product model (itself) or of a
+    replenishment model."""
     return getattr(model, "classifier", model)
 
 
@@ -85,7 +89,7 @@ def model_from_parts(parts: dict, booster: lgb.Booster | None) -> Model:
     cls = ChurnModel if kind == "churn" else CalibratedClassifier
     params = parts.get("params") or {"label": parts["label"]}  # stores before params were kept
     classifier = cls.from_parts(booster, parts["features"], parts["calibration"], params)
-    if kind == "churn":
+    if kind in ("churn", "next_product"):
         return classifier
     return ReplenishmentModel(classifier, RunoutModel.from_parts(parts["runout"]))
 
@@ -99,6 +103,8 @@ def predict_frame(parts: dict, model: Model, frame: pd.DataFrame) -> pd.DataFram
     keys = frame[[c for c in ("customer_id", "product_id") if c in frame]]
     if kind == "churn":
         return keys.assign(churn_probability=model.predict_proba(frame))
+    if kind == "next_product":
+        return keys.assign(purchase_probability=model.predict_proba(frame))
     return pd.concat([keys, model.predict(frame)], axis=1)
 
 

@@ -7,7 +7,9 @@
 2. replenishment examples at cutoffs one window W apart (skipped, and said so, when the
    data has no customer x consumable pairs, as in CDNOW);
 3. CLV fitted at the churn validation cutoff, judged on the following H days' spend;
-4. each logged to its MLflow experiment, registered, and gated against its champion.
+4. next product: candidate examples at cutoffs one next-product window apart (skipped, and
+   said so, when the candidates' outcomes are all one);
+5. each logged to its MLflow experiment, registered, and gated against its champion.
 
 ``score`` is what ``nextbest score`` runs: features at ``as_of`` scored by the champions,
 written atomically as ``churn.parquet``, ``replenishment.parquet``, ``clv.parquet`` and
@@ -24,6 +26,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -37,19 +40,24 @@ from training.churn import train_churn
 from training.clv import clv_holdout, train_clv
 from training.dataset import check_history, churn_dataset, training_cutoffs
 from training.drift import reference_profile
+from training.next_product import next_product_dataset, train_next_product
 from training.replenishment import replenishment_dataset, train_replenishment
 
-#: The stages :func:`train` reports through ``progress``, in order (replenishment's two are
-#: skipped when the data has no consumables).
+#: The stages :func:`train` reports through ``progress``, in order (replenishment's and next
+#: product's model stages are skipped when their examples cannot train a model).
 TRAIN_STAGES = (
     "churn examples",
     "churn model",
     "CLV model",
     "replenishment examples",
     "replenishment model",
+    "next-product examples",
+    "next-product model",
 )
 #: Replenishment training cutoffs: this many, one repurchase window apart.
 REPLENISHMENT_CUTOFFS = 4
+#: Next-product training cutoffs: this many, one next-product window apart.
+NEXT_PRODUCT_CUTOFFS = 4
 
 
 def data_digest(folder: str | os.PathLike, config: FeatureConfig) -> str:
@@ -84,7 +92,8 @@ def train(
     promote: bool = True,
     current: FeatureTables | None = None,
 ) -> TrainReport:
-    """Train, log, register and gate the churn, replenishment and CLV models for ``as_of``.
+    """Train, log, register and gate the churn, replenishment, CLV and next-product models
+    for ``as_of``.
 
     Champions move only after every model is trained, logged and gated. If any step fails
     (or the process is stopped), the versions this call registered are deleted (their runs
@@ -150,9 +159,14 @@ def _train(tables, as_of, config, root, gate, tags, progress, current, report) -
     replenishment_cutoffs = training_cutoffs(
         as_of, horizon_days=w, n_train=REPLENISHMENT_CUTOFFS, step_days=w
     )
+    n = config.next_product_days
+    next_product_cutoffs = training_cutoffs(
+        as_of, horizon_days=n, n_train=NEXT_PRODUCT_CUTOFFS, step_days=n
+    )
     first_order, _ = order_span(inputs)
     check_history(first_order, as_of, cutoffs, h)  # before any work: one line, exit 2
     check_history(first_order, as_of, replenishment_cutoffs, w)
+    check_history(first_order, as_of, next_product_cutoffs, n)
     progress(f"churn examples at {len(cutoffs.train) + 1} cutoffs")
     dataset = churn_dataset(inputs, config, cutoffs)
     progress("churn model")
@@ -183,19 +197,52 @@ def _train(tables, as_of, config, root, gate, tags, progress, current, report) -
     cutoffs = replenishment_cutoffs
     progress(f"replenishment examples at {len(cutoffs.train) + 1} cutoffs")
     pairs = replenishment_dataset(inputs, config, cutoffs)
-    why = _cannot_train(pairs, "repurchased")
+    stage = _Stage("replenishment", "repurchased", "customer x consumable pairs", w, cutoffs)
+    run = {"common": common, "manifest": manifest, "logging": logging}
+    _train_window_model(stage, train_replenishment, pairs, report, progress, run)
+
+    cutoffs = next_product_cutoffs
+    progress(f"next-product examples at {len(cutoffs.train) + 1} cutoffs")
+    candidates = next_product_dataset(inputs, config, cutoffs)
+    stage = _Stage("next_product", "bought", "next-product candidates", n, cutoffs)
+    _train_window_model(stage, train_next_product, candidates, report, progress, run)
+
+
+class _Stage(NamedTuple):
+    """A model over a window (replenishment, next product): its kind, label, what its
+    examples are, the window W and the cutoffs."""
+
+    kind: str
+    label: str
+    examples: str
+    window_days: int
+    cutoffs: object
+
+
+def _train_window_model(stage, fit, dataset, report, progress, run: dict) -> None:
+    """Train, log and gate one window model, or record why it was skipped (its examples
+    cannot train a model: none, or a single outcome). ``run``: the parameters every run
+    logs (``common``), the features ``manifest`` and the ``logging`` settings."""
+    from training import tracking
+
+    why = _cannot_train(dataset, stage.label, stage.examples)
     if why:
-        report.skipped["replenishment"] = why
+        report.skipped[stage.kind] = why
         return
-    progress("replenishment model")
-    replenishment = train_replenishment(pairs, window_days=w)
-    params = {**common, "window_days": w, **_cutoff_params(cutoffs)}
+    progress(f"{stage.kind.replace('_', '-')} model")
+    result = fit(dataset, window_days=stage.window_days)
+    window = {"window_days": stage.window_days, **_cutoff_params(stage.cutoffs)}
     report.decisions.append(
         tracking.log_classifier(
-            "replenishment", replenishment, pairs, params=params, manifest=manifest, **logging
+            stage.kind,
+            result,
+            dataset,
+            params={**run["common"], **window},
+            manifest=run["manifest"],
+            **run["logging"],
         )
     )
-    report.metrics["replenishment"] = replenishment.metrics
+    report.metrics[stage.kind] = result.metrics
 
 
 def _cutoff_params(cutoffs) -> dict:
@@ -205,10 +252,10 @@ def _cutoff_params(cutoffs) -> dict:
     }
 
 
-def _cannot_train(dataset: dict[str, pd.DataFrame], label: str) -> str | None:
+def _cannot_train(dataset: dict[str, pd.DataFrame], label: str, what: str) -> str | None:
     for split, frame in dataset.items():
         if frame.empty:
-            return f"no customer x consumable pairs in the {split} examples"
+            return f"no {what} in the {split} examples"
         if frame[label].nunique() < 2:
             return f"{label} has a single outcome in the {split} examples"
     return None

@@ -14,6 +14,7 @@ registered model            stored as                      gate metric (validati
 ``nextbest-churn``          pyfunc: LightGBM text + JSON   ROC-AUC, higher is better
 ``nextbest-replenishment``  pyfunc: LightGBM text + JSON   ROC-AUC of repurchase
 ``nextbest-clv``            pyfunc: JSON (lifetimes)       MAE of holdout spend, lower
+``nextbest-next-product``   pyfunc: LightGBM text + JSON   ROC-AUC of a purchase in W days
 ==========================  =============================  ===================================
 
 Each registered version gets the alias ``challenger``; it becomes ``champion`` only through
@@ -32,6 +33,7 @@ from mlflow import MlflowClient
 
 from training import packaging
 from training.churn import ChurnModel
+from training.classifier import CalibratedClassifier
 from training.clv import ClvModel
 from training.replenishment import ReplenishmentModel
 
@@ -41,10 +43,23 @@ if TYPE_CHECKING:
 CHURN_MODEL = "nextbest-churn"
 REPLENISHMENT_MODEL = "nextbest-replenishment"
 CLV_MODEL = "nextbest-clv"
-REGISTERED = {"churn": CHURN_MODEL, "replenishment": REPLENISHMENT_MODEL, "clv": CLV_MODEL}
-#: What each model's scores may be used for (purpose limitation): all three drive
+NEXT_PRODUCT_MODEL = "nextbest-next-product"
+REGISTERED = {
+    "churn": CHURN_MODEL,
+    "replenishment": REPLENISHMENT_MODEL,
+    "clv": CLV_MODEL,
+    "next_product": NEXT_PRODUCT_MODEL,
+}
+#: What each model's scores may be used for (purpose limitation): all four drive
 #: marketing actions, so the service skips them for customers without marketing consent.
-PURPOSES = {"churn": "marketing", "replenishment": "marketing", "clv": "marketing"}
+PURPOSES = {
+    "churn": "marketing",
+    "replenishment": "marketing",
+    "clv": "marketing",
+    "next_product": "marketing",
+}
+#: Kinds a data set may lack (no consumables, no candidates): no champion is no error.
+OPTIONAL = ("replenishment", "next_product")
 #: The churn run's artifact with the reference profile of its training snapshot.
 PROFILE = "reference_profile.json"
 #: The experiment that records every retraining job.
@@ -131,7 +146,17 @@ def load_clv(alias: str = "champion") -> tuple[ClvModel, str]:
     return _load("clv", alias)
 
 
-LOADERS = {"churn": load_churn, "replenishment": load_replenishment, "clv": load_clv}
+def load_next_product(alias: str = "champion") -> tuple[CalibratedClassifier, str]:
+    """The registered next-product classifier with ``alias``."""
+    return _load("next_product", alias)
+
+
+LOADERS = {
+    "churn": load_churn,
+    "replenishment": load_replenishment,
+    "clv": load_clv,
+    "next_product": load_next_product,
+}
 
 
 def load(kind: str, alias: str = "champion") -> tuple[object, str]:
@@ -140,7 +165,7 @@ def load(kind: str, alias: str = "champion") -> tuple[object, str]:
     Parameters
     ----------
     kind : str
-        churn, replenishment or clv.
+        churn, replenishment, clv or next_product.
     alias : str, default "champion"
         The alias (champion or challenger).
 

@@ -21,6 +21,7 @@ from features.build import build_features
 from features.config import FeatureConfig
 from features.inputs import Tables
 from features.io import read_snapshot
+from training.next_product import candidate_frame
 from training.replenishment import pair_frame_from
 
 
@@ -30,8 +31,8 @@ def load_champions() -> tuple[dict, dict[str, str]]:
     Returns
     -------
     tuple of (dict, dict)
-        The models by kind, and their versions by kind. A missing replenishment champion is
-        left out (data without consumables has none).
+        The models by kind, and their versions by kind. A missing replenishment or
+        next-product champion is left out (data without consumables or candidates has none).
 
     Raises
     ------
@@ -48,7 +49,7 @@ def load_champions() -> tuple[dict, dict[str, str]]:
         try:
             champions[kind], versions[kind] = registry.load(kind, "champion")
         except MlflowException as error:
-            if kind == "replenishment":
+            if kind in registry.OPTIONAL:
                 continue
             raise BadInputError(
                 f"no champion for {registry.REGISTERED[kind]}: run `nextbest train` first"
@@ -128,6 +129,27 @@ def score_frames(
             }
         )
     return {name: frame.reset_index(drop=True) for name, frame in frames.items()}
+
+
+def score_candidates(
+    tables: Tables,
+    customers: pd.DataFrame,
+    pairs: pd.DataFrame,
+    *,
+    as_of: Moment,
+    champions: dict,
+    versions: dict[str, str],
+    config: FeatureConfig,
+) -> pd.DataFrame | None:
+    """The next-product candidates at ``as_of`` (:func:`training.next_product.candidate_frame`)
+    with the champion's ``purchase_probability``; ``None`` without a next-product champion.
+    ``customers`` and ``pairs``: the feature tables at ``as_of``."""
+    if "next_product" not in champions:
+        return None
+    model = champions["next_product"]
+    frame = candidate_frame(tables, customers, pairs, as_of)
+    _expect(model.features_, frame, "next_product", versions["next_product"], config)
+    return frame.assign(purchase_probability=model.predict_proba(frame))
 
 
 def score(

@@ -28,6 +28,7 @@ from training.churn import ChurnResult
 from training.classifier import model_frame
 from training.clv import ClvResult, score_clv
 from training.metrics import calibration_table
+from training.next_product import NextProductResult
 from training.registry import JOBS, PROFILE, PURPOSES, REGISTERED, experiment
 from training.replenishment import ReplenishmentResult
 
@@ -121,12 +122,19 @@ CLASSIFIERS = {
         "window_days",
         "repurchase",
     ),
+    "next_product": _Classifier(
+        "bought",
+        "purchase of the product in the window (validation)",
+        "purchases",
+        "window_days",
+        "purchase",
+    ),
 }
 
 
 def log_classifier(
     kind: str,
-    result: ChurnResult | ReplenishmentResult,
+    result: ChurnResult | ReplenishmentResult | NextProductResult,
     dataset: dict[str, pd.DataFrame],
     *,
     params: dict,
@@ -138,10 +146,12 @@ def log_classifier(
     promote: bool = True,
     profile: dict | None = None,
 ) -> Decision:
-    """Log a churn or replenishment training run, register its model, apply the gate.
+    """Log a churn, replenishment or next-product training run, register its model, apply
+    the gate.
 
-    ``result``: :class:`training.churn.ChurnResult` or
-    :class:`training.replenishment.ReplenishmentResult`. ``profile``: the reference profile
+    ``result``: :class:`training.churn.ChurnResult`,
+    :class:`training.replenishment.ReplenishmentResult` or
+    :class:`training.next_product.NextProductResult`. ``profile``: the reference profile
     of the features at ``as_of`` and of the model's scores on them
     (:func:`training.drift.reference_profile`), for later drift reports (churn)."""
 

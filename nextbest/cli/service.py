@@ -1,6 +1,7 @@
 """The served answers behind three doors: `nextbest serve` (the BentoML service, a child
 process that stops with its parent), `nextbest mcp` (tools for LLM agents) and `nextbest
-suggest` (every customer's answer at once, for outbound campaigns)."""
+suggest` (every customer's answer at once, for outbound campaigns); and `nextbest
+evaluate-policy`, what another policy would have achieved on the answers served."""
 
 from __future__ import annotations
 
@@ -192,6 +193,60 @@ def suggest(
         " withheld: no marketing consent in force",
         soft_wrap=True,
     )
+
+
+@app.command("evaluate-policy")
+def evaluate_policy(
+    feedback: Annotated[
+        Path,
+        typer.Option(
+            help="A service's state folder (its audit log and feedback store), or a Parquet"
+            " or JSON-lines file of logged decisions."
+        ),
+    ],
+    catalog: Annotated[
+        Path | None,
+        typer.Option(help="The target policy's action catalog (default: serving/actions.yaml)."),
+    ] = None,
+    outcome: Annotated[
+        str, typer.Option(help="The reward: converted, or accepted (converted counts too).")
+    ] = "converted",
+    out: Annotated[Path | None, typer.Option(help="Also write the report as JSON here.")] = None,
+) -> None:
+    """Off-policy evaluation: the target catalog's conversion rate estimated from the logged
+    answers by inverse-propensity (IPS) and self-normalised (SNIPS) weighting, with 95%
+    intervals, beside the served policy's own rate."""
+    from rich.table import Table
+
+    from serving.catalog import DEFAULT, load_catalog
+    from serving.offpolicy import evaluate, logged_decisions, read_decisions, write_report
+
+    if outcome not in ("converted", "accepted"):
+        raise BadInputError(f"--outcome: converted or accepted, not {outcome!r}")
+    if feedback.is_dir():
+        decisions = logged_decisions(feedback, outcome)
+    elif feedback.is_file():
+        decisions = read_decisions(feedback)
+    else:
+        raise BadInputError(f"--feedback: {feedback} does not exist")
+    report = evaluate(decisions, load_catalog(catalog or DEFAULT))
+    table = Table(title=f"{outcome} rate per answer ({report.answers:,} answers logged)")
+    for column in ("estimate", "value", "95% interval"):
+        table.add_column(column)
+    for name, label in (
+        ("logged", "served policy (observed)"),
+        ("ips", "target: IPS"),
+        ("snips", "target: SNIPS"),
+    ):
+        e = getattr(report, name)
+        table.add_row(label, f"{e.value:.4f}", f"{e.low:.4f} to {e.high:.4f}")
+    out_console.print(table)
+    out_console.print(
+        f"the target puts the served first action first in {report.matched:,} of"
+        f" {report.answers:,} answers"
+    )
+    if out is not None:
+        write_report(report, out)
 
 
 def _check_serving(data: Path, features: Path, now: str | None, *, keys: bool) -> None:

@@ -51,8 +51,9 @@ profiles = st.builds(
             st.just(NAMES),
             st.floats(1, 300),
             st.floats(0, 1),
-            st.floats(1, 5),
-            st.just("P-BEANS"),
+            st.sampled_from(
+                [("LIKELY_NEXT_PURCHASE", "viewed_product_7d_high"), ("CO_PURCHASE_LIFT",), ()]
+            ),
         ),
         max_size=1,
     ),

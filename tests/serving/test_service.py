@@ -685,6 +685,31 @@ def test_a_deleted_store_is_restored_and_a_locked_one_answers_503(server, due, w
     assert server.post("/feedback", json=converted, headers=H_CHAT).status_code == 200
 
 
+def test_every_answer_logs_its_propensities_and_a_policy_is_judged_on_them(
+    server, due, world, tmp_path
+):
+    """Each /suggest answer's audit line holds its eligible actions with propensities 1 and
+    0 (exploration off); `nextbest evaluate-policy` reads the state folder: the served
+    catalog as the target agrees with every answer, and conversions are its rewards."""
+    for _ in range(3):
+        answer = suggest(server, {"customer_id": due["customer_id"], "max_actions": 10})
+        item = {**feedback_for(answer, "converted"), "outcome": "converted"}
+        assert server.post("/feedback", json=item, headers=H_CHAT).status_code == 200
+    time.sleep(0.5)  # the audit lines land (batched)
+    files = (world / "state" / "audit").glob("*.jsonl")
+    lines = [json.loads(x) for f in files for x in f.read_text().splitlines()]
+    mine = [x for x in lines if x.get("request_id") == answer["request_id"]]
+    assert len(mine) == 1 and mine[0]["eligible"][0]["propensity"] == 1.0
+    assert {e["propensity"] for e in mine[0]["eligible"][1:]} <= {0.0}
+    assert mine[0]["eligible"][0]["action"] == answer["actions"][0]["action"]
+    out = tmp_path / "report.json"
+    done = nextbest("evaluate-policy", "--feedback", str(world / "state"), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["answers"] >= 3 and report["matched"] >= 0.95 * report["answers"]
+    assert report["logged"]["value"] > 0 and report["snips"]["value"] > 0
+
+
 def test_hot_reload_under_load_then_a_corrupt_champion_is_rejected(server, world, small_world_dir):
     retrained = nextbest(
         "train",

@@ -27,9 +27,9 @@ def test_train_then_score(small_world_dir, world, tmp_path):
     mlruns = world / "mlruns"
     args = ("--data", str(small_world_dir), "--as-of", as_of, "--mlruns", str(mlruns))
     stdout, stderr = (world / "train.out").read_text(), (world / "train.err").read_text()
-    for kind in ("churn", "clv", "replenishment"):
+    for kind in ("churn", "clv", "replenishment", "next_product"):
         assert kind in stdout
-    assert stdout.count("promoted: no champion yet") == 3, stdout
+    assert stdout.count("promoted: no champion yet") == 4, stdout
     assert "…" not in stdout  # a table printed to a pipe is not cut to 80 columns
     for stage in ("validating", "churn examples", "churn model", "CLV model", "done in"):
         assert f"train: {stage}" in stderr, stderr  # plain stage lines
