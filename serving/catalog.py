@@ -20,8 +20,12 @@ KINDS = (
     "nothing_now",
 )
 DEFAULT = Path(__file__).with_name("actions.yaml")
-#: What a ``due`` rule may say (the win-back's): each a number >= 0.
-DUE = ("churn_probability", "gap_multiple", "default_gap_days")
+#: What an action's ``due`` rule may say: each a number >= 0 (the win-back's: churn risk
+#: and quiet; the reminder's: the next-product model's agreement).
+DUE = {
+    "winback_offer": ("churn_probability", "gap_multiple", "default_gap_days"),
+    "replenishment_reminder": ("next_product_probability",),
+}
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,7 @@ class Action:
     reasons: dict[str, str]
     #: texts for a date already past (a reminder that is overdue), when the action has them
     overdue: dict[str, dict[str, str]] | None = None
-    #: when the action is due at all (the win-back's rule: see :data:`DUE`), if it says
+    #: when the action is due at all (see :data:`DUE`), if it says
     due: dict[str, float] | None = None
 
     def texts(self, overdue: bool = False) -> tuple[dict[str, str], dict[str, str]]:
@@ -95,13 +99,16 @@ def load_catalog(path: str | Path = DEFAULT) -> Catalog:
             if missing:
                 problems.append(f"{where}.{field}: missing locales {missing}")
         due = spec.get("due")
-        if due is not None:
+        if due is not None and name not in DUE:
+            problems.append(f"{where}.due: only {', '.join(DUE)} have a due rule")
+        elif due is not None:
+            keys = DUE[name]
             wrong = [
-                k for k in DUE if not isinstance((due or {}).get(k), int | float) or due[k] < 0
+                k for k in keys if not isinstance((due or {}).get(k), int | float) or due[k] < 0
             ]
-            wrong += [k for k in (due or {}) if k not in DUE]
+            wrong += [k for k in (due or {}) if k not in keys]
             if wrong:
-                problems.append(f"{where}.due: {', '.join(DUE)}, each a number >= 0 (not {wrong})")
+                problems.append(f"{where}.due: {', '.join(keys)}, each a number >= 0 (not {wrong})")
         if not problems:
             actions[name] = Action(
                 name=name,

@@ -6,7 +6,8 @@ is what feedback says of the action's acceptance, :mod:`serving.learning`; 1 wit
 
 - ``replenishment_reminder`` (one per consumable): the model's probability of a purchase in
   the repurchase window; value = price x margin; eligible when the run-out date falls
-  before the end of the window;
+  before the end of the window and the next-product model agrees (its probability of a
+  purchase of the consumable, or a pack of it, at least the catalog's ``due`` floor);
 - ``cross_sell``: the product the customer is likeliest to buy next, for its value (never a
   durable they own, nor a consumable a reminder already proposes): the next-product
   model's probability of a purchase within its window, the best expected
@@ -81,6 +82,9 @@ class Profile:
     usual_gap_days: float | None = None  # median days between purchase days
     consumables: list[Consumable] = field(default_factory=list)
     cross_sell: list[CrossSell] = field(default_factory=list)
+    #: the next-product model's probability of a purchase of each consumable family it
+    #: scored (the reminders' check, see ``actions.yaml``)
+    next_purchase: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -309,6 +313,9 @@ def _profile_candidates(
                     "date": date,
                     "overdue": overdue,
                     "family": item.family or item.product_id,
+                    "next": None
+                    if asked_reorder
+                    else profile.next_purchase.get(item.family or item.product_id),
                 },
             )
         )
@@ -374,6 +381,10 @@ def _suppressed_because(
 ) -> str | None:
     """Why ``candidate`` may not be proposed now (consent, frustration, cooldown, cap)."""
     action = catalog[candidate.action]
+    check = (action.due or {}).get("next_product_probability")
+    likely = candidate.values.get("next")
+    if check is not None and likely is not None and likely < check:
+        return f"the next-product model finds a purchase unlikely ({likely:.2f} < {check:g})"
     if action.purpose == "marketing":
         if profile is None:
             return "unknown visitor"

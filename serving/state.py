@@ -87,6 +87,8 @@ class Customer:
     #: the next-product model's best candidates: (product_id, probability, drivers), by
     #: expected value (probability x price) first
     next_products: list[tuple[str, float, tuple[str, ...]]] = field(default_factory=list)
+    #: the next-product model's probability of each consumable family they buy
+    next_purchase: dict[str, float] = field(default_factory=dict)
 
 
 class ServingState:
@@ -155,6 +157,12 @@ class ServingState:
         """Each customer's :data:`NEXT_PRODUCTS` best candidates by expected value, with
         their own drivers (TreeSHAP of the next-product model)."""
         scored = scored.assign(ev=scored["purchase_probability"] * scored["price"])
+        refills = scored[scored["family_purchase_days"] > 0]  # families they buy already
+        likely = refills.groupby(["customer_id", "family"])["purchase_probability"].max()
+        for (customer_id, family), probability in likely.items():
+            customer = self.customers.get(customer_id)
+            if customer is not None:
+                customer.next_purchase[family] = float(probability)
         top = (
             scored.sort_values(["customer_id", "ev"], ascending=[True, False], kind="stable")
             .groupby("customer_id", sort=False)
@@ -330,6 +338,7 @@ class ServingState:
             usual_gap_days=c.usual_gap_days,
             consumables=list(c.consumables.values()),
             cross_sell=self._cross_sell(c) if granted else [],
+            next_purchase=c.next_purchase if granted else {},
         )
 
     def _cross_sell(self, c: Customer) -> list[CrossSell]:

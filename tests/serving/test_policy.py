@@ -158,6 +158,30 @@ def test_a_due_refill_by_hand():
     assert [a.action for a in quiet.suggestions] == ["nothing_now"]
 
 
+def test_a_reminder_needs_the_next_product_model_to_agree():
+    """Due by its run-out date, a reminder still waits when the next-product model finds a
+    purchase of the consumable (or a pack of it) unlikely; asked to reorder, it goes."""
+    ink = Consumable(
+        "P-INK-2", NAMES, 45.0, 0.8, NOW + timedelta(days=5), NOW, NOW + timedelta(days=9),
+        NOW - timedelta(days=25), family="P-INK",
+    )  # fmt: skip
+    floor = CATALOG["replenishment_reminder"].due["next_product_probability"]
+
+    def ranking(likely: float | None, **context):
+        known = {} if likely is None else {"P-INK": likely}
+        profile = Profile("C1", marketing_consent=True, consumables=[ink], next_purchase=known)
+        return rank(profile, Context(**context), CATALOG, now=NOW)
+
+    for likely in (None, floor, 0.9):  # no score (no model), at the floor, above
+        assert ranking(likely).suggestions[0].action == "replenishment_reminder"
+    held = ranking(floor - 0.01)
+    assert "replenishment_reminder" not in [s.action for s in held.suggestions]
+    why = next(s.reason for s in held.suppressed if s.action == "replenishment_reminder")
+    assert "next-product model finds a purchase unlikely" in why
+    asked = ranking(0.01, message="Can you reorder my ink?")
+    assert asked.suggestions[0].action == "replenishment_reminder"
+
+
 def test_a_run_out_date_already_past_is_phrased_as_overdue():
     def reminder(due: datetime, locale: str):
         ink = Consumable("P-INK", NAMES, 25.0, 0.8, due, NOW, due, due - timedelta(days=30))
@@ -186,6 +210,8 @@ def test_a_broken_catalog_names_the_field(tmp_path):
     del raw["actions"]["winback_offer"]["templates"]["zh-CN"]
     del raw["actions"]["replenishment_reminder"]["overdue"]["reasons"]["en"]
     raw["actions"]["winback_offer"]["due"] = {"churn_probability": "high", "gap_multiple": 1.5}
+    raw["actions"]["replenishment_reminder"]["due"] = {"churn_probability": 0.5}
+    raw["actions"]["cross_sell"]["due"] = {"next_product_probability": 0.5}
     path = tmp_path / "actions.yaml"
     path.write_text(yaml.safe_dump(raw, allow_unicode=True))
     with pytest.raises(BadInputError) as error:
@@ -195,6 +221,8 @@ def test_a_broken_catalog_names_the_field(tmp_path):
     assert "replenishment_reminder.overdue.reasons: missing locales ['en']" in str(error.value)
     assert "actions.winback_offer.due:" in str(error.value)
     assert "['churn_probability', 'default_gap_days']" in str(error.value)
+    assert "replenishment_reminder.due: next_product_probability" in str(error.value)
+    assert "actions.cross_sell.due: only winback_offer, replenishment_reminder" in str(error.value)
 
 
 def test_a_winback_names_the_customers_own_strongest_driver():
