@@ -98,9 +98,11 @@ def open_runtime(config: ServeConfig, reload: Callable[[], dict]) -> Runtime:
     )
 
 
-def learned(rt: Runtime, state) -> Any:
+def learned(rt: Runtime, state, *, fresh: bool = False) -> Any:
     """The feedback factors (:func:`serving.learning.learn`), recomputed from the store at
-    most every :data:`LEARN_SECONDS`: every worker reads the same feedback table."""
+    most every :data:`LEARN_SECONDS` (or now, ``fresh``): every worker reads the same
+    feedback table. The recount is one SQL aggregate over the feedback table, run in the
+    request that finds the factors stale."""
     import time
 
     import pandas as pd
@@ -108,14 +110,15 @@ def learned(rt: Runtime, state) -> Any:
     from serving.learning import Prior, learn
 
     now = time.monotonic()
-    if rt.factors is not None and now - rt.factors_at < LEARN_SECONDS:
+    if not fresh and rt.factors is not None and now - rt.factors_at < LEARN_SECONDS:
         return rt.factors
-    if getattr(state, "segment_of", None) is None:  # pseudonym -> segment, once per state
-        state.segment_of = {rt.pseudonym(c): x.segment for c, x in state.customers.items()}
     rows = pd.DataFrame(
         rt.feedback.outcomes(), columns=["customer", "action", "accepted", "converted"]
     )
-    rows["segment"] = rows["customer"].map(state.segment_of)
+    if not rows.empty and getattr(state, "segment_of", None) is None:
+        # pseudonym -> segment, once per state (at load when there is feedback)
+        state.segment_of = {rt.pseudonym(c): x.segment for c, x in state.customers.items()}
+    rows["segment"] = rows["customer"].map(getattr(state, "segment_of", None) or {})
     rt.factors, rt.factors_at = learn(rows, Prior(*rt.catalog.feedback_prior)), now
     return rt.factors
 
@@ -131,6 +134,7 @@ def load_state(rt: Runtime, config: ServeConfig):
     counts = replay(rt, state)
     count_applied(counts, "replay")
     logger.info("applied again on top of the snapshot: %s", counts)
+    learned(rt, state, fresh=True)  # what feedback taught, before the first request
     return state
 
 
