@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from serving.catalog import load_catalog
@@ -108,7 +108,9 @@ def test_rules_hold_for_every_profile_and_context(profile, context, seen):
 @given(days=st.floats(0, 60), gap=st.floats(1, 40), churn=st.floats(0.5, 1))
 def test_no_winback_to_a_customer_who_ordered_within_their_usual_gap(days, gap, churn):
     """The report's case: a customer at risk who ordered 9 days ago is not offered a
-    win-back; once quiet for longer than 1.5 x their usual gap, they are."""
+    win-back; once quiet for longer than 1.5 x their usual gap, they are. (Times are
+    microseconds: within one of the boundary, either answer is right.)"""
+    assume(abs(days - 1.5 * gap) * 86_400e6 > 1)
     profile = Profile(
         "C1",
         marketing_consent=True,
