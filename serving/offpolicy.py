@@ -81,24 +81,16 @@ def logged_decisions(state: Path, outcome: str = "converted") -> pd.DataFrame:
     from serving.audit import AuditLog
 
     rows = []
-    for entry in AuditLog(state / "audit").entries():
+    for entry in AuditLog(state / "audit").entries():  # one pass over the files
+        served = (entry.get("actions") or [None])[0]
         for i, item in enumerate(entry.get("eligible") or ()):
-            rows.append({"request_id": entry["request_id"], **item, "first": False, "rank": i})
+            rows.append({"request_id": entry["request_id"], **item, "rank": i, "served": served})
     if not rows:
         raise BadInputError(
             f"{state}: no logged answers with propensities (audit/ of a service that served"
             " /suggest)"
         )
     frame = pd.DataFrame(rows)
-    served = pd.DataFrame(
-        [
-            (e["request_id"], e["actions"][0])
-            for e in AuditLog(state / "audit").entries()
-            if e.get("eligible") and e.get("actions")
-        ],
-        columns=["request_id", "served"],
-    )
-    frame = frame.merge(served, on="request_id", how="left")
     # the action served first (exploration may have moved it): the first of its name
     first = frame[frame["action"] == frame["served"]].groupby("request_id")["rank"].min()
     frame["first"] = frame["rank"].to_numpy() == frame["request_id"].map(first).to_numpy()

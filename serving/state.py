@@ -113,6 +113,7 @@ class ServingState:
     @classmethod
     def load(cls, *, data: Path, features: Path) -> ServingState:
         """Champions from the configured MLflow registry, the snapshot, the contract data."""
+        from cdp.contract import ContractTables
         from cdp.io import read_tables
         from features.config import FeatureConfig
         from features.io import read_snapshot
@@ -141,7 +142,7 @@ class ServingState:
             if customer_id in state.customers:
                 state.customers[customer_id].churn_drivers = codes
         scored = score_candidates(
-            data,
+            ContractTables(**tables),  # the tables read above, not the folder again
             customers,
             pairs,
             as_of=as_of,
