@@ -69,7 +69,8 @@ def main(argv: list[str]) -> int:
             evaluate(folder, "1998-03-31", replenishment=False)
         elif which == "world":
             from cdp.io import write_tables
-            from cdp.world.generate import WorldConfig, generate_world
+            from cdp.world.config import WorldConfig
+            from cdp.world.generate import generate_world
 
             world = generate_world(WorldConfig(customers=20_000, seed=4, as_of="2025-06-30"))
             write_tables(world.tables, folder)

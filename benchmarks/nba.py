@@ -169,7 +169,8 @@ def policy_before(catalog):
 
 def run() -> None:
     from cdp.io import write_tables
-    from cdp.world.generate import WorldConfig, generate_world
+    from cdp.world.config import WorldConfig
+    from cdp.world.generate import generate_world
     from features.build import build_features
     from features.config import FeatureConfig
     from features.io import write_snapshot

@@ -15,7 +15,8 @@ import pandas as pd
 
 from cdp.io import write_tables
 from cdp.validation import validate_folder
-from cdp.world.generate import WorldConfig, generate_world
+from cdp.world.config import WorldConfig
+from cdp.world.generate import generate_world
 
 
 def _timed(fn):

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from cdp.io import write_tables
-from cdp.world.generate import WorldConfig, generate_world
+from cdp.world.config import WorldConfig
+from cdp.world.generate import generate_world
 
 AS_OF = pd.Timestamp("2025-06-30", tz="UTC")
 #: The secret that keys customer pseudonyms in the services the tests start.

@@ -11,30 +11,13 @@ left without its decision.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import mlflow
 import numpy as np
 from mlflow import MlflowClient
 
-from training.gate import Gate
+from training.gate import Decision, Gate
 from training.registry import REGISTERED, load, promote_champions
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What the champion gate decided for a new version, and on which scores."""
-
-    kind: str
-    version: str
-    promoted: bool
-    metric: str
-    challenger_score: float
-    champion_score: float | None
-    champion_version: str | None
-    run_id: str
-    reason: str = ""
-
 
 GATE_METRICS = {
     "churn": ("roc_auc", True),

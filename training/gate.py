@@ -126,3 +126,18 @@ class Gate:
         if full is None:
             return gains
         return full + (gains - gains.mean()) * scale
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the champion gate decided for a new version, and on which scores."""
+
+    kind: str
+    version: str
+    promoted: bool
+    metric: str
+    challenger_score: float
+    champion_score: float | None
+    champion_version: str | None
+    run_id: str
+    reason: str = ""

@@ -38,7 +38,7 @@ from training.clv import ClvModel
 from training.replenishment import ReplenishmentModel
 
 if TYPE_CHECKING:
-    from training.champion import Decision
+    from training.gate import Decision
 
 CHURN_MODEL = "nextbest-churn"
 REPLENISHMENT_MODEL = "nextbest-replenishment"

@@ -23,10 +23,11 @@ from mlflow.data.meta_dataset import MetaDataset
 from mlflow.types import ColSpec, Schema
 
 from training import packaging, plots
-from training.champion import Decision, gate
+from training.champion import gate
 from training.churn import ChurnResult
 from training.classifier import model_frame
 from training.clv import ClvResult, score_clv
+from training.gate import Decision
 from training.metrics import calibration_table
 from training.next_product import NextProductResult
 from training.registry import JOBS, PROFILE, PURPOSES, REGISTERED, experiment

@@ -16,7 +16,7 @@ import pandas as pd
 from cdp.world.common import timestamps
 
 if TYPE_CHECKING:
-    from cdp.world.generate import WorldConfig
+    from cdp.world.config import WorldConfig
     from cdp.world.population import Population
     from cdp.world.purchases import Pairs
 

@@ -33,7 +33,8 @@ from nextbest.cli.base import (
 )
 
 if TYPE_CHECKING:
-    from cdp.world.generate import World, WorldConfig
+    from cdp.world.config import WorldConfig
+    from cdp.world.generate import World
 
 
 def write_world(world: World, out: Path, fmt: str, overwrite: bool) -> None:
@@ -92,7 +93,7 @@ def _write_meta(config: WorldConfig, folder: Path, **more) -> None:
 def _world_config(
     customers: int, seed: int, as_of: str, horizon_days: int, window_days: int
 ) -> WorldConfig:
-    from cdp.world.generate import WorldConfig
+    from cdp.world.config import WorldConfig
 
     moment = parse_as_of(as_of)
     return WorldConfig(

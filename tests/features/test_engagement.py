@@ -9,7 +9,8 @@ from polars.testing import assert_frame_equal
 
 from cdp.contract import ContractTables
 from cdp.time import as_utc
-from cdp.world.generate import WorldConfig, generate_world
+from cdp.world.config import WorldConfig
+from cdp.world.generate import generate_world
 from conftest import at, contract
 from features import engagement
 from features.build import build_features

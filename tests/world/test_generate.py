@@ -8,7 +8,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from cdp.validation import load_contract, validate_folder
-from cdp.world.generate import WorldConfig, generate_world
+from cdp.world.config import WorldConfig
+from cdp.world.generate import generate_world
 from conftest import AS_OF
 
 
