@@ -174,7 +174,7 @@ def run() -> None:
     from features.build import build_features
     from features.config import FeatureConfig
     from features.io import write_snapshot
-    from serving.catalog import DEFAULT, load_catalog
+    from policy.catalog import DEFAULT, load_catalog
     from serving.outbound import suggest_all
     from serving.state import ServingState
     from training import pipeline, registry

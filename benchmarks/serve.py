@@ -4,7 +4,7 @@ Against the same running service, for concurrency 1 and 8 (``BENCH_SERVE_SECONDS
 default 20): ``POST /suggest`` (identity resolution, profile, policy, suggestion record) and,
 as the reference, ``POST /score/churn`` (one row through the LightGBM booster, one thread:
 the bare endpoint). Prints requests per second and p50 / p99 latency, and the ratios.
-Then, in process: :func:`serving.policy.rank` for one customer (profile built from the
+Then, in process: :func:`policy.ranking.rank` for one customer (profile built from the
 served state), p50 and p99 over 20,000 calls.
 
 Then ``/suggest`` at concurrency 8 with the Redis online store (``NEXTBEST_ONLINE_STORE``, a
@@ -130,8 +130,9 @@ async def _load(url: str, path: str, bodies: list[dict], concurrency: int) -> di
 
 
 def _in_process(cache: Path, folder: Path, customers: list[str]) -> dict:
-    from serving.catalog import load_catalog
-    from serving.policy import Context, rank
+    from policy.catalog import load_catalog
+    from policy.profile import Context
+    from policy.ranking import rank
     from serving.state import ServingState
     from training import registry
 

@@ -16,11 +16,11 @@ from datetime import datetime
 
 from fastapi import HTTPException
 
+from policy.learning import explore
+from policy.locales import answer_locale
+from policy.profile import Context
 from serving.feedback import Recorded
-from serving.learning import explore
-from serving.locales import answer_locale
 from serving.online import Entry
-from serving.policy import Context
 from serving.runtime import ROW_TIMES, Runtime, catch_up, learned, state_of
 from serving.schemas import (
     CLOCK_SKEW,
@@ -53,7 +53,7 @@ def audit(
 ) -> None:
     """One audit line per scoring call: caller key id, pseudonym, purposes, actions,
     model versions, time, and for an answer every eligible action with its probability,
-    value, feedback factor and propensity of being first (:mod:`serving.learning`). Never
+    value, feedback factor and propensity of being first (:mod:`policy.learning`). Never
     a raw id or a key."""
     state = rt.state
     record = {

@@ -6,12 +6,12 @@ same variables:
 - ``NEXTBEST_DATA`` contract folder, ``NEXTBEST_FEATURES`` feature snapshot,
   ``NEXTBEST_MLRUNS`` MLflow folder (or ``MLFLOW_TRACKING_URI``);
 - ``NEXTBEST_STATE`` folder for the suggestion / feedback / event store and the audit log;
-- ``NEXTBEST_ACTIONS`` an action catalog to use instead of ``serving/actions.yaml``;
+- ``NEXTBEST_ACTIONS`` an action catalog to use instead of ``policy/actions.yaml``;
 - ``NEXTBEST_NOW``: a fixed clock (ISO time) for simulated data, else the wall clock;
 - ``NEXTBEST_POLL_SECONDS``: check the registry for a new champion this often (0: never);
 - ``NEXTBEST_WORKERS``: worker processes;
 - ``NEXTBEST_EXPLORATION``: the share of answers whose first action is drawn at random
-  among the eligible ones (:func:`serving.learning.explore`), 0 (off) by default.
+  among the eligible ones (:func:`policy.learning.explore`), 0 (off) by default.
 
 API keys, the pseudonym key and the body limit stay with the code that uses them
 (:mod:`serving.security`, :mod:`cdp.privacy`): they are secrets, never held here.

@@ -44,8 +44,8 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from policy.profile import Exposure
 from serving.batching import BatchWriter
-from serving.policy import Exposure
 
 if TYPE_CHECKING:
     from serving.schemas import FeedbackIn

@@ -14,8 +14,8 @@ from datetime import datetime
 
 import pandas as pd
 
-from serving.catalog import Catalog
-from serving.policy import Context
+from policy.catalog import Catalog
+from policy.profile import Context
 
 #: The columns of ``suggestions.parquet``, one row per customer x rank.
 COLUMNS = (

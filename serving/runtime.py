@@ -58,7 +58,7 @@ class Runtime:
     lock: Callable[[dict], str]  # contract row -> encrypted for the log (cdp.privacy.lock_row)
     unlock: Callable[[str], dict]  # and back
     state: Any = None  # ServingState, None until loaded
-    #: the share of answers whose first action is explored (:func:`serving.learning.explore`)
+    #: the share of answers whose first action is explored (:func:`policy.learning.explore`)
     exploration: float = 0.0
     rng: Any = None  # numpy Generator of the exploration draws
     #: what feedback has taught (:func:`learned`), and when (monotonic seconds)
@@ -76,7 +76,7 @@ def open_runtime(config: ServeConfig, reload: Callable[[], dict]) -> Runtime:
     the online store (``NEXTBEST_ONLINE_STORE``) cannot be reached.
     """
     from cdp import privacy
-    from serving.catalog import DEFAULT, load_catalog
+    from policy.catalog import DEFAULT, load_catalog
     from training import registry
 
     registry.configure(config.mlruns)
@@ -99,7 +99,7 @@ def open_runtime(config: ServeConfig, reload: Callable[[], dict]) -> Runtime:
 
 
 def learned(rt: Runtime, state, *, fresh: bool = False) -> Any:
-    """The feedback factors (:func:`serving.learning.learn`), recomputed from the store at
+    """The feedback factors (:func:`policy.learning.learn`), recomputed from the store at
     most every :data:`LEARN_SECONDS` (or now, ``fresh``): every worker reads the same
     feedback table. The recount is one SQL aggregate over the feedback table, run in the
     request that finds the factors stale."""
@@ -107,7 +107,7 @@ def learned(rt: Runtime, state, *, fresh: bool = False) -> Any:
 
     import pandas as pd
 
-    from serving.learning import Prior, learn
+    from policy.learning import Prior, learn
 
     now = time.monotonic()
     if not fresh and rt.factors is not None and now - rt.factors_at < LEARN_SECONDS:
@@ -126,7 +126,7 @@ def learned(rt: Runtime, state, *, fresh: bool = False) -> Any:
 def load_state(rt: Runtime, config: ServeConfig):
     """A new :class:`~serving.state.ServingState` (the champions and the snapshot) with
     the online log applied on top (:func:`replay`)."""
-    from serving import language
+    from policy import language
     from serving.state import ServingState
 
     language.warm()  # the message analysers load in seconds: not in a customer's request

@@ -20,8 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from policy.locales import standard_tag
 from serving import problems
-from serving.locales import standard_tag
 
 MAX_QUANTITY = 10_000  # units in one order line (negative: a return)
 MAX_AMOUNT = 1e9  # currency units in one order line

@@ -33,10 +33,11 @@ from features.profile import (
     recent_orders,
 )
 from features.rfm import NO_PURCHASE
-from serving.catalog import Catalog
-from serving.drivers import top_drivers
-from serving.learning import Factors
-from serving.policy import Consumable, Context, CrossSell, Profile, Ranking, rank
+from policy.catalog import Catalog
+from policy.drivers import top_drivers
+from policy.learning import Factors
+from policy.profile import Consumable, Context, CrossSell, Profile
+from policy.ranking import Ranking, rank
 
 if TYPE_CHECKING:
     from serving.schemas import EventBatch
@@ -82,7 +83,7 @@ class Customer:
     cycle_days: dict[str, float] = field(default_factory=dict)  # per unit, per consumable
     owned: set[str] = field(default_factory=set)
     recent_orders: list[dict] = field(default_factory=list)
-    #: what raises this customer's churn probability most (:mod:`serving.drivers` codes)
+    #: what raises this customer's churn probability most (:mod:`policy.drivers` codes)
     churn_drivers: tuple[str, ...] = ()
     #: the next-product model's best candidates: (product_id, probability, drivers), by
     #: expected value (probability x price) first
@@ -393,7 +394,7 @@ class ServingState:
     ) -> Ranking:
         """The policy's ranked answer for a known customer (or ``None``: an unknown
         visitor) at ``now``: what ``/suggest``, the MCP tool and ``nextbest suggest`` give.
-        ``factors``: what feedback learned (:mod:`serving.learning`), by the customer's
+        ``factors``: what feedback learned (:mod:`policy.learning`), by the customer's
         segment."""
         profile = self.profile(customer_id, now) if customer_id else None
         segment = self.customers[customer_id].segment if customer_id else None

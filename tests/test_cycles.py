@@ -13,7 +13,7 @@ from pathlib import Path
 import grimp
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("nextbest", "serving", "training", "features", "cdp")
+PACKAGES = ("nextbest", "serving", "policy", "training", "features", "cdp")
 
 
 def cycles(*packages: str) -> list[list[str]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("nextbest", "serving", "training", "features", "cdp")
+PACKAGES = ("nextbest", "serving", "policy", "training", "features", "cdp")
 
 
 def lint_imports(folder: Path) -> subprocess.CompletedProcess:
@@ -35,6 +35,9 @@ def test_imports_go_one_way():
         ("cdp/contract.py", "import features.build"),
         ("features/build.py", "import training.pipeline"),
         ("serving/state.py", "import training.pipeline"),
+        ("policy/ranking.py", "import serving.state"),
+        ("policy/learning.py", "import training.scoring"),
+        ("training/scoring.py", "import policy.ranking"),
     ],
 )
 def test_an_upward_import_breaks_the_check(tmp_path, module, upward):

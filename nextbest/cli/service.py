@@ -152,7 +152,7 @@ def suggest(
     import tempfile
 
     from cdp.io import atomic_folder, write_table
-    from serving.catalog import DEFAULT, load_catalog
+    from policy.catalog import DEFAULT, load_catalog
     from serving.outbound import suggest_all
     from serving.state import ServingState
 
@@ -206,7 +206,7 @@ def evaluate_policy(
     ],
     catalog: Annotated[
         Path | None,
-        typer.Option(help="The target policy's action catalog (default: serving/actions.yaml)."),
+        typer.Option(help="The target policy's action catalog (default: policy/actions.yaml)."),
     ] = None,
     outcome: Annotated[
         str, typer.Option(help="The reward: converted, or accepted (converted counts too).")
@@ -218,8 +218,9 @@ def evaluate_policy(
     intervals, beside the served policy's own rate."""
     from rich.table import Table
 
-    from serving.catalog import DEFAULT, load_catalog
-    from serving.offpolicy import evaluate, logged_decisions, read_decisions, write_report
+    from policy.catalog import DEFAULT, load_catalog
+    from policy.offpolicy import evaluate
+    from serving.decisions import logged_decisions, read_decisions, write_report
 
     if outcome not in ("converted", "accepted"):
         raise BadInputError(f"--outcome: converted or accepted, not {outcome!r}")

@@ -33,7 +33,7 @@ def _ink_state():
     last bought 20 days ago) and a catalog where the 2-pack is a variant of it."""
     import pandas as pd
 
-    from serving.policy import Consumable
+    from policy.profile import Consumable
     from serving.state import Customer, ServingState
 
     state = ServingState(versions={}, as_of=T, window_days=14)
@@ -95,8 +95,8 @@ def test_a_durable_the_customer_owns_is_never_cross_sold_even_bought_a_minute_ag
     marketing consent in force."""
     import pandas as pd
 
-    from serving.catalog import load_catalog
-    from serving.policy import Context
+    from policy.catalog import load_catalog
+    from policy.profile import Context
     from serving.schemas import EventBatch
 
     state = _ink_state()

@@ -2,7 +2,7 @@
 
 Pure and in-process (no I/O): the service, the notebooks and the property tests call the
 same :func:`rank`. Expected value = probability x feedback factor x value - cost (the factor
-is what feedback says of the action's acceptance, :mod:`serving.learning`; 1 without), where
+is what feedback says of the action's acceptance, :mod:`policy.learning`; 1 without), where
 
 - ``replenishment_reminder`` (one per consumable): the model's probability of a purchase in
   the repurchase window; value = price x margin; eligible when the run-out date falls
@@ -30,78 +30,18 @@ non-personal service actions. Every suppressed candidate is reported with its re
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from serving.catalog import Catalog
-from serving.drivers import phrase
-from serving.language import Reading, read_message
-from serving.locales import answer_locale
+from policy.catalog import Catalog
+from policy.drivers import phrase
+from policy.language import Reading, read_message
+from policy.locales import answer_locale
+from policy.profile import Context, Exposure, Profile
 
 NEGATIVE = -0.3  # a sentiment at or below this is negative
 RECENT_ORDER_DAYS = 14
-
-
-@dataclass(frozen=True)
-class Consumable:
-    product_id: str
-    names: dict[str, str]  # locale -> name
-    price: float
-    repurchase_probability: float
-    expected_next_purchase_at: datetime
-    next_purchase_p10_at: datetime
-    next_purchase_p90_at: datetime
-    last_purchase_at: datetime
-    family: str | None = None  # the consumable a pack refills (products.variant_of)
-
-
-@dataclass(frozen=True)
-class CrossSell:
-    product_id: str
-    names: dict[str, str]
-    price: float
-    probability: float  # of a purchase within the next-product window
-    codes: tuple[str, ...]  # why: an action code, then the customer's own drivers
-    family: str | None = None  # the consumable a pack refills (products.variant_of)
-
-
-@dataclass
-class Profile:
-    """What the policy knows of a customer (built by :mod:`serving.state`)."""
-
-    customer_id: str
-    locale: str = "en"
-    marketing_consent: bool = False
-    churn_probability: float | None = None
-    churn_drivers: tuple[str, ...] = ()  # the customer's own (serving.drivers), strongest first
-    clv_12m: float | None = None
-    open_tickets: int = 0
-    min_sentiment_30d: float | None = None
-    last_order_at: datetime | None = None
-    usual_gap_days: float | None = None  # median days between purchase days
-    consumables: list[Consumable] = field(default_factory=list)
-    cross_sell: list[CrossSell] = field(default_factory=list)
-    #: the next-product model's probability of a purchase of each consumable family it
-    #: scored (the reminders' check, see ``actions.yaml``)
-    next_purchase: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Context:
-    channel: str = "chat"
-    locale: str | None = None
-    intent: str | None = None
-    message: str | None = None
-    sentiment: float | None = None
-
-
-@dataclass(frozen=True)
-class Exposure:
-    """When an action (for a product) was last shown, and how often in the last 30 days."""
-
-    last_shown_at: datetime
-    shown_30d: int
 
 
 @dataclass(frozen=True)
@@ -136,7 +76,7 @@ class Ranking:
 
 
 def read_context(context: Context) -> Reading | None:
-    """The message read once (:func:`serving.language.read_message`, with the chatbot's own
+    """The message read once (:func:`policy.language.read_message`, with the chatbot's own
     sentiment); None without a message."""
     return read_message(context.message, context.sentiment) if context.message else None
 
@@ -213,7 +153,7 @@ def rank(
         The most suggestions returned.
     factors : dict, optional
         action -> what feedback says of its acceptance against the prior
-        (:mod:`serving.learning`), multiplying the probability in the expected value; 1
+        (:mod:`policy.learning`), multiplying the probability in the expected value; 1
         for an action without feedback.
 
     Returns

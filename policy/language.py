@@ -18,7 +18,7 @@ OpenCC, so one set of Chinese cues serves both):
   text it scores at or below :data:`ZH_NEGATIVE` with no other intent counts by sentiment
   alone.
 
-The held-out messages in ``tests/serving/data/messages.csv`` (150: en, zh-TW, zh-CN) measure
+The held-out messages in ``tests/policy/data/messages.csv`` (150: en, zh-TW, zh-CN) measure
 it; the README has the figures.
 """
 

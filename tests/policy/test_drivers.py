@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from cdp.errors import BadInputError
-from serving.drivers import DEFAULT, OTHER, load_phrases, phrase, top_drivers
+from policy.drivers import DEFAULT, OTHER, load_phrases, phrase, top_drivers
 
 
 def test_the_strongest_raising_features_first_named_by_direction():

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from serving.catalog import load_catalog
-from serving.policy import Consumable, Context, CrossSell, Exposure, Profile, rank
+from policy.catalog import load_catalog
+from policy.profile import Consumable, Context, CrossSell, Exposure, Profile
+from policy.ranking import rank
 
 CATALOG = load_catalog()
 NOW = datetime(2025, 6, 30, 12, tzinfo=UTC)
@@ -205,7 +206,7 @@ def test_a_broken_catalog_names_the_field(tmp_path):
     import yaml
 
     from cdp.errors import BadInputError
-    from serving.catalog import DEFAULT
+    from policy.catalog import DEFAULT
 
     raw = yaml.safe_load(DEFAULT.read_text())
     raw["actions"]["cross_sell"]["purpose"] = "sales"

@@ -15,7 +15,7 @@ it was put first: the deterministic ranking logs 1 for the first and 0 for the r
 an exploration rate ``epsilon`` (``NEXTBEST_EXPLORATION``, 0 by default) the first slot is
 a uniformly drawn eligible action with probability ``epsilon`` (:func:`explore`), and each
 action's real probability is logged. Escalation of a frustrated customer is never explored
-away. These logs let a new policy be judged offline (:mod:`serving.offpolicy`).
+away. These logs let a new policy be judged offline (:mod:`policy.offpolicy`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from serving.policy import Ranking
+from policy.ranking import Ranking
 
 
 @dataclass(frozen=True)

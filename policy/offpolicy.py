@@ -3,7 +3,7 @@ answers the service logged.
 
 Every answer logged each eligible action with its probability, value, feedback factor
 and *propensity*: the probability the served policy put it first
-(:mod:`serving.learning`). A target policy is a catalog (costs, values): it re-ranks each
+(:mod:`policy.learning`). A target policy is a catalog (costs, values): it re-ranks each
 answer's logged actions by its own expected value and puts its best first. With ``r`` the
 reward of the action served first (converted, or accepted), ``p`` its propensity and
 ``w = 1[target's first == served first] / p``:
@@ -21,15 +21,13 @@ exploration (``NEXTBEST_EXPLORATION``), and the report says how many answers mat
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from cdp.errors import BadInputError
-from serving.catalog import Catalog
+from policy.catalog import Catalog
 
 #: The columns of a logged-decisions table: one row per (answer, eligible action).
 COLUMNS = (
@@ -72,62 +70,20 @@ class Report:
         }
 
 
-def logged_decisions(state: Path, outcome: str = "converted") -> pd.DataFrame:
-    """The logged-decisions table of a service state folder: every ``/suggest`` answer of
-    the audit log with its eligible actions, and the reward of each from the feedback store
-    (1 when its feedback includes ``outcome``, or ``accepted`` counting ``converted``)."""
-    import sqlite3
-
-    from serving.audit import AuditLog
-
-    rows = []
-    for entry in AuditLog(state / "audit").entries():  # one pass over the files
-        served = (entry.get("actions") or [None])[0]
-        for i, item in enumerate(entry.get("eligible") or ()):
-            rows.append({"request_id": entry["request_id"], **item, "rank": i, "served": served})
-    if not rows:
-        raise BadInputError(
-            f"{state}: no logged answers with propensities (audit/ of a service that served"
-            " /suggest)"
-        )
-    frame = pd.DataFrame(rows)
-    # the action served first (exploration may have moved it): the first of its name
-    first = frame[frame["action"] == frame["served"]].groupby("request_id")["rank"].min()
-    frame["first"] = frame["rank"].to_numpy() == frame["request_id"].map(first).to_numpy()
-    wanted = ("'accepted', 'converted'") if outcome == "accepted" else "'converted'"
-    with sqlite3.connect(f"file:{state / 'serving.db'}?mode=ro", uri=True) as db:
-        rewarded = pd.DataFrame(
-            db.execute(
-                "select distinct request_id, action, coalesce(product_id, '') from feedback"
-                f" where outcome in ({wanted})"
-            ).fetchall(),
-            columns=["request_id", "action", "key"],
-        )
-    frame["key"] = frame["product_id"].fillna("")
-    frame = frame.merge(rewarded.assign(reward=1.0), on=["request_id", "action", "key"], how="left")
-    frame["reward"] = frame["reward"].fillna(0.0)
-    return frame[list(COLUMNS)]
-
-
-def read_decisions(path: Path) -> pd.DataFrame:
-    """A logged-decisions table from a Parquet or JSON-lines file, checked."""
-    try:
-        frame = (
-            pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_json(path, lines=True)
-        )
-    except (OSError, ValueError) as error:
-        raise BadInputError(f"{path}: cannot read logged decisions: {error}") from None
+def check_decisions(frame: pd.DataFrame, where: object) -> pd.DataFrame:
+    """A logged-decisions table checked: its columns, propensities in [0, 1], a positive
+    propensity and one action served first per answer (``where`` names it in errors)."""
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
-        raise BadInputError(f"{path}: logged decisions lack columns {missing}")
+        raise BadInputError(f"{where}: logged decisions lack columns {missing}")
     bad = ~frame["propensity"].between(0, 1)
     if bad.any():
-        raise BadInputError(f"{path}: propensity: {int(bad.sum())} rows outside [0, 1]")
+        raise BadInputError(f"{where}: propensity: {int(bad.sum())} rows outside [0, 1]")
     served = frame[frame["first"].astype(bool)]
     if (served["propensity"] <= 0).any():
-        raise BadInputError(f"{path}: propensity: an action served first has propensity 0")
+        raise BadInputError(f"{where}: propensity: an action served first has propensity 0")
     if served["request_id"].duplicated().any():
-        raise BadInputError(f"{path}: first: an answer has more than one action served first")
+        raise BadInputError(f"{where}: first: an answer has more than one action served first")
     return frame
 
 
@@ -135,7 +91,7 @@ def target_first(decisions: pd.DataFrame, catalog: Catalog) -> pd.Series:
     """request_id -> the action (and product) the target catalog would have put first:
     the best expected value ``probability x factor x value - cost`` of the logged
     eligible actions (ties: the logged order), escalation to a human always first (it is
-    eligible only for a frustrated customer, as in :func:`serving.policy.rank`)."""
+    eligible only for a frustrated customer, as in :func:`policy.ranking.rank`)."""
     cost = decisions["action"].map({name: a.cost for name, a in catalog.actions.items()})
     if cost.isna().any():
         unknown = sorted(decisions.loc[cost.isna(), "action"].unique())
@@ -175,10 +131,3 @@ def evaluate(decisions: pd.DataFrame, catalog: Catalog) -> Report:
 
 def _interval(value: float, se: float) -> Estimate:
     return Estimate(float(value), float(value - Z * se), float(value + Z * se))
-
-
-def write_report(report: Report, path: Path) -> None:
-    """The report as JSON, written to a temporary file and renamed."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    tmp.replace(path)

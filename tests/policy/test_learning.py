@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from serving.catalog import DEFAULT, load_catalog
-from serving.learning import NO_FEEDBACK, Prior, explore, learn, propensities
-from serving.policy import Context, CrossSell, Profile, rank
+from policy.catalog import DEFAULT, load_catalog
+from policy.learning import NO_FEEDBACK, Prior, explore, learn, propensities
+from policy.profile import Context, CrossSell, Profile
+from policy.ranking import rank
 
 NOW = datetime(2025, 6, 30, 12, tzinfo=UTC)
 CATALOG = load_catalog()

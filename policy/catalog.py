@@ -1,13 +1,12 @@
-"""The action catalog: ``serving/actions.yaml`` read and checked in one place."""
+"""The action catalog: ``policy/actions.yaml`` read and checked in one place."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from cdp.errors import BadInputError
+from policy.loader import read_yaml
 
 LOCALES = ("en", "zh-TW", "zh-CN")
 PURPOSES = ("service", "marketing")
@@ -65,10 +64,7 @@ class Catalog:
 def load_catalog(path: str | Path = DEFAULT) -> Catalog:
     """Read and check a catalog; every problem is reported at once, naming the field."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        raise BadInputError(f"{path}: cannot read the action catalog: {error}") from None
+    raw = read_yaml(path, "the action catalog")
     problems: list[str] = []
     actions = {}
     entries = raw.get("actions") if isinstance(raw, dict) else None

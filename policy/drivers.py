@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from cdp.errors import BadInputError
-from serving.catalog import LOCALES
+from policy.catalog import LOCALES
+from policy.loader import read_yaml
 
 TOP = 2  # drivers kept per customer
 DEFAULT = Path(__file__).with_name("drivers.yaml")
@@ -27,14 +27,11 @@ DIRECTIONS = ("high", "low")
 
 
 def load_phrases(path: str | Path = DEFAULT) -> tuple[dict, dict[str, str]]:
-    """Read and check the driver phrases (``serving/drivers.yaml``): ``({family: (pattern,
+    """Read and check the driver phrases (``policy/drivers.yaml``): ``({family: (pattern,
     {direction: {locale: phrase}})}, {locale: phrase for any other feature})``. Every problem
     is reported at once, naming the field."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        raise BadInputError(f"{path}: cannot read the driver phrases: {error}") from None
+    raw = read_yaml(path, "the driver phrases")
     if not isinstance(raw, dict) or not isinstance(raw.get("families"), dict):
         raise BadInputError(f"{path}: expected a mapping 'families'")
     problems, families = [], {}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.language import read_message
+from policy.language import read_message
 
 MESSAGES = Path(__file__).with_name("data") / "messages.csv"
 
