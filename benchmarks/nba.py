@@ -175,8 +175,8 @@ def run() -> None:
     from features.config import FeatureConfig
     from features.io import write_snapshot
     from policy.catalog import DEFAULT, load_catalog
+    from serving.memory.snapshot import load_snapshot
     from serving.outbound import suggest_all
-    from serving.state import ServingState
     from training import pipeline, registry
 
     warnings.filterwarnings("ignore", module="lifetimes")
@@ -199,7 +199,7 @@ def run() -> None:
         pipeline.train(folder, as_of=trained, config=config, root=Path(tmp) / "mlruns")
         built = build_features(folder, as_of=T, config=config)
         write_snapshot(built, config, folder, Path(tmp) / "features")
-        state = ServingState.load(data=folder, features=Path(tmp) / "features")
+        state = load_snapshot(data=folder, features=Path(tmp) / "features")
         suggested, _ = suggest_all(state, catalog, now=T, max_actions=TOP)
         state.learned_cross_sell = False  # the co-purchase rules, as before the model
         before, _ = suggest_all(state, policy_before(catalog), now=T, max_actions=TOP)

@@ -133,11 +133,11 @@ def _in_process(cache: Path, folder: Path, customers: list[str]) -> dict:
     from policy.catalog import load_catalog
     from policy.profile import Context
     from policy.ranking import rank
-    from serving.state import ServingState
+    from serving.memory.snapshot import load_snapshot
     from training import registry
 
     registry.configure(cache / "mlruns")
-    state = ServingState.load(data=folder, features=cache / "features")
+    state = load_snapshot(data=folder, features=cache / "features")
     catalog, now = load_catalog(), state.as_of
     times = []
     rng = random.Random(0)

@@ -2,7 +2,7 @@
 the preferred channel, recent orders, what they own, and co-purchase rules.
 
 Pure frame functions of contract tables as of a moment (rows after ``as_of`` are left out),
-vectorised; the service indexes their results by customer (:mod:`serving.state`) and a
+vectorised; the service indexes their results by customer (:mod:`serving.memory.state`) and a
 batch job can call them on the same tables.
 """
 

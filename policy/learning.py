@@ -1,7 +1,7 @@
 """Learning from feedback: acceptance and conversion rates, exploration and propensities.
 
 **Rates.** Every answer an action got feedback on is one exposure of it (``shown``,
-``accepted``, ``dismissed``, ``converted``: :mod:`serving.feedback`); it was accepted when
+``accepted``, ``dismissed``, ``converted``: :mod:`serving.memory.feedback`); it was accepted when
 any of its feedback is ``accepted`` or ``converted``, converted when any is ``converted``.
 An action's acceptance rate is the mean of a Beta posterior: a Beta prior of mean
 ``rate`` and weight ``strength`` exposures (``feedback_prior`` in ``actions.yaml``) plus

@@ -1,7 +1,7 @@
 """What the policy reads: a customer's :class:`Profile` (with the consumables they run out
 of and the products to cross-sell), the chatbot's :class:`Context`, and each action's
 :class:`Exposure` (when it was last shown). Small value objects, built by the service
-(:mod:`serving.state`) or by hand in tests and notebooks."""
+(:mod:`serving.memory.state`) or by hand in tests and notebooks."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class CrossSell:
 
 @dataclass
 class Profile:
-    """What the policy knows of a customer (built by :mod:`serving.state`)."""
+    """What the policy knows of a customer (built by :mod:`serving.memory.state`)."""
 
     customer_id: str
     locale: str = "en"

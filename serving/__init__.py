@@ -1,8 +1,14 @@
-"""The service chatbots call: BentoML outside (:mod:`serving.service`), a FastAPI app of
-routes inside (:mod:`serving.api`, schemas in :mod:`serving.schemas`), the policy that ranks
-and explains actions (:mod:`policy.ranking`), consent-aware in-memory state
-(:mod:`serving.state`), and the online stores (:mod:`serving.feedback`, :mod:`serving.audit`).
+"""The service chatbots, agents and campaigns call: its doors and its memory.
 
-Loads and scores champions through :mod:`training.registry` and :mod:`training.scoring`
-only; never imports the training pipeline (checked by import-linter).
+- The doors: REST (:mod:`serving.http`: BentoML outside, a FastAPI app of routes inside),
+  MCP for LLM agents (:mod:`serving.mcp`), Segment-spec messages (:mod:`serving.segment`) and
+  the batch of every customer at once (:mod:`serving.outbound`, ``nextbest suggest``). They
+  share the request and answer models (:mod:`serving.schemas`), the callers' keys
+  (:mod:`serving.security`) and one code path for every answer (:mod:`serving.answers`).
+- The memory (:mod:`serving.memory`): the consent-aware served state, the online log every
+  worker applies, the feedback store and the audit log.
+
+What to propose and why is decided in :mod:`policy`. Loads and scores champions through
+:mod:`training.registry` and :mod:`training.scoring` only; never imports the training pipeline
+(checked by import-linter).
 """

@@ -1,5 +1,5 @@
-"""The answers every front door gives: one code path for REST (:mod:`serving.api`) and MCP
-(:mod:`serving.agents`).
+"""The answers every front door gives: one code path for REST (:mod:`serving.http.api`) and MCP
+(:mod:`serving.mcp`).
 
 Each function takes the service's live parts (:class:`Runtime`), ranks or looks up,
 records what needs recording (suggestions for feedback, one pseudonymous audit line per
@@ -19,9 +19,9 @@ from fastapi import HTTPException
 from policy.learning import explore
 from policy.locales import answer_locale
 from policy.profile import Context
-from serving.feedback import Recorded
-from serving.online import Entry
-from serving.runtime import ROW_TIMES, Runtime, catch_up, learned, state_of
+from serving.memory.feedback import Recorded
+from serving.memory.online import Entry
+from serving.memory.runtime import ROW_TIMES, Runtime, catch_up, learned, state_of
 from serving.schemas import (
     CLOCK_SKEW,
     Action,

@@ -1,6 +1,6 @@
 """The service's settings, read once from the environment into one frozen object.
 
-``nextbest serve`` sets the environment; ``bentoml serve serving.service:NextBest`` reads the
+``nextbest serve`` sets the environment; ``bentoml serve serving.http.service:NextBest`` reads the
 same variables:
 
 - ``NEXTBEST_DATA`` contract folder, ``NEXTBEST_FEATURES`` feature snapshot,

@@ -29,7 +29,7 @@ ONLINE_ROWS = bentoml.metrics.Counter(
 
 
 def count_applied(counts: dict[str, int], via: str) -> None:
-    """Add the counts of one :meth:`~serving.state.ServingState.apply` to ``ONLINE_ROWS``."""
+    """Add the counts of one :func:`~serving.memory.updates.apply` to ``ONLINE_ROWS``."""
     for table in ("customers", "orders", "events", "consents", "identities"):
         if counts.get(table):
             ONLINE_ROWS.labels(table=table, via=via).inc(counts[table])

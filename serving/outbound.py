@@ -2,7 +2,7 @@
 
 Email, LINE or push before the ink runs out needs the same answer a chatbot gets, for
 everyone, ahead of time. :func:`suggest_all` asks the served state the same question
-``/suggest`` asks (:meth:`~serving.state.ServingState.ranking`: the same policy, consent
+``/suggest`` asks (:meth:`~serving.memory.state.ServingState.ranking`: the same policy, consent
 rules, cooldowns and caps), once per customer, and returns the answers as one table; the
 benchmark of the policy (``make eval-nba``) scores exactly this table.
 """
@@ -47,7 +47,7 @@ def suggest_all(
     Parameters
     ----------
     state : ServingState
-        The loaded champions and snapshot (:meth:`~serving.state.ServingState.load`).
+        The loaded champions and snapshot (:func:`~serving.memory.snapshot.load_snapshot`).
     catalog : Catalog
         The actions and their rules.
     now : datetime

@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from policy.locales import standard_tag
-from serving import problems
+from serving.http import problems
 
 MAX_QUANTITY = 10_000  # units in one order line (negative: a return)
 MAX_AMOUNT = 1e9  # currency units in one order line

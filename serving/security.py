@@ -4,7 +4,7 @@ Keys come from ``NEXTBEST_API_KEYS`` (``key:scope[+scope],…``) and/or the file
 ``NEXTBEST_API_KEYS_FILE`` (one ``key scope[,scope]`` per line, ``#`` comments). A request
 sends its key as ``Authorization: Bearer KEY`` or ``x-api-key: KEY``. Scopes: ``chatbot``
 (suggest, profile, feedback) and ``admin`` (events, reload; an admin key may do everything),
-declared by each route where it is defined (:mod:`serving.api`). The Segment-spec routes
+declared by each route where it is defined (:mod:`serving.http.api`). The Segment-spec routes
 (``/v1/...``) take a valid ``X-Signature`` instead when ``NEXTBEST_SEGMENT_SECRET`` is set.
 ``/livez``, ``/readyz``, ``/metrics`` and the OpenAPI are open. Keys are kept only as
 SHA-256 digests and never logged; logs name a key by the first 8 hex digits of its digest.
@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from cdp.errors import BadInputError
-from serving import problems
+from serving.http import problems
 
 OPEN = {"/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/docs", "/"}
 SCOPES = {"chatbot", "admin"}
@@ -76,7 +76,7 @@ class SecurityMiddleware:
     """401 without a known key, 403 without the scope, 413 over the body limit.
 
     ``scopes``: the scope each path needs, as the routes declare it
-    (:func:`serving.api.scopes`); any other path needs a key of any scope."""
+    (:func:`serving.http.api.scopes`); any other path needs a key of any scope."""
 
     def __init__(
         self,

@@ -29,7 +29,7 @@ any other ``track``                            an event; ``Product Viewed`` is
 
 Events keep ``properties.product_id`` when the catalog has it. A message's time is its
 ``timestamp`` (else ``receivedAt``, else now). Messages are deduplicated on ``messageId``
-by the caller (:meth:`serving.feedback.FeedbackStore.new_messages`).
+by the caller (:meth:`serving.memory.feedback.FeedbackStore.new_messages`).
 """
 
 from __future__ import annotations

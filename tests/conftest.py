@@ -239,7 +239,7 @@ def world(small_world_dir, tmp_path_factory):
     """A feature snapshot (``features/``) and champions trained by `nextbest train` into a
     real MLflow store (``mlruns/``), once per run, for the REST, MCP and CLI tests; the
     train command's output is kept in ``train.out`` and ``train.err``. test_service.py
-    retrains and restores it at its end (after test_agents.py, before the training tests)."""
+    retrains and restores it at its end (after test_mcp.py, before the training tests)."""
     import shutil
     import subprocess
 

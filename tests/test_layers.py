@@ -34,8 +34,8 @@ def test_imports_go_one_way():
     [
         ("cdp/contract.py", "import features.build"),
         ("features/build.py", "import training.pipeline"),
-        ("serving/state.py", "import training.pipeline"),
-        ("policy/ranking.py", "import serving.state"),
+        ("serving/memory/state.py", "import training.pipeline"),
+        ("policy/ranking.py", "import serving.memory.state"),
         ("policy/learning.py", "import training.scoring"),
         ("training/scoring.py", "import policy.ranking"),
     ],

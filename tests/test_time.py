@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EDGES = {
     ("nextbest/cli/base.py", "parse_as_of"),  # --as-of, --since, --until
     ("serving/config.py", "from_env"),  # NEXTBEST_NOW
-    ("serving/state.py", "load"),  # a snapshot's manifest
+    ("serving/memory/state.py", "load"),  # a snapshot's manifest
     ("training/scoring.py", "score"),  # the notebook API, and a snapshot's manifest
     ("training/pipeline.py", "train"),  # the notebook API
     ("training/dataset.py", "training_cutoffs"),

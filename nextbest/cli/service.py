@@ -49,7 +49,7 @@ def serve(
     ] = 0.0,
 ) -> None:
     """Serve next best actions over HTTP (BentoML); stops with Ctrl-C or SIGTERM."""
-    from serving import online
+    from serving.memory import online
 
     if workers < 1:
         raise BadInputError(f"--workers {workers}: at least one worker")
@@ -79,7 +79,7 @@ def serve(
         "-m",
         "bentoml",
         "serve",
-        "serving.service:NextBest",
+        "serving.http.service:NextBest",
         "--host",
         host,
         "--port",
@@ -104,8 +104,8 @@ def mcp(
     now: Now = None,
 ) -> None:
     """Serve the tools for LLM agents over MCP (stdio by default; --http for HTTP with keys)."""
-    from serving.agents import build_server, load_runtime
     from serving.config import ServeConfig
+    from serving.mcp import build_server, load_runtime
 
     _check_serving(data, features, now, keys=http)
     if http:
@@ -153,8 +153,8 @@ def suggest(
 
     from cdp.io import atomic_folder, write_table
     from policy.catalog import DEFAULT, load_catalog
+    from serving.memory.snapshot import load_snapshot
     from serving.outbound import suggest_all
-    from serving.state import ServingState
 
     moment = parse_as_of(as_of)
     versions = _champions(mlruns)
@@ -172,7 +172,7 @@ def suggest(
             write_snapshot(built, config, data, features)
         else:
             stage(f"reading {features}")
-        state = ServingState.load(data=data, features=features)
+        state = load_snapshot(data=data, features=features)
         if state.as_of > moment:  # the service's rule too: features from the future
             raise BadInputError(
                 f"--features: the snapshot is as of {state.as_of.isoformat()}, after --as-of"
@@ -220,7 +220,7 @@ def evaluate_policy(
 
     from policy.catalog import DEFAULT, load_catalog
     from policy.offpolicy import evaluate
-    from serving.decisions import logged_decisions, read_decisions, write_report
+    from serving.memory.decisions import logged_decisions, read_decisions, write_report
 
     if outcome not in ("converted", "accepted"):
         raise BadInputError(f"--outcome: converted or accepted, not {outcome!r}")
@@ -253,7 +253,7 @@ def evaluate_policy(
 def _check_serving(data: Path, features: Path, now: str | None, *, keys: bool) -> None:
     """What serving needs before anything loads, each refused with one line."""
     from cdp.privacy import keys as pseudonym_keys
-    from serving import online
+    from serving.memory import online
     from serving.security import load_keys
 
     if url := online.configured():

@@ -62,8 +62,8 @@ def _service_call(url: str, route: str, customer_id: str) -> dict:
 
 
 def _local_state(state: Path):
-    from serving.audit import AuditLog
-    from serving.feedback import FeedbackStore
+    from serving.memory.audit import AuditLog
+    from serving.memory.feedback import FeedbackStore
 
     return FeedbackStore(state / "serving.db"), AuditLog(state / "audit")
 
@@ -94,7 +94,7 @@ def subject_export(
     if service_url:
         document["service"] = _service_call(service_url, "/admin/subject/export", customer_id)
     elif state is not None:
-        from serving.audit import held
+        from serving.memory.audit import held
 
         tokens = privacy.identity_tokens(*values)
         document["service"] = held(*_local_state(state), privacy.pseudonyms(customer_id), tokens)
@@ -128,7 +128,7 @@ def subject_erase(
     if service_url:
         summary["service"] = _service_call(service_url, "/admin/subject/erase", customer_id)
     elif state is not None:
-        from serving.audit import erase_held
+        from serving.memory.audit import erase_held
 
         summary["service"] = erase_held(
             *_local_state(state),
@@ -187,7 +187,7 @@ def audit_query(
 ) -> None:
     """Filter the audit log (customer ids are matched through their pseudonyms)."""
     from cdp import privacy
-    from serving.audit import AuditLog, query
+    from serving.memory.audit import AuditLog, query
 
     log = AuditLog(state / "audit")
     if not log.files():

@@ -70,11 +70,11 @@ def test_the_served_state_carries_each_buyers_strongest_churn_drivers(world, sma
     """On the trained store: each buyer's codes name, strongest first, the features whose
     TreeSHAP contributions (computed here again, through the model) raise their churn
     score most."""
-    from serving.state import ServingState
+    from serving.memory.snapshot import load_snapshot
     from training import registry
 
     registry.configure(world / "mlruns")
-    state = ServingState.load(data=small_world_dir, features=world / "features")
+    state = load_snapshot(data=small_world_dir, features=world / "features")
     snapshot = pd.read_parquet(world / "features" / "customers.parquet")
     buyers = snapshot[snapshot["purchase_days"] > 0].head(200)
     contributions = state.churn_model.contributions(buyers).drop(columns="baseline")

@@ -6,8 +6,8 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from cdp.privacy import lock_row
-from serving.audit import AuditLog, query
-from serving.feedback import FeedbackStore, Recorded
+from serving.memory.audit import AuditLog, query
+from serving.memory.feedback import FeedbackStore, Recorded
 
 T0 = datetime(2025, 6, 30, 12, tzinfo=UTC)
 
@@ -128,7 +128,7 @@ def test_a_store_from_before_pseudonyms_is_upgraded_in_place(tmp_path, monkeypat
 FULL_DISK = """
 import json, resource, signal, sys
 from pathlib import Path
-from serving.audit import AuditLog
+from serving.memory.audit import AuditLog
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
 log = AuditLog(Path(sys.argv[1]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from serving.batching import BatchWriter
+from serving.memory.batching import BatchWriter
 
 
 def test_flush_writes_every_item_in_order():

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from serving.feedback import FeedbackStore, Recorded
+from serving.memory.feedback import FeedbackStore, Recorded
 
 T0 = datetime(2025, 6, 30, 12, tzinfo=UTC)
 REMINDER = ("replenishment_reminder", "P-INK")

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from conftest import SERVE_NOW, launch_service, serving_args, stop_service
-from serving.online import Entry, RedisLog
+from serving.memory.online import Entry, RedisLog
 from test_cli import nextbest
 
 CHATBOT = "chatbot-key-for-online-01"

@@ -6,7 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from serving.state import consent_in_force
+from serving.memory import updates
+from serving.memory.customer import consent_in_force
+from serving.memory.snapshot import index_products
 
 T = datetime(2025, 6, 30, 12, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -34,7 +36,8 @@ def _ink_state():
     import pandas as pd
 
     from policy.profile import Consumable
-    from serving.state import Customer, ServingState
+    from serving.memory.customer import Customer
+    from serving.memory.state import ServingState
 
     state = ServingState(versions={}, as_of=T, window_days=14)
     products = pd.DataFrame(
@@ -48,7 +51,7 @@ def _ink_state():
             "variant_of": [None, "P-INK", None],
         }
     )
-    state._index_products(products)
+    index_products(state, products)
     last = T - 20 * DAY
     state.customers["c1"] = Customer("c1", "en", "loyal")
     state.customers["c1"].consumables["P-INK"] = Consumable(
@@ -71,7 +74,7 @@ def test_a_purchase_of_the_product_or_a_pack_of_it_refills_the_same_consumable(
     state = _ink_state()
     order = {"order_id": "o1", "customer_id": "c1", "ordered_at": T.isoformat()}
     order |= {"product_id": product_id, "quantity": quantity, "amount": 45.0}
-    state.apply(EventBatch.model_validate({"orders": [order]}))
+    updates.apply(state, EventBatch.model_validate({"orders": [order]}))
     ink = state.customers["c1"].consumables["P-INK"]
     assert ink.last_purchase_at == T
     assert ink.expected_next_purchase_at == T + days * DAY
@@ -85,7 +88,7 @@ def test_a_purchase_of_another_product_refills_nothing():
     before = state.customers["c1"].consumables["P-INK"]
     order = {"order_id": "o1", "customer_id": "c1", "ordered_at": T.isoformat()}
     order |= {"product_id": "P-MUG", "quantity": 1, "amount": 12.0}
-    state.apply(EventBatch.model_validate({"orders": [order]}))
+    updates.apply(state, EventBatch.model_validate({"orders": [order]}))
     assert state.customers["c1"].consumables["P-INK"] == before
 
 
@@ -100,7 +103,8 @@ def test_a_durable_the_customer_owns_is_never_cross_sold_even_bought_a_minute_ag
     from serving.schemas import EventBatch
 
     state = _ink_state()
-    state._index_products(
+    index_products(
+        state,
         pd.DataFrame(
             {
                 "product_id": ["P-PRINTER", "P-LAMP"],
@@ -109,7 +113,7 @@ def test_a_durable_the_customer_owns_is_never_cross_sold_even_bought_a_minute_ag
                 "consumable": [False, False],
                 "price": [149.0, 39.0],
             }
-        )
+        ),
     )
     state.learned_cross_sell = True
     c = state.customers["c1"]
@@ -130,7 +134,7 @@ def test_a_durable_the_customer_owns_is_never_cross_sold_even_bought_a_minute_ag
     assert "looked at it recently" in cross.reason
     order = {"order_id": "o9", "customer_id": "c1", "ordered_at": T.isoformat()}
     order |= {"product_id": "P-PRINTER", "quantity": 1, "amount": 149.0}
-    state.apply(EventBatch.model_validate({"orders": [order]}))
+    updates.apply(state, EventBatch.model_validate({"orders": [order]}))
     assert offered() == ["P-LAMP"]
     c.consents["marketing"].append((T - DAY / 2, False))
     assert offered() == [] and state.profile("c1", T).cross_sell == []

@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from serving.traffic import TimeoutMiddleware, install
+from serving.http.traffic import TimeoutMiddleware, install
 
 
 async def _quick(request):

@@ -1,7 +1,7 @@
-"""The BentoML service: ``bentoml serve serving.service:NextBest`` (or ``nextbest serve``).
+"""The BentoML service: ``bentoml serve serving.http.service:NextBest`` (or ``nextbest serve``).
 
 Settings: :class:`serving.config.ServeConfig`, read once from the environment when this
-module is imported. The live parts (:class:`serving.runtime.Runtime`) are put on the FastAPI
+module is imported. The live parts (:class:`serving.memory.runtime.Runtime`) are put on the FastAPI
 app's state when the service starts; the routes reach them there.
 
 Loading runs in a background thread: ``/readyz`` answers 503 until the models and
@@ -21,15 +21,16 @@ import time
 import bentoml
 
 from cdp.errors import BadInputError
-from serving import api, online, runtime, traffic
 from serving.config import ServeConfig
+from serving.http import api, traffic
+from serving.http.openapi import OpenAPIMiddleware
+from serving.memory import online, runtime
 from serving.metrics import RELOADS, SNAPSHOT_AS_OF
-from serving.openapi import OpenAPIMiddleware
 from serving.security import SecurityMiddleware
 
 # The one thing done at import: BentoML assembles its middlewares after importing this
 # module, and its request timeout keeps every request of the last minute alive (see
-# serving.traffic).
+# serving.http.traffic).
 traffic.install()
 
 logger = logging.getLogger("nextbest.serving")

@@ -38,8 +38,8 @@ MESSAGE = {"message": "Hi, is my ink order on its way?", "locale": "en"}
 
 @pytest.fixture(scope="module")
 def runtime(world, small_world_dir, tmp_path_factory):
-    from serving.agents import load_runtime
     from serving.config import ServeConfig
+    from serving.mcp import load_runtime
 
     os.environ["NEXTBEST_PSEUDONYM_KEY"] = PSEUDONYM_KEY
     config = ServeConfig(
@@ -55,7 +55,7 @@ def runtime(world, small_world_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(runtime):
-    from serving.agents import build_server
+    from serving.mcp import build_server
 
     return build_server(runtime)
 

@@ -6,7 +6,7 @@ the raw id), for which purpose, what was returned (actions, model versions) and 
 Files live in ``<state>/audit/``: ``audit.jsonl`` is written, and when it passes
 ``max_bytes`` it is renamed ``audit-<UTC time>.jsonl`` and a new one begins.
 
-Lines are written by a background thread every 50 ms (:mod:`serving.batching`; one
+Lines are written by a background thread every 50 ms (:mod:`serving.memory.batching`; one
 ``O_APPEND`` write per batch, so concurrent writers never interleave): a write to a page
 the kernel is flushing can block for milliseconds, and that wait must not sit in a
 chatbot's request. A crash loses at most the last 50 ms of lines; :meth:`AuditLog.flush`
@@ -36,10 +36,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from serving.batching import BatchWriter
+from serving.memory.batching import BatchWriter
 
 if TYPE_CHECKING:
-    from serving.feedback import FeedbackStore
+    from serving.memory.feedback import FeedbackStore
 
 CURRENT = "audit.jsonl"
 MAX_BYTES = 10_000_000
@@ -239,7 +239,7 @@ def held(
     pseudonyms: set[str],
     anonymous: set[str] = frozenset(),
 ) -> dict:
-    """What the service's stores (:class:`serving.feedback.FeedbackStore`) and the audit
+    """What the service's stores (:class:`serving.memory.feedback.FeedbackStore`) and the audit
     ``log`` hold about these pseudonyms (and identity tokens), for an export."""
     return {
         "stores": store.subject(pseudonyms, anonymous),

@@ -1,7 +1,7 @@
 """The service's live parts (:class:`Runtime`) and the state they keep current.
 
-A worker's :class:`~serving.state.ServingState` is the feature snapshot and champions
-(:func:`load_state`) plus the online log (:mod:`serving.online`) applied on top: the whole
+A worker's :class:`~serving.memory.state.ServingState` is the feature snapshot and champions
+(:func:`load_state`) plus the online log (:mod:`serving.memory.online`) applied on top: the whole
 log when the state is built (:func:`replay`), then the entries after its position before
 every request (:func:`catch_up`). Every route reaches the state through :func:`state_of`, so
 an event accepted by any worker is in force for the next request to any worker.
@@ -26,11 +26,12 @@ from typing import Any
 import numpy as np
 from fastapi import HTTPException
 
-from serving.audit import AuditLog
 from serving.config import ServeConfig
-from serving.feedback import FeedbackStore
+from serving.memory import updates
+from serving.memory.audit import AuditLog
+from serving.memory.feedback import FeedbackStore
+from serving.memory.online import EmbeddedLog, Entry, RedisLog, open_log
 from serving.metrics import count_applied
-from serving.online import EmbeddedLog, Entry, RedisLog, open_log
 from serving.schemas import EventBatch
 
 logger = logging.getLogger("nextbest.serving")
@@ -124,13 +125,13 @@ def learned(rt: Runtime, state, *, fresh: bool = False) -> Any:
 
 
 def load_state(rt: Runtime, config: ServeConfig):
-    """A new :class:`~serving.state.ServingState` (the champions and the snapshot) with
+    """A new :class:`~serving.memory.state.ServingState` (the champions and the snapshot) with
     the online log applied on top (:func:`replay`)."""
     from policy import language
-    from serving.state import ServingState
+    from serving.memory.snapshot import load_snapshot
 
     language.warm()  # the message analysers load in seconds: not in a customer's request
-    state = ServingState.load(data=config.data, features=config.features)
+    state = load_snapshot(data=config.data, features=config.features)
     counts = replay(rt, state)
     count_applied(counts, "replay")
     logger.info("applied again on top of the snapshot: %s", counts)
@@ -190,7 +191,7 @@ def _apply(rt: Runtime, state, entries: list[Entry], *, snapshot: bool) -> dict[
             elif not (snapshot and _in_snapshot(state, entry.kind, row)):
                 rows[entry.kind].append(ROWS[entry.kind].model_validate_json(json.dumps(row)))
         if any(rows.values()):
-            results[batch] = state.apply(EventBatch.model_construct(**rows))
+            results[batch] = updates.apply(state, EventBatch.model_construct(**rows))
     return results
 
 

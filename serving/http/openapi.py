@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 
 from cdp import package_version
-from serving.problems import MEDIA_TYPE, Problem
+from serving.http.problems import MEDIA_TYPE, Problem
 from serving.security import OPEN
 
 TITLE = "nextbest"
@@ -78,7 +78,7 @@ def finish(spec: dict) -> dict:
 
 
 def _problem_schemas() -> dict:
-    """The JSON Schemas of :class:`serving.problems.Problem` and what it refers to."""
+    """The JSON Schemas of :class:`serving.http.problems.Problem` and what it refers to."""
     schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
     return {**schema.pop("$defs", {}), "Problem": schema}
 

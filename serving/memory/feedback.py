@@ -24,7 +24,7 @@ restores it from the open connection (``VACUUM INTO``; nothing acknowledged is l
 goes on; a file replaced by another one is left alone and writes answer 503.
 
 Suggestions served are written by a background thread in batches (every 50 ms,
-:mod:`serving.batching`): a write and its occasional WAL checkpoint (an fsync) then never
+:mod:`serving.memory.batching`): a write and its occasional WAL checkpoint (an fsync) then never
 sit in a chatbot's request. Recent request ids are also held in memory, so feedback on a
 suggestion served a moment ago finds its customer before the batch lands. A crash loses at
 most the last 50 ms of suggestion records, never feedback.
@@ -45,7 +45,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from policy.profile import Exposure
-from serving.batching import BatchWriter
+from serving.memory import schema
+from serving.memory.batching import BatchWriter
 
 if TYPE_CHECKING:
     from serving.schemas import FeedbackIn
@@ -79,117 +80,15 @@ def _offered(actions_json: str) -> set:
     }
 
 
-INGESTED = """
-create table if not exists ingested (
-    seq integer primary key autoincrement, at text not null, kind text not null,
-    customer text, row text not null, anonymous text, secret text, batch text
-)"""
-SCHEMA = f"""
-create table if not exists suggestions (
-    request_id text primary key, customer text, at text not null, actions text not null
-);
-create table if not exists feedback (
-    request_id text not null, customer text, action text not null, product_id text,
-    outcome text not null, at text not null
-);
-{INGESTED};
-create table if not exists messages (message_id text primary key, at text not null);
-create index if not exists suggestions_customer on suggestions (customer);
-create index if not exists ingested_customer on ingested (customer);
-create index if not exists ingested_anonymous on ingested (anonymous);
-"""
-TABLES = ("suggestions", "feedback", "ingested")
-
-
-def _upgrade(db: sqlite3.Connection) -> None:
-    """Bring a store written before pseudonyms (raw ``customer_id`` columns, one JSON
-    payload per ingested batch) to the current schema: ids become pseudonyms, batches
-    become one row per contract row, and the old tables are dropped and their pages
-    overwritten. Idempotent; needs ``NEXTBEST_PSEUDONYM_KEY``."""
-    columns = {row[1] for row in db.execute("pragma table_info(suggestions)")}
-    if "customer_id" not in columns:
-        return
-    from cdp.privacy import keys, pseudonym
-
-    key = keys()[0]
-
-    def name(customer_id):
-        return pseudonym(customer_id, key) if customer_id else None
-
-    db.execute("begin")
-    for table in ("suggestions", "feedback"):
-        db.execute(f"alter table {table} rename to old_{table}")
-    for statement in filter(str.strip, SCHEMA.split(";")):  # executescript would commit
-        db.execute(statement)
-    db.executemany(
-        "insert into suggestions values (?, ?, ?, ?)",
-        [(r, name(c), at, a) for r, c, at, a in db.execute("select * from old_suggestions")],
-    )
-    db.executemany(
-        "insert into feedback values (?, ?, ?, ?, ?, ?)",
-        [(r, name(c), *rest) for r, c, *rest in db.execute("select * from old_feedback")],
-    )
-    rows = []
-    for at, payload in db.execute("select at, payload from events"):
-        for kind, items in json.loads(payload).items():
-            rows += [(at, kind, name(item.get("customer_id")), json.dumps(item)) for item in items]
-    db.executemany("insert into ingested (at, kind, customer, row) values (?, ?, ?, ?)", rows)
-    for table in ("old_suggestions", "old_feedback", "events"):
-        db.execute(f"drop table {table}")
-    db.execute("commit")
-    db.execute("vacuum")
-
-
-def _seal(db: sqlite3.Connection) -> None:
-    """Bring a store whose ingested rows hold raw ids (before sealing) to the current
-    schema: each row sealed (:func:`cdp.privacy.sealed_row`) with its anonymous id's
-    token beside it, and the old pages overwritten. Idempotent; needs the pseudonym key."""
-    columns = {row[1] for row in db.execute("pragma table_info(ingested)")}
-    if not columns or "anonymous" in columns:
-        return
-    from cdp.privacy import keys, sealed_row
-
-    key = keys()[0]
-    db.execute("begin")
-    db.execute("alter table ingested add column anonymous text")
-    for rowid, text in db.execute("select rowid, row from ingested").fetchall():
-        sealed, anonymous = sealed_row(json.loads(text), key)
-        db.execute(
-            "update ingested set row = ?, anonymous = ? where rowid = ?",
-            (json.dumps(sealed), anonymous, rowid),
-        )
-    db.execute("commit")
-    db.execute("vacuum")
-
-
-def _sequence(db: sqlite3.Connection) -> None:
-    """Give a store from before the online log its ``seq`` numbers (never reused, unlike a
-    rowid after an erasure deleted the last rows) and ``batch`` column; the old table's
-    pages are overwritten. Idempotent."""
-    columns = [row[1] for row in db.execute("pragma table_info(ingested)")]
-    if not columns or "seq" in columns:
-        return
-    kept = ", ".join(
-        c for c in ("at", "kind", "customer", "row", "anonymous", "secret") if c in columns
-    )
-    db.execute("begin")
-    db.execute("alter table ingested rename to old_ingested")
-    db.execute(INGESTED)
-    db.execute(f"insert into ingested ({kept}) select {kept} from old_ingested order by rowid")
-    db.execute("drop table old_ingested")
-    db.execute("commit")
-    db.execute("vacuum")
-
-
 class FeedbackStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = self._connect()
-        _upgrade(self._db)
-        _seal(self._db)
-        _sequence(self._db)
-        self._db.executescript(SCHEMA)
+        schema.upgrade(self._db)
+        schema.seal(self._db)
+        schema.sequence(self._db)
+        self._db.executescript(schema.SCHEMA)
         #: the highest ``seq`` written: reading the log after it needs no query
         self._last = self._db.execute("select coalesce(max(seq), 0) from ingested").fetchone()[0]
         self._lock = threading.Lock()
@@ -266,7 +165,7 @@ class FeedbackStore:
         self._batches.flush()
 
     def record_feedback(self, item: FeedbackIn, at: datetime) -> Recorded:
-        """Store ``item`` (a :class:`serving.api.FeedbackIn`) if its request id is known and
+        """Store ``item`` (a :class:`serving.http.api.FeedbackIn`) if its request id is known and
         its action and product are among what that answer returned."""
         with self._writing():
             if item.request_id in self._recent:
@@ -301,7 +200,7 @@ class FeedbackStore:
     ) -> None:
         """Count one answer's action as shown to ``customer`` (for cooldowns and caps); the
         same answer again changes nothing, so feedback shared by other workers
-        (:mod:`serving.online`) may arrive twice."""
+        (:mod:`serving.memory.online`) may arrive twice."""
         if customer is not None:
             self._shown[customer][(action, product_id)].setdefault(request_id, at)
 
@@ -396,7 +295,7 @@ class FeedbackStore:
         self.flush()
         out = {}
         with self._lock:
-            for table in TABLES:
+            for table in schema.TABLES:
                 where, values = self._about(table, pseudonyms, anonymous)
                 cursor = self._db.execute(f"select * from {table} where {where}", values)
                 names = [d[0] for d in cursor.description]
@@ -414,7 +313,7 @@ class FeedbackStore:
         self.flush()
         counts = {}
         with self._lock:
-            for table in TABLES:
+            for table in schema.TABLES:
                 where, values = self._about(table, pseudonyms, anonymous)
                 cursor = self._db.execute(f"delete from {table} where {where}", values)
                 counts[table] = cursor.rowcount
@@ -448,6 +347,6 @@ class FeedbackStore:
 
     def count(self, table: str) -> int:
         """Rows in ``table``."""
-        if table not in TABLES:
+        if table not in schema.TABLES:
             raise ValueError(f"no table {table!r}")
         return self._db.execute(f"select count(*) from {table}").fetchone()[0]

@@ -18,7 +18,7 @@ def logged_decisions(state: Path, outcome: str = "converted") -> pd.DataFrame:
     (1 when its feedback includes ``outcome``, or ``accepted`` counting ``converted``)."""
     import sqlite3
 
-    from serving.audit import AuditLog
+    from serving.memory.audit import AuditLog
 
     rows = []
     for entry in AuditLog(state / "audit").entries():  # one pass over the files

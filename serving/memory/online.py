@@ -1,17 +1,17 @@
 """The online log: everything accepted online, in order, which each worker applies to its state.
 
-A request never changes a worker's :class:`~serving.state.ServingState` by itself: what the
+A request never changes a worker's :class:`~serving.memory.state.ServingState` by itself: what the
 service accepts (contract rows from ``POST /events`` and the Segment routes, feedback that
 counts as an exposure, an erasure) is appended to the log, and every request first catches
 its worker's state up with the log (:func:`serving.answers.catch_up`: the entries after the
 state's ``position``, applied in log order). A new state (start-up, reload) is the snapshot
-plus the whole log replayed on top (:func:`serving.answers.replay`), so workers that read the
+plus the whole log replayed on top (:func:`serving.memory.runtime.replay`), so workers that read the
 same log answer alike, and nothing accepted is lost across reloads, restarts and retrains.
 
 Two logs, one interface:
 
 - :class:`EmbeddedLog` (the default): the state folder's SQLite store
-  (:class:`~serving.feedback.FeedbackStore`: its ``ingested`` rows, positions are their
+  (:class:`~serving.memory.feedback.FeedbackStore`: its ``ingested`` rows, positions are their
   ``seq``). One worker process; reading when nothing is new costs no query.
 - :class:`RedisLog` (``NEXTBEST_ONLINE_STORE=redis://host:port/db``): one Redis stream shared
   by every worker and replica (one ``XREAD`` per request), plus what a worker must find
@@ -37,11 +37,11 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from cdp.errors import BadInputError
-from serving.batching import BATCH_SECONDS, BatchWriter
-from serving.feedback import StoreUnavailable
+from serving.memory.batching import BATCH_SECONDS, BatchWriter
+from serving.memory.feedback import StoreUnavailable
 
 if TYPE_CHECKING:
-    from serving.feedback import FeedbackStore
+    from serving.memory.feedback import FeedbackStore
 
 ENV = "NEXTBEST_ONLINE_STORE"
 KEEP_SECONDS = 30 * 86_400  # answers feedback may refer to, and messageId claims, in Redis
@@ -206,7 +206,7 @@ class RedisLog:
     def remember_answer(self, request_id: str, who: str | None, actions: list) -> None:
         """Keep an answer's customer (pseudonym) and ``(action, product_id)`` pairs, so
         feedback on it is accepted by whichever worker receives it. Written every
-        :data:`~serving.batching.BATCH_SECONDS` by a background thread (one pipelined
+        :data:`~serving.memory.batching.BATCH_SECONDS` by a background thread (one pipelined
         round trip for many answers, none in the request)."""
         self._answers.add((request_id, json.dumps([who, [list(a) for a in actions]])))
 

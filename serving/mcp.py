@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 from cdp import package_version
 from serving import answers
 from serving.config import ServeConfig
-from serving.runtime import Runtime, load_state, open_runtime
+from serving.memory.runtime import Runtime, load_state, open_runtime
 from serving.schemas import (
     FeedbackIn,
     FeedbackOut,

@@ -1,10 +1,10 @@
 """The HTTP API chatbots call: the routes, each with the API-key scope it needs.
 
-A FastAPI app mounted inside the BentoML service (:mod:`serving.service`), so every
+A FastAPI app mounted inside the BentoML service (:mod:`serving.http.service`), so every
 endpoint, every error response and the field-level 422s are in the OpenAPI at
 ``/docs.json``; the schemas are in :mod:`serving.schemas`, and what the routes answer is
 computed in :mod:`serving.answers` (shared with the MCP tools). The routes reach the service's
-live parts (:class:`Runtime`: the current :class:`~serving.state.ServingState`, the stores,
+live parts (:class:`Runtime`: the current :class:`~serving.memory.state.ServingState`, the stores,
 the clock) through the app's state, set by the service on start: there is no module global.
 
 Each route declares its scope where it is defined (``**CHATBOT`` or ``**ADMIN``: the
@@ -20,11 +20,12 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 
-from serving import answers, problems, segment
-from serving.audit import erase_held, held
-from serving.feedback import StoreUnavailable
-from serving.online import Entry
-from serving.runtime import Runtime, origin, state_of
+from serving import answers, segment
+from serving.http import problems
+from serving.memory.audit import erase_held, held
+from serving.memory.feedback import StoreUnavailable
+from serving.memory.online import Entry
+from serving.memory.runtime import Runtime, origin, state_of
 from serving.schemas import (
     ERRORS,
     Applied,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from serving import problems
+from serving.http import problems
 
 
 class TimeoutMiddleware:
@@ -74,7 +74,7 @@ def install() -> None:
 
     if not bentoml.__version__.startswith(WRITTEN_FOR):
         raise RuntimeError(
-            f"serving/traffic.py replaces a class inside BentoML {WRITTEN_FOR}x, not"
+            f"serving/http/traffic.py replaces a class inside BentoML {WRITTEN_FOR}x, not"
             f" {bentoml.__version__}: check it against this version, then move WRITTEN_FOR"
             " and the bound in pyproject.toml"
         )
@@ -82,6 +82,6 @@ def install() -> None:
     if not hasattr(traffic, "TimeoutMiddleware"):  # a BentoML that no longer has it
         raise RuntimeError(
             "bentoml._internal.server.http.traffic has no TimeoutMiddleware to replace: "
-            "check serving/traffic.py against this BentoML version"
+            "check serving/http/traffic.py against this BentoML version"
         )
     traffic.TimeoutMiddleware = TimeoutMiddleware
