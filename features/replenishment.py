@@ -19,6 +19,12 @@ from features.time import day_of, days_between
 MIN_PURCHASE_DAYS = 2
 
 
+#: The longest cycle (days, times the units last bought) a date is computed from: ten years.
+#: 10,000 units of a 30-day product would otherwise be dated 822 years on, past what pandas
+#: (year 2262) and Spark can hold.
+MAX_CYCLE_DAYS = 3_650.0
+
+
 def pair_features(orders: pl.LazyFrame, products: pl.LazyFrame, *, as_of: datetime) -> pl.DataFrame:
     """Per customer x consumable bought on 2+ days by ``as_of``:
 
@@ -140,7 +146,9 @@ def _cycles(daily: pl.LazyFrame, *, as_of: datetime, bits: int, exact: bool) -> 
             ),
             cycle_std_days=std_from_sums("cycles", "cycle_sum", "cycle_sq_sum") / 1e3,
             days_since_last=days_between(as_of, pl.col("last_purchase_at")),
-            expected_cycle_days=pl.col("cycle_median_days") * pl.col("last_units"),
+            expected_cycle_days=(pl.col("cycle_median_days") * pl.col("last_units")).clip(
+                upper_bound=MAX_CYCLE_DAYS
+            ),
         )
         .with_columns(
             cycle_position=pl.col("days_since_last") / pl.col("expected_cycle_days"),

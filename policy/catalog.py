@@ -25,6 +25,9 @@ DUE = {
     "winback_offer": ("churn_probability", "gap_multiple", "default_gap_days"),
     "replenishment_reminder": ("next_product_probability",),
 }
+#: What a ``due`` rule may also say (0 when it does not): the win-back's least quiet period,
+#: in days, whatever the customer's own gap.
+DUE_OPTIONAL = {"winback_offer": ("min_quiet_days",)}
 
 
 @dataclass(frozen=True)
@@ -99,10 +102,16 @@ def load_catalog(path: str | Path = DEFAULT) -> Catalog:
             problems.append(f"{where}.due: only {', '.join(DUE)} have a due rule")
         elif due is not None:
             keys = DUE[name]
+            optional = DUE_OPTIONAL.get(name, ())
             wrong = [
                 k for k in keys if not isinstance((due or {}).get(k), int | float) or due[k] < 0
             ]
-            wrong += [k for k in (due or {}) if k not in keys]
+            wrong += [
+                k
+                for k in (due or {})
+                if k not in keys
+                and (k not in optional or not isinstance(due[k], int | float) or due[k] < 0)
+            ]
             if wrong:
                 problems.append(f"{where}.due: {', '.join(keys)}, each a number >= 0 (not {wrong})")
         if not problems:

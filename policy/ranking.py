@@ -295,7 +295,8 @@ def _profile_candidates(
 def _winback_due(profile: Profile, due: dict | None, now: datetime) -> tuple[str, ...] | None:
     """The reason codes of a due win-back, or ``None``: churn probability at least the
     catalog's ``due.churn_probability`` and no order within ``due.gap_multiple`` times the
-    customer's usual gap (``due.default_gap_days`` when unknown). Without a ``due`` rule, a
+    customer's usual gap (``due.default_gap_days`` when unknown), nor within
+    ``due.min_quiet_days`` (0 when the rule does not say). Without a ``due`` rule, a
     churn probability of 0.5 is enough (the catalogs before the rule)."""
     churn = profile.churn_probability
     if churn is None:
@@ -305,9 +306,10 @@ def _winback_due(profile: Profile, due: dict | None, now: datetime) -> tuple[str
     if churn < due["churn_probability"]:
         return None
     gap = profile.usual_gap_days or due["default_gap_days"]
-    quiet = profile.last_order_at is None or now - profile.last_order_at > timedelta(
-        days=gap * due["gap_multiple"]
-    )
+    # a bursty buyer (7 orders in 10 days) has a usual gap of a day or two: quiet for a week
+    # is not lapsed, so the quiet period is also at least ``due.min_quiet_days``
+    days = max(gap * due["gap_multiple"], due.get("min_quiet_days", 0))
+    quiet = profile.last_order_at is None or now - profile.last_order_at > timedelta(days=days)
     return ("CHURN_RISK", "QUIET_LONGER_THAN_USUAL") if quiet else None
 
 

@@ -28,6 +28,7 @@ from features.build import FeatureTables, build_features
 from features.config import FeatureConfig
 from features.inputs import Tables
 from features.labels import repurchase_labels
+from features.replenishment import MAX_CYCLE_DAYS
 from training.classifier import CalibratedClassifier, select_params
 from training.dataset import Cutoffs, calibration_split, examples_by_cutoff
 
@@ -116,23 +117,29 @@ class RunoutModel(BaseEstimator):
     def predict(
         self, pairs: pd.DataFrame, quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
     ) -> pd.DataFrame:
-        """Run-out dates at ``quantiles``, given no purchase of the pair by its cutoff."""
+        """Run-out dates at ``quantiles``, given no purchase of the pair by its cutoff: never
+        before the cutoff, never more than :data:`~features.replenishment.MAX_CYCLE_DAYS`
+        after the last purchase (or the cutoff, when that is later); NaT without a cycle."""
         product = pairs["product_id"].map(self.product_sigma_).fillna(self.default_sigma_)
         gaps = (pairs["purchase_days"] - 1).clip(lower=0)
         own = _pair_sigma(pairs).fillna(product)
         sigma = np.sqrt((gaps * own**2 + SHRINK_GAPS * product**2) / (gaps + SHRINK_GAPS))
         sigma = (self.scale_ * sigma).clip(lower=0.02).to_numpy()
-        median = pairs["expected_cycle_days"].to_numpy()  # median cycle x last units
+        # median cycle x last units, within (a tenth of a day, MAX_CYCLE_DAYS)
+        median = pairs["expected_cycle_days"].to_numpy(dtype=float).clip(0.1, MAX_CYCLE_DAYS)
         elapsed = (
             (pairs["cutoff"] - pairs["last_purchase_at"]).dt.total_seconds() / 86_400
         ).to_numpy()
+        # at most MAX_CYCLE_DAYS on, or the cutoff when it is later still
+        longest = np.log(np.maximum(elapsed, MAX_CYCLE_DAYS))
         # Quantile q of the cycle given it exceeds ``elapsed``, through the survival
         # function so that far-overdue pairs (tiny tail probabilities) stay exact.
         tail = norm.sf(np.log(np.maximum(elapsed, 1e-9) / median) / sigma)
         out = {}
         for q in quantiles:
             z = norm.isf(np.maximum((1 - q) * tail, 1e-300))
-            days = np.maximum(median * np.exp(sigma * z), elapsed)
+            # in logs, bounded before exp: wide spreads times z up to 37 overflow otherwise
+            days = np.maximum(np.exp(np.minimum(np.log(median) + sigma * z, longest)), elapsed)
             out[f"runout_p{round(q * 100):02d}"] = pairs["last_purchase_at"] + pd.to_timedelta(
                 days, unit="D"
             )

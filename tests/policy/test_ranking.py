@@ -101,17 +101,20 @@ def test_rules_hold_for_every_profile_and_context(profile, context, seen):
     if any(a.action == "winback_offer" for a in actions):  # only to the quiet, never the recent
         due = CATALOG["winback_offer"].due
         gap = (profile.usual_gap_days or due["default_gap_days"]) * due["gap_multiple"]
-        assert profile.last_order_at is None or NOW - profile.last_order_at > timedelta(days=gap)
+        quiet = max(gap, due["min_quiet_days"])
+        assert profile.last_order_at is None or NOW - profile.last_order_at > timedelta(days=quiet)
         assert profile.churn_probability >= due["churn_probability"]
 
 
 @settings(max_examples=200, deadline=None)
-@given(days=st.floats(0, 60), gap=st.floats(1, 40), churn=st.floats(0.5, 1))
+@given(days=st.floats(0, 90), gap=st.floats(0.5, 40), churn=st.floats(0.5, 1))
 def test_no_winback_to_a_customer_who_ordered_within_their_usual_gap(days, gap, churn):
     """The report's case: a customer at risk who ordered 9 days ago is not offered a
-    win-back; once quiet for longer than 1.5 x their usual gap, they are. (Times are
+    win-back; once quiet for longer than 1.5 x their usual gap and at least 30 days (a
+    bursty buyer with a 1-day gap, quiet for a week, is not lapsed), they are. (Times are
     microseconds: within one of the boundary, either answer is right.)"""
-    assume(abs(days - 1.5 * gap) * 86_400e6 > 1)
+    quiet = max(1.5 * gap, 30)
+    assume(abs(days - quiet) * 86_400e6 > 1)
     profile = Profile(
         "C1",
         marketing_consent=True,
@@ -123,7 +126,7 @@ def test_no_winback_to_a_customer_who_ordered_within_their_usual_gap(days, gap, 
     offered = any(
         a.action == "winback_offer" for a in rank(profile, Context(), CATALOG, now=NOW).suggestions
     )
-    assert offered == (days > 1.5 * gap)
+    assert offered == (days > quiet)
 
 
 @settings(max_examples=100, deadline=None)
@@ -277,3 +280,18 @@ def test_asking_to_reorder_offers_the_refill_not_order_status_help():
         assert all(s.action != "order_status_help" for s in ranking.suggestions)
     quiet = rank(profile, Context(message="hello"), CATALOG, now=NOW)
     assert all(s.action != "replenishment_reminder" for s in quiet.suggestions)  # not due
+
+
+@pytest.mark.parametrize("value", [-1, "a month"], ids=["negative", "text"])
+def test_a_bad_minimum_quiet_period_is_named(tmp_path, value):
+    import yaml
+
+    from cdp.errors import BadInputError
+    from policy.catalog import DEFAULT
+
+    raw = yaml.safe_load(DEFAULT.read_text())
+    raw["actions"]["winback_offer"]["due"]["min_quiet_days"] = value
+    path = tmp_path / "actions.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    with pytest.raises(BadInputError, match=r"winback_offer\.due: .*\['min_quiet_days'\]"):
+        load_catalog(path)

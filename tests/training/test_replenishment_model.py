@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from features.replenishment import MAX_CYCLE_DAYS
 from training.replenishment import RunoutModel, precision_at_k, train_replenishment
 
 
@@ -55,3 +58,36 @@ def test_runout_dates_by_hand():
 
 def test_precision_at_k_by_hand():
     assert precision_at_k([1, 0, 1, 0], [0.9, 0.8, 0.7, 0.1], k=2) == 0.5
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    cycle=st.floats(0.0, 400.0),
+    spread=st.floats(0.0, 10.0),  # the cycles' standard deviation over their mean, up to 10x
+    units=st.sampled_from([1, 2, 12, 10_000]),  # quantity x pack size last bought
+    purchase_days=st.sampled_from([1, 2, 5, 3_000]),
+    overdue=st.floats(0.0, 20_000.0),  # days since the last purchase at the cutoff
+    sigma=st.floats(0.02, 5.0),
+    scale=st.floats(1.0, 6.0),
+)
+def test_runout_dates_stay_bounded_and_ordered_on_extreme_pairs(
+    cycle, spread, units, purchase_days, overdue, sigma, scale
+):
+    """Wide spreads, 10,000 units, one purchase or thousands, far overdue: every run-out
+    date is a date (no overflow), p10 <= p50 <= p90, never before the cutoff, and at most
+    MAX_CYCLE_DAYS after the last purchase unless the cutoff itself is later."""
+    model = RunoutModel.from_parts(
+        {"coverage": 0.8, "product_sigma_": {}, "default_sigma_": sigma, "scale_": scale}
+    )
+    pair = _pair(0, overdue, cycle) | {
+        "purchase_days": purchase_days,
+        "cycle_std_days": cycle * spread,
+        "expected_cycle_days": cycle * units,
+    }
+    dates = model.predict(pd.DataFrame([pair])).iloc[0]
+    last, cutoff = pair["last_purchase_at"], pair["cutoff"]
+    latest = max(last + pd.Timedelta(days=MAX_CYCLE_DAYS), cutoff) + pd.Timedelta(seconds=1)
+    assert dates.notna().all(), dates
+    assert dates["runout_p10"] <= dates["runout_p50"] <= dates["runout_p90"]
+    assert cutoff - pd.Timedelta(seconds=1) <= dates["runout_p10"]
+    assert dates["runout_p90"] <= latest
