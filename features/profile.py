@@ -17,6 +17,7 @@ RECENT_ORDERS = 5
 MIN_PAIR_CUSTOMERS = 20  # a co-purchase rule needs this many customers owning both
 MIN_LIFT = 1.2
 TOP_RULES = 5  # rules kept per product, by lift
+RULE_BLOCK = 256  # products A whose co-owner counts are held at once
 
 
 def _until(frame: pd.DataFrame, column: str, as_of: datetime) -> pd.DataFrame:
@@ -81,30 +82,45 @@ def co_purchase_rules(
 ) -> pd.DataFrame:
     """Rules A -> B among owners of A (``bought``: distinct customer, product pairs): at
     least ``min_customers`` own both and lift = P(B | A) / P(B) >= ``min_lift``; the ``top``
-    of each A by lift. Columns ``product_id`` (A), ``other`` (B), ``confidence``, ``lift``."""
+    of each A by lift. Columns ``product_id`` (A), ``other`` (B), ``confidence``, ``lift``.
+
+    Memory grows with the rows of ``bought`` and with :data:`RULE_BLOCK` x products (the
+    sparse co-owner counts of one block of products A at a time), never with products²:
+    products owned by fewer than ``min_customers`` are left out first (no rule can reach
+    them), and each block keeps only its ``top`` rules per product."""
     from scipy import sparse
 
     columns = ["product_id", "other", "confidence", "lift"]
+    customers = bought["customer_id"].nunique()  # P(B) is over every customer in ``bought``
+    owners_of = bought.groupby("product_id", sort=False)["customer_id"].transform("size")
+    bought = bought[owners_of.to_numpy() >= min_customers]
     if bought.empty:
         return pd.DataFrame(columns=columns)
     c_codes, c_index = pd.factorize(bought["customer_id"])
     p_codes, p_index = pd.factorize(bought["product_id"])
-    x = sparse.csr_matrix(
+    x = sparse.csc_matrix(
         (np.ones(len(bought)), (c_codes, p_codes)), shape=(len(c_index), len(p_index))
     )
-    both = (x.T @ x).toarray()
-    owners = np.diag(both).copy()
-    confidence = both / owners[:, None]
-    lift = confidence / (owners[None, :] / len(c_index))
-    keep = (both >= min_customers) & (lift >= min_lift)
-    np.fill_diagonal(keep, False)
-    a, b = np.nonzero(keep)
+    owners = np.asarray(x.sum(axis=0)).ravel()
+    xt = x.T.tocsr()
+    blocks = []
+    for start in range(0, len(p_index), RULE_BLOCK):
+        a_rows = np.arange(start, min(start + RULE_BLOCK, len(p_index)))
+        both = (xt[a_rows] @ x).tocoo()  # co-owners of each A in the block and every B
+        a, b, n = a_rows[both.row], both.col, both.data
+        confidence = n / owners[a]
+        lift = confidence / (owners[b] / customers)
+        keep = (n >= min_customers) & (lift >= min_lift) & (a != b)
+        block = pd.DataFrame({"a": a[keep], "b": b[keep], "c": confidence[keep], "l": lift[keep]})
+        block = block.sort_values(["a", "l", "b"], ascending=[True, False, True], kind="stable")
+        blocks.append(block.groupby("a", sort=False).head(top))
+    found = pd.concat(blocks, ignore_index=True)
     rules = pd.DataFrame(
         {
-            "product_id": p_index[a].astype(str),
-            "other": p_index[b].astype(str),
-            "confidence": confidence[a, b].astype(float),
-            "lift": lift[a, b].astype(float),
+            "product_id": p_index[found["a"].to_numpy()].astype(str),
+            "other": p_index[found["b"].to_numpy()].astype(str),
+            "confidence": found["c"].to_numpy(dtype=float),
+            "lift": found["l"].to_numpy(dtype=float),
         }
     )
     rules = rules.sort_values(["product_id", "lift"], ascending=[True, False], kind="stable")

@@ -83,3 +83,51 @@ def test_co_purchase_rules_match_a_brute_force_count():
     }
     assert got == expected and expected  # P0 <-> P1 at least
     assert (found.groupby("product_id")["lift"].apply(lambda s: s.is_monotonic_decreasing)).all()
+
+
+BIG_CATALOG = """
+import resource, sys
+import numpy as np, pandas as pd
+from features.profile import co_purchase_rules, TOP_RULES
+
+rng = np.random.default_rng(7)
+products, customers, each = 50_000, 3_000, 300
+weights = 1.0 / np.arange(1, products + 1) ** 0.9  # long-tail popularity
+weights /= weights.sum()
+picks = [rng.choice(products, size=each, replace=False, p=weights) for _ in range(customers)]
+bought = pd.DataFrame({
+    "customer_id": np.repeat([f"C{c}" for c in range(customers)], each),
+    "product_id": np.char.add("P", np.concatenate(picks).astype(str)),
+})
+rules = co_purchase_rules(bought)
+assert rules.groupby("product_id").size().max() <= TOP_RULES
+peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print(len(bought), bought["product_id"].nunique(), len(rules), peak // 1024)
+"""
+
+
+def test_co_purchase_rules_on_a_50000_product_catalog_stay_within_memory():
+    """3,000 customers owning 300 products each from a 50,000-product long-tail catalog:
+    the rules are found with the process limited to 3 GiB of address space (a products x
+    products matrix alone would be 20 GB) and a peak resident memory under 1 GiB."""
+    import resource
+    import subprocess
+    import sys
+
+    limit = 3 * 2**30
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    done = subprocess.run(
+        [sys.executable, "-c", BIG_CATALOG],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=cap,
+        env={**__import__("os").environ, "OPENBLAS_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines, catalog, rules, peak_mb = map(int, done.stdout.split())
+    assert lines == 900_000 and catalog > 20_000 and rules > 0
+    assert peak_mb < 1024, f"peak {peak_mb} MB"
