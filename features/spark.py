@@ -73,6 +73,8 @@ def session(master: str | None = None, conf: dict[str, str] | None = None) -> Sp
     settings = {
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+        # pandas writes TIMESTAMP(NANOS), which Spark refuses: read as longs, see read_table
+        "spark.sql.legacy.parquet.nanosAsLong": "true",
         "spark.sql.execution.arrow.maxRecordsPerBatch": "100000",
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
@@ -111,12 +113,32 @@ def read_contract(spark: SparkSession, folder: Path) -> dict[str, DataFrame]:
     for name in KEYED:
         if name not in files:
             continue
-        frame = spark.read.parquet(str(files[name]))
+        frame = read_table(spark, files[name], name)
         columns = [c.name for c in TABLES[name].columns if c.name in frame.columns]
         if name == "events":
             columns = [c for c in EVENT_COLUMNS if c in frame.columns]
         frames[name] = frame.select(*columns)
     return frames
+
+
+def read_table(spark: SparkSession, path: Path, name: str) -> DataFrame:
+    """Contract table ``name`` from Parquet (a file or a folder of parts), as other tools
+    write it: a timestamp column in nanoseconds (pandas' unit, which Spark reads as a long
+    under ``spark.sql.legacy.parquet.nanosAsLong``) becomes a timestamp, cut to Spark's
+    microseconds the way the single-machine build cuts it (towards the past)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import LongType
+
+    frame = spark.read.parquet(str(path))
+    kinds = {c.name: c.kind for c in TABLES[name].columns}
+    for field in frame.schema.fields:
+        if kinds.get(field.name) == "timestamp" and isinstance(field.dataType, LongType):
+            nanos = F.col(field.name)
+            micros = F.expr(f"(`{field.name}` - pmod(`{field.name}`, 1000)) div 1000")
+            frame = frame.withColumn(
+                field.name, F.when(nanos.isNull(), None).otherwise(F.timestamp_micros(micros))
+            )
+    return frame
 
 
 def tagged_by_customer(frames: dict[str, DataFrame]) -> DataFrame:

@@ -29,6 +29,7 @@ from features.spark import (
     arrow_schema,
     parquet_tables,
     per_customer_partition,
+    read_table,
     tagged_by_customer,
 )
 from training.registry import PURPOSES, REGISTERED
@@ -89,7 +90,7 @@ def score_on_spark(
     frames = {
         name: spark.read.parquet(str(_table(snapshot, name))) for name in ("customers", "pairs")
     }
-    frames["consents"] = spark.read.parquet(str(consents)).select(
+    frames["consents"] = read_table(spark, consents, "consents").select(
         "customer_id", "purpose", "granted", "recorded_at"
     )
 
