@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 
 @dataclass(frozen=True)
@@ -54,3 +54,22 @@ class FeatureConfig:
     def longest_window(self) -> int:
         """The longest engagement window, in days."""
         return max(self.engagement_windows)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> FeatureConfig:
+        """The settings as a snapshot's manifest or a model version stores them (JSON: lists
+        for tuples); keys a later version added take their defaults."""
+        known = {f.name for f in fields(cls)}
+        settings = {k: v for k, v in values.items() if k in known}
+        if "engagement_windows" in settings:
+            settings["engagement_windows"] = tuple(settings["engagement_windows"])
+        return cls(**settings)
+
+    def to_dict(self) -> dict:
+        """The settings as JSON-able values (the manifest's ``config``)."""
+        return asdict(self)
+
+    def differences(self, other: FeatureConfig) -> tuple[str, str]:
+        """The settings that differ, as ``name=value`` lists for this and ``other``."""
+        names = [f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
+        return tuple(", ".join(f"{n}={getattr(c, n)!r}" for n in names) for c in (self, other))  # type: ignore[return-value]

@@ -131,7 +131,13 @@ def train(
 
     as_of = as_utc(as_of)
     report = TrainReport(as_of=as_of.isoformat())
-    tags = {**(tags or {}), **recovery.process_tags(), recovery.BATCH: uuid.uuid4().hex}
+    tags = {
+        **(tags or {}),
+        **recovery.process_tags(),
+        recovery.BATCH: uuid.uuid4().hex,
+        # the settings travel with every model: scoring builds features the same way
+        registry.FEATURES_TAG: json.dumps(config.to_dict(), sort_keys=True),
+    }
     try:
         gate = {"margin": margin, "confidence": confidence}
         _train(tables, as_of, config, root, gate, tags, progress, current, report)

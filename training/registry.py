@@ -222,6 +222,20 @@ def discard(decisions: list[Decision]) -> None:
         client.delete_model_version(name, d.version)
 
 
+#: The version tag that carries the feature settings a model was trained with (JSON).
+FEATURES_TAG = "nextbest.features"
+
+
+def trained_settings(kind: str, version: str) -> dict | None:
+    """The feature settings version ``version`` of ``kind`` was trained with, or None for a
+    version trained before the settings travelled with the model."""
+    import json
+
+    tags = MlflowClient().get_model_version(REGISTERED[kind], version).tags
+    raw = tags.get(FEATURES_TAG)
+    return json.loads(raw) if raw else None
+
+
 def champion_versions() -> dict[str, str]:
     """The champion version of each registered model that has one."""
     from mlflow.exceptions import MlflowException

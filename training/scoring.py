@@ -58,6 +58,60 @@ def load_champions() -> tuple[dict, dict[str, str]]:
     return champions, versions
 
 
+def trained_with(versions: dict[str, str]) -> FeatureConfig | None:
+    """The feature settings the champions (``versions``: kind -> version) were trained with,
+    from each version's :data:`training.registry.FEATURES_TAG`; None when none carries them
+    (versions trained before the settings travelled with the models).
+
+    Raises
+    ------
+    BadInputError
+        When two champions were trained with different settings: nothing can score them
+        together.
+    """
+    from training import registry
+
+    found = {}
+    for kind, version in versions.items():
+        settings = registry.trained_settings(kind, version)
+        if settings is not None:
+            found[f"{kind} v{version}"] = FeatureConfig.from_dict(settings)
+    if not found:
+        return None
+    (first, config), *rest = found.items()
+    for other, theirs in rest:
+        if theirs != config:
+            mine, their = config.differences(theirs)
+            raise BadInputError(
+                f"the champions were trained with different feature settings ({first}: {mine};"
+                f" {other}: {their}): train them together with `nextbest train`"
+            )
+    return config
+
+
+def settings_for(versions: dict[str, str], config: FeatureConfig | None) -> FeatureConfig:
+    """The feature settings to build with for the champions ``versions``: theirs (``config``,
+    when given, must agree), else ``config``, else the defaults."""
+    trained = trained_with(versions)
+    if trained is None:
+        return config or FeatureConfig()
+    if config is not None:
+        check_settings(config, trained, "the features asked for")
+    return trained
+
+
+def check_settings(config: FeatureConfig, trained: FeatureConfig | None, what: str) -> None:
+    """Refuse, in one line, features built with other settings than the champions' (None:
+    champions that do not say)."""
+    if trained is not None and config != trained:
+        built, theirs = config.differences(trained)
+        raise BadInputError(
+            f"{what} {'are' if what.endswith('asked for') else 'was'} built with {built}; the"
+            f" champions were trained with {theirs}: build with theirs (`nextbest features`"
+            " takes them from the registry)"
+        )
+
+
 def score_frames(
     customers: pd.DataFrame,
     pairs: pd.DataFrame,
@@ -156,7 +210,7 @@ def score(
     tables: Tables | None = None,
     *,
     as_of: AsOf | None = None,
-    config: FeatureConfig,
+    config: FeatureConfig | None,
     out: str | os.PathLike,
     snapshot: str | os.PathLike | None = None,
     consents: pd.DataFrame | None = None,
@@ -174,8 +228,9 @@ def score(
         The contract tables to build features from (with ``as_of``).
     as_of : AsOf, optional
         The moment to build features at; settled to UTC here.
-    config : FeatureConfig
-        Feature settings of a build (a snapshot brings its own).
+    config : FeatureConfig or None
+        Feature settings of a build: None for the champions' own (a snapshot brings its
+        own, and must have been built with the champions').
     out : str or os.PathLike
         The folder to write: one Parquet file per model and ``scores.json``.
     snapshot : str or os.PathLike, optional
@@ -197,12 +252,11 @@ def score(
     if snapshot is not None:
         customers, pairs, manifest = read_snapshot(snapshot)
         as_of = as_utc(manifest["as_of"])
-        built_with = manifest["config"]
-        config = FeatureConfig(
-            **{**built_with, "engagement_windows": tuple(built_with["engagement_windows"])}
-        )
+        config = FeatureConfig.from_dict(manifest["config"])
+        check_settings(config, trained_with(versions), f"the snapshot {snapshot}")
     else:
         as_of = as_utc(as_of)
+        config = settings_for(versions, config)
         built = build_features(tables, as_of=as_of, config=config)
         customers, pairs = built.customers, built.pairs
     consents = tables.consents if consents is None and tables is not None else consents

@@ -33,7 +33,7 @@ from features.spark import (
     tagged_by_customer,
 )
 from training.registry import PURPOSES, REGISTERED
-from training.scoring import load_champions, score_frames
+from training.scoring import check_settings, load_champions, score_frames, trained_with
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -80,13 +80,13 @@ def score_on_spark(
         raise BadInputError(f"{snapshot}: not a feature snapshot (no manifest.json)")
     meta = json.loads((snapshot / "manifest.json").read_text())
     as_of = as_utc(meta["as_of"])
-    built = meta["config"]
-    config = FeatureConfig(**{**built, "engagement_windows": tuple(built["engagement_windows"])})
+    config = FeatureConfig.from_dict(meta["config"])
     dtypes = meta.get("dtypes", {})
     consents = parquet_tables(Path(data)).get("consents")
     if consents is None:
         raise BadInputError("score: the consents table is needed (marketing scores need consent)")
     champions, versions = load_champions()
+    check_settings(config, trained_with(versions), f"the snapshot {snapshot}")
     frames = {
         name: spark.read.parquet(str(_table(snapshot, name))) for name in ("customers", "pairs")
     }

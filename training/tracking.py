@@ -30,7 +30,7 @@ from training.clv import ClvResult, score_clv
 from training.gate import Decision
 from training.metrics import calibration_table
 from training.next_product import NextProductResult
-from training.registry import JOBS, PROFILE, PURPOSES, REGISTERED, experiment
+from training.registry import FEATURES_TAG, JOBS, PROFILE, PURPOSES, REGISTERED, experiment
 from training.replenishment import ReplenishmentResult
 
 if TYPE_CHECKING:
@@ -93,10 +93,12 @@ def _run(kind: str, root, tags: dict | None, as_of: str | None):
 
 
 def _about(params: dict, tags: dict | None, **settings) -> dict:
-    """The tags a registered version carries: as-of, data digest, settings."""
+    """The tags a registered version carries: as-of, data digest, the feature settings it
+    was trained with (:data:`training.registry.FEATURES_TAG`), its own settings."""
     return {
         "nextbest.as_of": params.get("as_of"),
         "nextbest.data_digest": (tags or {}).get("nextbest.data_digest"),
+        FEATURES_TAG: (tags or {}).get(FEATURES_TAG),
         **{f"nextbest.{k}": v for k, v in settings.items()},
     }
 

@@ -192,6 +192,19 @@ Horizon = Annotated[
 Window = Annotated[
     int, typer.Option("--replenish-window-days", help="Repurchase window W, in days.")
 ]
+#: score's settings: the champions' own unless given (and then they must agree)
+TrainedHorizon = Annotated[
+    int | None,
+    typer.Option(
+        "--churn-horizon-days", help="Churn horizon H (default: the champions' own).", min=1
+    ),
+]
+TrainedWindow = Annotated[
+    int | None,
+    typer.Option(
+        "--replenish-window-days", help="Repurchase window W (default: the champions' own).", min=1
+    ),
+]
 Tracking = Annotated[
     Path,
     typer.Option(
@@ -230,6 +243,21 @@ def quiet_mlflow() -> None:
     import mlflow  # noqa: F401 - configures its loggers on import, from the variable
 
     logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)  # "pip version"
+
+
+def champions_settings(mlruns: Path) -> FeatureConfig:
+    """The feature settings the champions in the store at ``mlruns`` (or
+    ``MLFLOW_TRACKING_URI``) were trained with; the defaults when there is no store yet, or
+    no champion that says. Champions that disagree are refused in one line."""
+    from features.config import FeatureConfig
+
+    if not os.environ.get("MLFLOW_TRACKING_URI") and not (mlruns / "mlflow.db").exists():
+        return FeatureConfig()  # no store: nothing trained yet, and none created here
+    from training import registry, scoring
+
+    quiet_mlflow()
+    registry.configure(mlruns)
+    return scoring.settings_for(registry.champion_versions(), None)
 
 
 def feature_config(horizon: int, window: int) -> FeatureConfig:

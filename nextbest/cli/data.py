@@ -23,6 +23,7 @@ from nextbest.cli.base import (
     SparkMaster,
     Stages,
     app,
+    champions_settings,
     check_engine,
     check_format,
     err_console,
@@ -242,17 +243,24 @@ def features(
     partitions: Partitions = 1,
     engine: Engine = "polars",
     spark_master: SparkMaster = None,
+    mlruns: Annotated[
+        Path,
+        typer.Option(
+            help="Build with the feature settings the champions of this MLflow store were"
+            " trained with (MLFLOW_TRACKING_URI overrides); the defaults without a store."
+        ),
+    ] = Path("mlruns"),
 ) -> None:
-    """Build point-in-time customer and customer x consumable features from a contract folder."""
+    """Build point-in-time customer and customer x consumable features from a contract folder,
+    with the settings the champions were trained with (so they can score them)."""
     from cdp.validation import check_in_partitions, load_contract
     from features.build import build_features
-    from features.config import FeatureConfig
     from features.inputs import as_inputs, order_span
     from features.io import write_parts, write_snapshot
     from features.partitions import build_partitions
 
     check_engine(engine)
-    config = FeatureConfig()
+    config = champions_settings(mlruns)
     moment = parse_as_of(as_of)
     whole = partitions == 1 and engine == "polars"
     with Stages("features", 3 if whole else 2) as stage:
@@ -294,7 +302,9 @@ def _build_on_spark(data, moment, out, partitions, master, config, overwrite) ->
     parquet_tables(data)  # before the session starts
     with spark_session(master) as spark, atomic_folder(out, overwrite=overwrite) as tmp:
         n = partitions if partitions > 1 else None
-        shape, rows = build_on_spark(spark, data, as_of=moment, out=tmp, partitions=n)
+        shape, rows = build_on_spark(
+            spark, data, as_of=moment, out=tmp, partitions=n, config=config
+        )
         used = n or int(spark.conf.get("spark.sql.shuffle.partitions"))
         return write_manifest(tmp, shape, config, data, rows=rows, engine="spark", partitions=used)
 

@@ -21,6 +21,8 @@ from nextbest.cli.base import (
     SparkMaster,
     Stages,
     Tracking,
+    TrainedHorizon,
+    TrainedWindow,
     Window,
     app,
     check_confidence,
@@ -143,8 +145,8 @@ def score(
         Path | None,
         typer.Option(help="A snapshot from `nextbest features` (instead of --as-of)."),
     ] = None,
-    horizon: Horizon = 90,
-    window: Window = 14,
+    horizon: TrainedHorizon = None,
+    window: TrainedWindow = None,
     mlruns: Tracking = Path("mlruns"),
     overwrite: Overwrite = False,
     engine: Engine = "polars",
@@ -168,7 +170,11 @@ def score(
         meta = _score_on_spark(features, data, out, partitions, spark_master, overwrite)
         _report_scores(meta, data, out)
         return
-    config = feature_config(horizon, window)
+    asked = horizon is not None or window is not None
+    if asked and features is not None:
+        raise BadInputError("score: --features brings its own settings; leave out the horizon")
+    # the champions' own settings, unless asked for (then they must agree with them)
+    config = feature_config(horizon or 90, window or 14) if asked else None
     tables = moment = consents = None
     if features is None:
         from cdp.validation import load_contract

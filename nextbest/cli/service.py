@@ -162,11 +162,11 @@ def suggest(
         if features is None:
             from cdp.validation import load_contract
             from features.build import build_features
-            from features.config import FeatureConfig
             from features.io import write_snapshot
+            from training.scoring import settings_for
 
             stage(f"building features as of {moment}")
-            config = FeatureConfig()
+            config = settings_for(versions, None)  # the champions' own
             built = build_features(load_contract(data), as_of=moment, config=config)
             features = Path(tmp) / "features"
             write_snapshot(built, config, data, features)

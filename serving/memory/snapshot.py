@@ -36,14 +36,18 @@ def load_snapshot(*, data: Path, features: Path) -> ServingState:
     from cdp.io import read_tables
     from features.config import FeatureConfig
     from features.io import read_snapshot
-    from training.scoring import load_champions, score_candidates, score_frames
+    from training.scoring import (
+        check_settings,
+        load_champions,
+        score_candidates,
+        score_frames,
+        trained_with,
+    )
 
     champions, versions = load_champions()
     customers, pairs, manifest = read_snapshot(features)
-    built_with = manifest["config"]
-    config = FeatureConfig(
-        **{**built_with, "engagement_windows": tuple(built_with["engagement_windows"])}
-    )
+    config = FeatureConfig.from_dict(manifest["config"])
+    check_settings(config, trained_with(versions), f"the snapshot {features}")
     as_of = as_utc(manifest["as_of"])
     scores = score_frames(
         customers, pairs, as_of=as_of, champions=champions, versions=versions, config=config

@@ -160,3 +160,61 @@ def test_train_rejects_a_bad_horizon(small_world_dir, tmp_path):
     )
     assert result.returncode == 2
     assert "horizon_days must be >= 1" in result.stderr
+
+
+def test_a_model_trained_with_a_30_day_horizon_is_used_end_to_end(small_world_dir, world, tmp_path):
+    """The settings travel with the champions: `features`, `score` and `suggest` build with
+    them; a snapshot built otherwise, and champions that disagree, are refused in one line."""
+    from mlflow import MlflowClient
+
+    from training import registry
+
+    as_of = AS_OF.date().isoformat()
+    mlruns = tmp_path / "mlruns"
+    data = ("--data", str(small_world_dir), "--as-of", as_of, "--mlruns", str(mlruns))
+    trained = nextbest("train", *data, "--churn-horizon-days", "30", "--sample-customers", "1200")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+
+    snapshot = tmp_path / "features"
+    built = nextbest("features", *data, "--out", str(snapshot))
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert json.loads((snapshot / "manifest.json").read_text())["config"]["horizon_days"] == 30
+    customers = pd.read_parquet(snapshot / "customers.parquet")
+    assert "expected_purchases_30d" in customers.columns
+
+    store = ("--data", str(small_world_dir), "--mlruns", str(mlruns))
+    for how in (("--features", str(snapshot)), ("--as-of", as_of)):
+        scored = nextbest("score", *store, *how, "--out", str(tmp_path / f"scores-{how[0]}"))
+        assert scored.returncode == 0, scored.stderr[-3000:]
+    for how in (("--features", str(snapshot)), ()):
+        out = tmp_path / f"suggest{len(how)}"
+        suggested = nextbest("suggest", *data, *how, "--out", str(out))
+        assert suggested.returncode == 0, suggested.stderr[-3000:]
+        assert len(pd.read_parquet(out / "suggestions.parquet")) > 0
+
+    # a snapshot built with the defaults (the shared world's) cannot be scored by them
+    other = nextbest("suggest", *data, "--features", str(world / "features"), "--out", "x")
+    assert other.returncode == 2 and other.stderr.count("error:") == 1, other.stderr
+    assert "horizon_days=90" in other.stderr and "horizon_days=30" in other.stderr
+    asked = nextbest("score", *data, "--churn-horizon-days", "90", "--out", str(tmp_path / "s"))
+    assert asked.returncode == 2 and "the champions were trained with" in asked.stderr
+
+    # champions that disagree (one retagged as if trained with the default horizon)
+    registry.configure(mlruns)
+    version = registry.champion_versions()["clv"]
+    settings = json.loads(
+        MlflowClient()
+        .get_model_version(registry.REGISTERED["clv"], version)
+        .tags[registry.FEATURES_TAG]
+    )
+    MlflowClient().set_model_version_tag(
+        registry.REGISTERED["clv"],
+        version,
+        registry.FEATURES_TAG,
+        json.dumps(settings | {"horizon_days": 90}),
+    )
+    mixed = nextbest("score", *data, "--out", str(tmp_path / "mixed"))
+    assert mixed.returncode == 2
+    assert mixed.returncode == 2 and mixed.stderr.count("error:") == 1, mixed.stderr
+    assert "the champions were trained with different feature settings" in mixed.stderr
+    assert not (tmp_path / "mixed").exists()
