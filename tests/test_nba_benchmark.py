@@ -44,3 +44,39 @@ def test_the_history_holds_no_row_after_the_cut():
     for name, column in TIMES.items():
         assert past[name][column].tolist() == stamps[:2], name
     assert past["products"].equals(PRODUCTS)
+
+
+def test_hit_at_1_splits_into_repeat_and_new_items():
+    ranked = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c"],
+            "rank": [1, 1, 1],
+            "product_id": ["P-INK", "P-MUG", "P-LAMP"],
+        }
+    )
+    bought = pd.DataFrame(
+        {"customer_id": ["a", "b", "c"], "product_id": ["P-INK", "P-MUG", "P-INK"]}
+    )
+    before = pd.DataFrame({"customer_id": ["a", "c"], "product_id": ["P-INK-2", "P-LAMP"]})
+    margin = PRODUCTS.set_index("product_id")["price"] * 0.3
+    got = scores(ranked, bought, pd.Index(["a", "b", "c"]), families(PRODUCTS), margin, before)
+    # a: ink again (bought as the 2-pack before), a repeat hit; b: a new hit; c: a miss
+    assert (got["hit@1"], got["hit@1 repeat"], got["hit@1 new"]) == (2 / 3, 1 / 3, 1 / 3)
+
+
+def test_p_topfreq_and_the_last_basket_by_hand():
+    from benchmarks.nba import baselines
+
+    ts = pd.Timestamp
+    orders = pd.DataFrame(
+        {
+            "customer_id": ["a"] * 5,
+            "product_id": ["milk", "milk", "tea", "eggs", "tea"],
+            "ordered_at": [ts(f"2025-06-{d:02d}T10:00Z") for d in (1, 8, 8, 20, 15)],
+            "quantity": [1, 2, 1, 1, 1],
+        }
+    )
+    pairs = pd.DataFrame(columns=["customer_id", "product_id", "expected_next_purchase_at"])
+    got = baselines({"orders": orders}, pairs, ts("2025-06-30", tz="UTC"), 14)
+    assert got["P-TopFreq"]["product_id"].tolist() == ["tea", "milk", "eggs"]  # tea: later
+    assert got["repeat last basket"]["product_id"].tolist() == ["eggs"]

@@ -104,9 +104,42 @@ def test_trained_on_earlier_windows_and_judged_on_a_later_one(dataset, cutoffs):
 
     result = train_next_product(dataset, window_days=W)
     metrics = result.metrics
-    for baseline in ("popularity", "co_purchase_lift", "bought_lately"):
+    for baseline in (
+        "popularity",
+        "co_purchase_lift",
+        "bought_lately",
+        "p_topfreq",
+        "repeat_last_basket",
+    ):
         assert metrics.loc["model", "roc_auc"] > metrics.loc[baseline, "roc_auc"], metrics
         assert metrics.loc["model", "hit_at_1"] > metrics.loc[baseline, "hit_at_1"], metrics
     # calibrated on a later slice: the mean probability is near the later rate
     p = result.classifier.predict_proba(dataset["valid"])
     assert abs(p.mean() - dataset["valid"]["bought"].mean()) < 0.03
+
+
+def test_the_repeat_baselines_by_hand():
+    """P-TopFreq puts the customer's most often bought family first (recency breaks a tie);
+    repeat-last-basket the families of their last purchase day (the most bought first)."""
+    from training.next_product import baselines
+
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["a", "a", "a", "a", "b", "b"],
+            "product_id": ["milk", "eggs", "tea", "new", "milk", "tea"],
+            "family_purchase_days": [9, 3, 9, 0, 1, 1],
+            "days_since_family": [5.0, 1.0, 2.0, None, 10.0, 3.0],
+            "popularity_90d": [0.5, 0.2, 0.1, 0.9, 0.5, 0.1],
+            "co_purchase_lift": [None] * 6,
+        }
+    )
+    scored = baselines(frame)
+
+    def order(name, customer):
+        mine = frame["customer_id"] == customer
+        return frame.loc[mine, "product_id"].iloc[(-scored[name][mine]).argsort(kind="stable")]
+
+    assert order("p_topfreq", "a").tolist() == ["tea", "milk", "eggs", "new"]
+    assert order("p_topfreq", "b").tolist() == ["tea", "milk"]
+    assert order("repeat_last_basket", "a").tolist()[0] == "eggs"
+    assert order("repeat_last_basket", "b").tolist()[0] == "tea"
