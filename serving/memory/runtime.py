@@ -141,8 +141,8 @@ def load_state(rt: Runtime, config: ServeConfig):
 
 def replay(rt: Runtime, state) -> dict[str, int]:
     """Apply the whole online log to a new state, except the rows the snapshot holds
-    already: a row dated at or before its as-of came with the CDP export it was built from,
-    and an order whose ``order_id`` the state shows is there once. Customers, identities,
+    already, found by identity whatever their dates (:mod:`serving.memory.known`: a row the
+    CDP delivered late, dated before the as-of, is not in the export). Customers, identities,
     exposures and erasures always apply. Returns the rows applied per table."""
     entries = rt.online.read(rt.online.start)
     state.position = entries[-1].position if entries else rt.online.start
@@ -171,11 +171,13 @@ def catch_up(rt: Runtime) -> None:
 
 
 def _apply(rt: Runtime, state, entries: list[Entry], *, snapshot: bool) -> dict[str, dict]:
-    """Apply entries in order, each batch's rows as one ``state.apply``; returns its counts
-    by batch id. ``snapshot``: skip the rows the snapshot holds (see :func:`replay`)."""
+    """Apply entries in order, each batch's rows the state does not hold already
+    (:meth:`~serving.memory.state.ServingState.new_rows`) as one
+    :func:`~serving.memory.updates.apply`; returns its counts by batch id. ``snapshot``:
+    replaying onto a new state (another worker's reloads are not followed then)."""
     results = {}
     for batch, group in itertools.groupby(entries, key=lambda e: e.batch):
-        rows: dict[str, list] = {kind: [] for kind in ROWS}
+        found: dict[str, list[dict]] = {kind: [] for kind in ROWS}
         for entry in group:
             row = rt.unlock(entry.secret)
             if entry.kind == "feedback":
@@ -188,8 +190,12 @@ def _apply(rt: Runtime, state, entries: list[Entry], *, snapshot: bool) -> dict[
             elif entry.kind == "reload":  # another worker reloaded: follow it, in the background
                 if not snapshot and row["origin"] != origin():
                     threading.Thread(target=rt.reload, daemon=True, name="nextbest-follow").start()
-            elif not (snapshot and _in_snapshot(state, entry.kind, row)):
-                rows[entry.kind].append(ROWS[entry.kind].model_validate_json(json.dumps(row)))
+            else:
+                found[entry.kind].append(row)
+        rows = {
+            kind: [ROWS[kind].model_validate_json(json.dumps(row)) for row in fresh]
+            for kind, fresh in ((k, state.new_rows(k, v)) for k, v in found.items())
+        }
         if any(rows.values()):
             results[batch] = updates.apply(state, EventBatch.model_construct(**rows))
     return results
@@ -198,13 +204,6 @@ def _apply(rt: Runtime, state, entries: list[Entry], *, snapshot: bool) -> dict[
 def origin() -> str:
     """This worker process, as named in the log's ``reload`` entries."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _in_snapshot(state, kind: str, row: dict) -> bool:
-    when = row.get(ROW_TIMES.get(kind, ""))
-    if when is not None and datetime.fromisoformat(when) <= state.as_of:
-        return True
-    return kind == "orders" and state.has_order(row["customer_id"], row["order_id"])
 
 
 def state_of(rt: Runtime):

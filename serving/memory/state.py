@@ -11,11 +11,14 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 
+import numpy as np
+
 from policy.catalog import Catalog
 from policy.learning import Factors
 from policy.profile import Context, CrossSell, Profile
 from policy.ranking import Ranking, rank
-from serving.memory.customer import Customer, consent_in_force
+from serving.memory.customer import Customer, consent_in_force, utc
+from serving.memory.known import unseen
 
 
 class ServingState:
@@ -34,6 +37,8 @@ class ServingState:
         self.lock = threading.Lock()
         #: how far along the online log this state is (:mod:`serving.memory.online`), set by replay
         self.position: object = None
+        #: the snapshot's order lines and events, hashed (:mod:`serving.memory.known`)
+        self.known_rows = np.empty(0, np.uint64)
 
     # -- requests --------------------------------------------------------------------------
 
@@ -152,10 +157,19 @@ class ServingState:
         )
         return float(model.calibrate(raw)[0])
 
-    def has_order(self, customer_id: str, order_id: str) -> bool:
-        """Whether ``order_id`` is among the customer's recent orders already."""
-        c = self.customers.get(customer_id)
-        return c is not None and any(o["order_id"] == order_id for o in c.recent_orders)
+    def new_rows(self, kind: str, rows: list[dict]) -> list[dict]:
+        """The ``rows`` of ``kind`` (as the online log holds them) that this state does not
+        hold already, by identity (:mod:`serving.memory.known`): an order line or event of
+        the snapshot, or a consent record the customer's history has."""
+        if kind != "consents":
+            return unseen(kind, rows, self.known_rows)
+        fresh = []
+        for row in rows:
+            c = self.customers.get(row["customer_id"])
+            record = (utc(row["recorded_at"]), bool(row["granted"]))
+            if c is None or record not in c.consents.get(row["purpose"], ()):
+                fresh.append(row)
+        return fresh
 
     def owner(self, customer_id: str | None, anonymous_id: str | None) -> str | None:
         """Whose event this is: its customer id, or the customer whose cookie or device

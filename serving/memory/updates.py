@@ -53,8 +53,9 @@ def apply(state: ServingState, batch: EventBatch) -> dict:
                 continue
             c.last_order_at = max(filter(None, (c.last_order_at, at)))
             c.owned.add(order.product_id)
+            # newest first, wherever a late row's date puts it
             c.recent_orders.insert(
-                0,
+                bisect.bisect_left(c.recent_orders, -at.timestamp(), key=_newest_first),
                 {
                     "order_id": order.order_id,
                     "ordered_at": at,
@@ -125,3 +126,7 @@ def _reset(item: Consumable, at: datetime, cycle_days: float | None, units: int)
         next_purchase_p10_at=item.next_purchase_p10_at + shift,
         next_purchase_p90_at=item.next_purchase_p90_at + shift,
     )
+
+
+def _newest_first(order: dict) -> float:
+    return -order["ordered_at"].timestamp()

@@ -324,11 +324,12 @@ def test_a_consent_withdrawn_online_withholds_every_score_at_once(server, due, w
 
 def test_rows_accepted_online_survive_a_reload_and_a_restart(server, due, world, small_world_dir):
     """A consent withdrawal, an order and a new identity sent to /events are each still in
-    force after POST /admin/reload and in a second service started on the stored state."""
+    force after POST /admin/reload and in a second service started on the stored state; so
+    are a withdrawal and an order a CDP delivered late, dated before the snapshot's as-of."""
     import sqlite3
 
     customers = pd.read_parquet(world / "features" / "customers.parquet")["customer_id"]
-    customer = next(
+    consenting = (
         c
         for c in customers[::-1]
         if c != due["customer_id"]
@@ -337,6 +338,7 @@ def test_rows_accepted_online_survive_a_reload_and_a_restart(server, due, world,
         .get("churn_probability")
         is not None
     )
+    customer, late = next(consenting), next(consenting)
     product = pd.read_parquet(small_world_dir / "products.parquet")["product_id"].iloc[0]
     at = (pd.Timestamp(NOW) - pd.Timedelta(hours=1)).isoformat()
     batch = {
@@ -358,8 +360,31 @@ def test_rows_accepted_online_survive_a_reload_and_a_restart(server, due, world,
         ],
     }
     assert server.post("/events", json=batch, headers=H_ADMIN).status_code == 200
+    # a CDP delivering late: rows dated an hour before the snapshot's as-of, not in it
+    before = (AS_OF - pd.Timedelta(hours=1)).isoformat()
+    late_rows = {
+        "consents": [
+            {"customer_id": late, "purpose": "marketing", "granted": False, "recorded_at": before}
+        ],
+        "orders": [
+            {
+                "order_id": "late-order-1",
+                "customer_id": late,
+                "ordered_at": before,
+                "product_id": product,
+                "quantity": 1,
+                "amount": 12.5,
+            }
+        ],
+    }
+    assert server.post("/events", json=late_rows, headers=H_ADMIN).status_code == 200
 
     def in_force(client) -> None:
+        mine = client.get("/profile", params={"customer_id": late}, headers=H_CHAT).json()
+        assert mine["marketing_allowed"] is False and mine["churn_probability"] is None, mine
+        assert "late-order-1" in [o["order_id"] for o in mine["recent_orders"]], mine
+        answer = suggest(client, {"customer_id": late})
+        assert all(a["purpose"] == "service" for a in answer["actions"]), answer
         ask = {"id_type": "messenger", "id_value": "psid-online-1"}
         profile = client.get("/profile", params=ask, headers=H_CHAT).json()
         assert profile["customer_id"] == customer, profile

@@ -9,6 +9,7 @@ import pytest
 from serving.memory import updates
 from serving.memory.customer import consent_in_force
 from serving.memory.snapshot import index_products
+from serving.schemas import EventBatch
 
 T = datetime(2025, 6, 30, 12, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -138,3 +139,44 @@ def test_a_durable_the_customer_owns_is_never_cross_sold_even_bought_a_minute_ag
     assert offered() == ["P-LAMP"]
     c.consents["marketing"].append((T - DAY / 2, False))
     assert offered() == [] and state.profile("c1", T).cross_sell == []
+
+
+def test_a_row_is_known_by_its_identity_not_by_its_date():
+    """Rows the snapshot holds are skipped whatever their dates; rows it does not hold are
+    applied, a late one dated before the as-of too, and a late order lands in date order."""
+    import pandas as pd
+
+    from serving.memory.known import snapshot_keys
+
+    state = _ink_state()
+    c = state.customers["c1"]
+    c.consents["marketing"] = [(T - 400 * DAY, True)]
+    for days, order_id in ((3, "o3"), (9, "o2")):
+        c.recent_orders.append(
+            {"order_id": order_id, "ordered_at": T - days * DAY, "amount": 5.0, "lines": 1}
+        )
+    snapshot = {
+        "orders": pd.DataFrame({"order_id": ["o2", "o3"], "product_id": ["P-MUG", "P-MUG"]}),
+        "events": pd.DataFrame({"event_id": ["e1"]}),
+    }
+    state.known_rows = snapshot_keys(snapshot)
+    late = (T - 5 * DAY).isoformat()
+    order = {"customer_id": "c1", "ordered_at": late, "quantity": 1, "amount": 5.0}
+    orders = [
+        order | {"order_id": "o2", "product_id": "P-MUG"},  # in the snapshot
+        order | {"order_id": "o2", "product_id": "P-INK"},  # another line of it: not
+        order | {"order_id": "o9", "product_id": "P-MUG"},  # late, not in the snapshot
+    ]
+    assert [o["product_id"] for o in state.new_rows("orders", orders)] == ["P-INK", "P-MUG"]
+    event = {"customer_id": "c1", "occurred_at": late, "source": "web", "event_type": "x"}
+    events = [event | {"event_id": "e1"}, event | {"event_id": "e2"}]
+    assert [e["event_id"] for e in state.new_rows("events", events)] == ["e2"]
+    consent = {"customer_id": "c1", "purpose": "marketing", "source": "cdp"}
+    held = consent | {"granted": True, "recorded_at": (T - 400 * DAY).isoformat()}
+    withdrawn = consent | {"granted": False, "recorded_at": late}  # late: before the as-of
+    assert state.new_rows("consents", [held, withdrawn]) == [withdrawn]
+
+    updates.apply(state, EventBatch.model_validate({"orders": orders[2:]}))
+    assert [o["order_id"] for o in c.recent_orders] == ["o3", "o9", "o2"]
+    updates.apply(state, EventBatch.model_validate({"consents": [withdrawn]}))
+    assert not state.allows("c1", "marketing", T)
