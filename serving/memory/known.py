@@ -9,8 +9,9 @@ a row dated before the snapshot's as-of may not be in the export it was built fr
 purpose, recorded_at, granted)`` found in the customer's history. Customers and identities
 are idempotent and always apply.
 
-The snapshot's order lines and events are held as sorted 64-bit hashes: 8 bytes a row, not
-the ids themselves (a collision, about n² / 2⁶⁵, would skip one row).
+The snapshot's order lines and ticket events are held as sorted 64-bit hashes: 8 bytes a
+row, not the ids themselves (a collision, about n² / 2⁶⁵, would skip one row). Other events
+are the same applied once or twice (the lowest recent sentiment), so they are not held.
 """
 
 from __future__ import annotations
@@ -30,9 +31,18 @@ def row_keys(kind: str, frame: pd.DataFrame) -> np.ndarray:
     return pd.util.hash_pandas_object(text, index=False).to_numpy()
 
 
+#: The events that change a state when applied twice (open tickets are counted); the
+#: others (a sentiment's minimum) are the same applied once or twice.
+COUNTED = ("ticket_opened", "ticket_resolved")
+
+
 def snapshot_keys(tables: dict[str, pd.DataFrame]) -> np.ndarray:
-    """Sorted, distinct hashes of the order lines and events of the contract tables."""
-    keys = [row_keys(kind, tables[kind]) for kind in IDENTITY if kind in tables]
+    """Sorted, distinct hashes of the order lines and the ticket events of the contract
+    tables: memory grows with order lines and tickets, not with every event."""
+    frames = dict(tables)
+    if "events" in frames:
+        frames["events"] = frames["events"][frames["events"]["event_type"].isin(COUNTED)]
+    keys = [row_keys(kind, frames[kind]) for kind in IDENTITY if kind in frames]
     return np.unique(np.concatenate(keys)) if keys else np.empty(0, np.uint64)
 
 

@@ -157,7 +157,7 @@ def test_a_row_is_known_by_its_identity_not_by_its_date():
         )
     snapshot = {
         "orders": pd.DataFrame({"order_id": ["o2", "o3"], "product_id": ["P-MUG", "P-MUG"]}),
-        "events": pd.DataFrame({"event_id": ["e1"]}),
+        "events": pd.DataFrame({"event_id": ["e1", "e0"], "event_type": ["ticket_opened", "x"]}),
     }
     state.known_rows = snapshot_keys(snapshot)
     late = (T - 5 * DAY).isoformat()
