@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EDGES = {
     ("nextbest/cli/base.py", "parse_as_of"),  # --as-of, --since, --until
     ("serving/config.py", "from_env"),  # NEXTBEST_NOW
-    ("serving/memory/state.py", "load"),  # a snapshot's manifest
+    ("serving/memory/snapshot.py", "load_snapshot"),  # a snapshot's manifest
     ("training/scoring.py", "score"),  # the notebook API, and a snapshot's manifest
     ("training/pipeline.py", "train"),  # the notebook API
     ("training/dataset.py", "training_cutoffs"),
@@ -31,7 +31,7 @@ EDGES = {
     ("features/labels.py", "next_product_labels"),
     ("features/candidates.py", "next_product_candidates"),  # the notebook API
     ("training/retrain.py", "latest_complete_day"),  # a moment made from the data
-    ("cdp/world/generate.py", "__post_init__"),  # WorldConfig(as_of=...)
+    ("cdp/world/config.py", "__post_init__"),  # WorldConfig(as_of=...)
     ("cdp/summary.py", "world_summary"),
 }
 
