@@ -34,6 +34,7 @@ from serving.schemas import (
     SegmentOut,
     SuggestRequest,
     SuggestResponse,
+    folded,
 )
 from serving.security import CALLER
 
@@ -149,6 +150,7 @@ def resolve(
     rt: Runtime, customer_id: str | None, id_type: str | None, id_value: str | None
 ) -> str | None:
     """The known customer a reference names (an id, or an identity), or ``None``."""
+    id_type = folded(id_type) if id_type is not None else None
     return scoring_state(rt).resolve(customer_id, id_type, id_value)
 
 
@@ -212,7 +214,7 @@ def band(value: float | None, edges: tuple[float, float]) -> str | None:
 def consent_of(rt: Runtime, customer_id: str, purpose: str, route: str) -> bool:
     """Whether ``customer_id``'s consent for ``purpose`` is in force now (audited)."""
     state, now = scoring_state(rt), rt.clock()
-    allowed = state.allows(customer_id, purpose, now)
+    allowed = state.allows(customer_id, folded(purpose), now)
     audit(rt, route, rt.pseudonym(customer_id), now, ["service"], [])
     return allowed
 
@@ -268,7 +270,10 @@ def ingest_segment(rt: Runtime, messages: list, route: str) -> SegmentOut:
     fresh = rt.online.claim(list(first), now)
     todo = [m for message_id, m in first.items() if message_id in fresh]
     try:
-        rows = segment.to_batch(todo, now, set(state.products))
+        try:
+            rows = segment.to_batch(todo, now, set(state.products))
+        except segment.Refused as error:
+            raise HTTPException(422, error.problems) from None
         try:
             batch = EventBatch.model_validate_json(json.dumps(rows))
         except pydantic.ValidationError as error:

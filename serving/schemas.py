@@ -63,8 +63,18 @@ class Strict(BaseModel):
         return value
 
 
+def folded(value: str) -> str:
+    """A name compared without case: ``"Marketing "`` is ``marketing`` (purposes, id types,
+    event types are lowercase words in the data contract)."""
+    return value.strip().casefold()
+
+
+#: A lowercase contract word (purpose, id type, event type), folded at the door.
+Word = Annotated[str, pydantic.AfterValidator(folded), Field(min_length=1, max_length=64)]
+
+
 class Identity(Strict):
-    id_type: str = Field(min_length=1, max_length=64, examples=["messenger"])
+    id_type: Word = Field(examples=["messenger"])
     id_value: str = Field(min_length=1, max_length=256, examples=["psid-1234"])
 
 
@@ -250,7 +260,7 @@ class EventIn(Strict):
     anonymous_id: str | None = None
     occurred_at: Moment
     source: str = Field(min_length=1)
-    event_type: str = Field(min_length=1)
+    event_type: Word
     product_id: str | None = None
     sentiment: Number | None = Field(default=None, ge=-1, le=1)
 
@@ -263,7 +273,7 @@ class EventIn(Strict):
 
 class ConsentIn(Strict):
     customer_id: str = Field(min_length=1)
-    purpose: str = Field(min_length=1)
+    purpose: Word
     granted: pydantic.StrictBool
     recorded_at: Moment
     source: str | None = None
@@ -271,7 +281,7 @@ class ConsentIn(Strict):
 
 class IdentityIn(Strict):
     customer_id: str = Field(min_length=1)
-    id_type: str = Field(min_length=1)
+    id_type: Word
     id_value: str = Field(min_length=1)
     move: pydantic.StrictBool = Field(
         default=False,

@@ -17,7 +17,9 @@ with ``products[]`` and a ``userId``           (``product_id`` or ``sku``, ``qua
                                                the ``anonymousId`` (``cookie``); locale from
                                                ``traits.locale`` or ``context.locale``; a
                                                consent per ``traits.consent_<purpose>`` (true
-                                               or false, e.g. ``consent_marketing``)
+                                               or false, e.g. ``consent_marketing``; the text
+                                               true/false, yes/no, 1/0 too; anything else is
+                                               a 422 naming the trait)
 ``alias``                                      identity ``cookie`` = ``previousId`` of
                                                ``userId``
 ``page``, ``screen``                           an event ``page_view`` (source web / app)
@@ -27,7 +29,9 @@ any other ``track``                            an event; ``Product Viewed`` is
                                                (``Coupon Applied``: ``coupon_applied``)
 =============================================  ================================================
 
-Events keep ``properties.product_id`` when the catalog has it. A message's time is its
+Events keep ``properties.product_id`` when the catalog has it. Purposes, id types and event
+types are folded to lowercase (:func:`serving.schemas.folded`); text that is not UTF-8
+anywhere in a message is a 422. A message's time is its
 ``timestamp`` (else ``receivedAt``, else now). Messages are deduplicated on ``messageId``
 by the caller (:meth:`serving.memory.feedback.FeedbackStore.new_messages`).
 """
@@ -39,17 +43,58 @@ import re
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Kind = Literal["track", "identify", "page", "screen", "alias"]
 EVENT_TYPES = {"Product Viewed": "product_view", "Product Added": "add_to_cart"}
 CONSENT_TRAIT = "consent_"
 
 
+#: What a consent trait may say besides a JSON boolean (CDPs send strings), folded.
+TRUTHS = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
+
+
+class Refused(ValueError):
+    """Messages the service refuses (a 422): ``problems`` names each field."""
+
+    def __init__(self, problems: list[dict]) -> None:
+        super().__init__(f"{len(problems)} refused")
+        self.problems = problems
+
+
+def _text_everywhere(value, where: tuple = ()) -> list[tuple]:
+    """Where ``value`` (any JSON) holds text that is not UTF-8 (a lone surrogate)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return [where]
+        return []
+    if isinstance(value, dict):
+        return [
+            p
+            for k, v in value.items()
+            for p in _text_everywhere(k, where) + _text_everywhere(v, (*where, str(k)))
+        ]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _text_everywhere(v, (*where, i))]
+    return []
+
+
 class Message(BaseModel):
-    """One Segment-spec message; fields beyond these are accepted and ignored."""
+    """One Segment-spec message; fields beyond these are accepted and ignored. Text that is
+    not UTF-8 anywhere in it (a lone surrogate, in a trait or a property too) is a 422."""
 
     model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _utf8(cls, data):
+        bad = _text_everywhere(data)
+        if bad:
+            field = ".".join(str(part) for part in bad[0]) or "message"
+            raise ValueError(f"{field}: not valid UTF-8 text (a lone surrogate)")
+        return data
 
     type: Kind | None = None  # a single-message route fills it from its path
     messageId: str = Field(min_length=1, max_length=256)
@@ -128,12 +173,26 @@ def _identify(m: Message, at: str, rows: dict[str, list]) -> None:
     if locale := traits.get("locale") or m.context.get("locale"):
         rows["customers"].append({"customer_id": m.userId, "locale": str(locale)})
     for trait, value in traits.items():
-        if trait.startswith(CONSENT_TRAIT) and isinstance(value, bool):
+        if trait.startswith(CONSENT_TRAIT):
+            granted = value if isinstance(value, bool) else None
+            if isinstance(value, str):
+                granted = TRUTHS.get(value.strip().casefold())
+            if granted is None:
+                raise Refused(
+                    [
+                        {
+                            "loc": ["body", "traits", trait],
+                            "msg": "a consent trait is true or false (a boolean, or the text"
+                            " true/false, yes/no, 1/0)",
+                            "type": "bool_type",
+                        }
+                    ]
+                )
             rows["consents"].append(
                 {
                     "customer_id": m.userId,
                     "purpose": trait[len(CONSENT_TRAIT) :],
-                    "granted": value,
+                    "granted": granted,
                     "recorded_at": at,
                     "source": "segment",
                 }

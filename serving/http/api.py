@@ -19,12 +19,13 @@ from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from serving import answers, segment
 from serving.http import problems
 from serving.memory.audit import erase_held, held
 from serving.memory.feedback import StoreUnavailable
-from serving.memory.online import Entry
+from serving.memory.online import Entry, RedisLog
 from serving.memory.runtime import Runtime, origin, state_of
 from serving.schemas import (
     ERRORS,
@@ -90,15 +91,28 @@ async def _runtime(request: Request) -> Runtime:
 Live = Annotated[Runtime, Depends(_runtime)]
 
 
+async def _off_the_loop(rt: Runtime, answer, *args):
+    """``answer(rt, *args)`` in the event loop with the embedded log (no call that can hang),
+    in the thread pool with Redis: each request first reads the shared log, and a Redis that
+    hangs must hold that request for its timeout, not the loop (nor ``/livez``)."""
+    if isinstance(rt.online, RedisLog):
+        return await run_in_threadpool(answer, rt, *args)
+    return answer(rt, *args)
+
+
 @app.post("/suggest", response_model=SuggestResponse, responses=ERRORS, **CHATBOT)
 async def suggest(request: SuggestRequest, rt: Live) -> SuggestResponse:
     """Ranked, explained next best actions for one customer in a conversation."""
-    return answers.suggest_one(rt, request)
+    return await _off_the_loop(rt, answers.suggest_one, request)
 
 
 @app.post("/suggest/batch", response_model=BatchResponse, responses=ERRORS, **CHATBOT)
 async def suggest_batch(request: BatchRequest, rt: Live) -> BatchResponse:
     """The same for many customers (campaigns, CRM)."""
+    return await _off_the_loop(rt, _batch, request)
+
+
+def _batch(rt: Runtime, request: BatchRequest) -> BatchResponse:
     return BatchResponse(responses=[answers.suggest_one(rt, r) for r in request.requests])
 
 
@@ -126,6 +140,10 @@ async def profile(
                 }
             ],
         )
+    return await _off_the_loop(rt, _profile, customer_id, id_type, id_value)
+
+
+def _profile(rt: Runtime, customer_id, id_type, id_value) -> ProfileOut:
     resolved = answers.resolve(rt, customer_id, id_type, id_value)
     if resolved is None:
         raise HTTPException(404, "unknown customer")

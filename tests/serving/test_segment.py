@@ -35,9 +35,10 @@ def test_identify_gives_identities_locale_and_consents():
     assert ("phone_sha256", hashlib.sha256(b"+886912345678").hexdigest()) in ids
     assert ("cookie", "a1") in ids and len(ids) == 3
     assert got["customers"] == [{"customer_id": "C1", "locale": "zh-TW"}]
-    [consent] = got["consents"]  # only boolean consent_* traits
+    consent, note = got["consents"]  # a boolean, or the text of one
     assert consent["purpose"] == "marketing" and consent["granted"] is False
     assert consent["recorded_at"] == AT
+    assert note["purpose"] == "note" and note["granted"] is True
 
 
 def test_orders_aliases_pages_and_other_tracks():
@@ -104,3 +105,58 @@ def test_who_may_push(monkeypatch, secret):
         assert _post(app, {"x-api-key": admin}, b'{"a": 1}') == 401
         assert _post(app, {"x-signature": signature}, b'{"a": 2}') == 401
         assert _post(app, {"x-signature": signature.upper()}, b'{"a": 1}') == 200
+
+
+@pytest.mark.parametrize(
+    ("value", "granted"),
+    [("false", False), (" FALSE ", False), ("True", True), ("no", False), ("1", True)],
+)
+def test_a_consent_trait_sent_as_text_is_read_as_a_boolean(value, granted):
+    got = rows(
+        {"type": "identify", "messageId": "m1", "userId": "C1", "timestamp": AT,
+         "traits": {"consent_marketing": value}}
+    )  # fmt: skip
+    assert [c["granted"] for c in got["consents"]] == [granted]
+
+
+@pytest.mark.parametrize("value", ["maybe", 2, None, ["false"]])
+def test_a_consent_trait_that_is_no_boolean_is_refused_naming_it(value):
+    from serving.segment import Refused
+
+    with pytest.raises(Refused) as refused:
+        rows(
+            {"type": "identify", "messageId": "m1", "userId": "C1", "timestamp": AT,
+             "traits": {"consent_marketing": value}}
+        )  # fmt: skip
+    assert refused.value.problems[0]["loc"] == ["body", "traits", "consent_marketing"]
+
+
+@pytest.mark.parametrize(
+    "where",
+    [{"traits": {"email": "a\ud800@b.c"}}, {"properties": {"products": [{"sku": "\udfff"}]}}],
+    ids=["trait", "nested property"],
+)
+def test_a_lone_surrogate_anywhere_in_a_message_is_refused(where):
+    """As JSON's \\ud800 escape arrives: a lone surrogate in a str, once parsed."""
+    import pydantic
+
+    body = {"type": "identify", "messageId": "m", "userId": "C1"} | where
+    with pytest.raises(pydantic.ValidationError, match="lone surrogate"):
+        Message.model_validate(body)
+
+
+def test_purposes_id_types_and_event_types_are_folded_at_the_door():
+    from serving.schemas import EventBatch
+
+    batch = EventBatch.model_validate(
+        {
+            "consents": [{"customer_id": "C1", "purpose": " Marketing", "granted": False,
+                          "recorded_at": AT}],
+            "identities": [{"customer_id": "C1", "id_type": "Messenger", "id_value": "P-1"}],
+            "events": [{"event_id": "e", "customer_id": "C1", "occurred_at": AT,
+                        "source": "web", "event_type": "Ticket_Opened"}],
+        }
+    )  # fmt: skip
+    assert batch.consents[0].purpose == "marketing"
+    assert batch.identities[0].id_type == "messenger" and batch.identities[0].id_value == "P-1"
+    assert batch.events[0].event_type == "ticket_opened"
