@@ -19,7 +19,7 @@ from fastapi import HTTPException
 from policy.learning import explore
 from policy.locales import answer_locale
 from policy.profile import Context
-from serving.memory.feedback import Recorded
+from serving.memory.feedback import Claimed, Recorded, StoreUnavailable
 from serving.memory.online import Entry
 from serving.memory.runtime import ROW_TIMES, Runtime, catch_up, learned, state_of
 from serving.schemas import (
@@ -42,6 +42,8 @@ from serving.security import CALLER
 #: scores drive marketing actions, so an answer carries them only when
 #: :meth:`ServingState.allows` says this purpose's consent is in force.
 MODEL_PURPOSE = "marketing"
+#: How often a Segment batch is looked at again when other requests claim its messages.
+CLAIM_TRIES = 3
 #: The counts of a batch nothing of which was applied: every count field of ``Applied``.
 NO_ROWS = tuple(name for name in Applied.model_fields if name != "created")
 SKIPPED = (
@@ -219,10 +221,14 @@ def consent_of(rt: Runtime, customer_id: str, purpose: str, route: str) -> bool:
     return allowed
 
 
-def ingest(rt: Runtime, batch: EventBatch, route: str = "/events") -> Applied:
+def ingest(
+    rt: Runtime, batch: EventBatch, route: str = "/events", claims: list[str] = ()
+) -> Applied:
     """Check, store, then apply a batch of contract rows: all refused rows in one 422 and
     nothing applied, or every row stored (sealed and encrypted for :func:`replay`) before
-    it is applied. A moved identity is audited for both customers."""
+    it is applied. The rows, the ids of the Segment messages they came from (``claims``)
+    and the shared log's entries are written together or not at all: a 503 stored nothing.
+    A moved identity is audited for both customers."""
     state, now = state_of(rt), rt.clock()
     refused = refusals(batch, state, now)
     if refused:
@@ -240,9 +246,15 @@ def ingest(rt: Runtime, batch: EventBatch, route: str = "/events") -> Applied:
         if state.identities.get((i.id_type, i.id_value), i.customer_id) != i.customer_id
     ]
     batch_id = uuid.uuid4().hex
-    rt.feedback.record_events(rows, now, batch_id)
-    rt.online.append(
-        [Entry(kind, secret, batch_id, who, anonymous) for kind, who, _, anonymous, secret in rows]
+    entries = [
+        Entry(kind, secret, batch_id, who, anonymous) for kind, who, _, anonymous, secret in rows
+    ]
+    rt.feedback.record_events(
+        rows,
+        now,
+        batch_id,
+        claims=claims,
+        publish=lambda: rt.online.append(entries, claims, now),
     )
     catch_up(rt)  # applies this batch, after whatever the log held before it
     # no counts: an empty batch, or a reload in between replayed it with the rest of the log
@@ -267,9 +279,9 @@ def ingest_segment(rt: Runtime, messages: list, route: str) -> SegmentOut:
     first = {}
     for m in messages:
         first.setdefault(m.messageId, m)
-    fresh = rt.online.claim(list(first), now)
-    todo = [m for message_id, m in first.items() if message_id in fresh]
-    try:
+    for _ in range(CLAIM_TRIES):
+        fresh = rt.online.unclaimed(list(first))
+        todo = [m for message_id, m in first.items() if message_id in fresh]
         try:
             rows = segment.to_batch(todo, now, set(state.products))
         except segment.Refused as error:
@@ -282,11 +294,12 @@ def ingest_segment(rt: Runtime, messages: list, route: str) -> SegmentOut:
                 for e in error.errors(include_input=False, include_url=False)
             ]
             raise HTTPException(422, problems) from None
-        applied = ingest(rt, batch, route)
-    except BaseException:
-        rt.online.release(sorted(fresh))  # refused: a corrected retry must apply
-        raise
-    return SegmentOut(applied=applied, duplicates=len(messages) - len(todo))
+        try:  # claimed with the rows: a refused or failed batch claims nothing
+            applied = ingest(rt, batch, route, [m.messageId for m in todo])
+        except Claimed:  # another request applied some of them meanwhile: look again
+            continue
+        return SegmentOut(applied=applied, duplicates=len(messages) - len(todo))
+    raise StoreUnavailable("the same Segment messages are being applied by other requests")
 
 
 def refusals(batch: EventBatch, state, now: datetime) -> list[dict]:
@@ -337,7 +350,13 @@ def record_feedback(rt: Runtime, item: FeedbackIn) -> FeedbackOut:
         given = rt.online.answer(item.request_id)
         if given is not None:
             rt.feedback.adopt(item.request_id, *given)
-    recorded = rt.feedback.record_feedback(item, now)
+    exposure = {"action": item.action, "product_id": item.product_id}
+    exposure |= {"request_id": item.request_id, "at": now.isoformat()}
+
+    def publish(who: str | None) -> None:  # in the store's transaction: both or neither
+        rt.online.append([Entry("feedback", rt.lock(exposure), who=who)])
+
+    recorded = rt.feedback.record_feedback(item, now, publish if rt.online.shared else None)
     if recorded is Recorded.UNKNOWN_REQUEST:
         raise HTTPException(404, f"unknown request_id {item.request_id!r}")
     if recorded is Recorded.NOT_OFFERED:
@@ -352,8 +371,4 @@ def record_feedback(rt: Runtime, item: FeedbackIn) -> FeedbackOut:
                 }
             ],
         )
-    who, _ = rt.feedback.answered(item.request_id)
-    exposure = {"action": item.action, "product_id": item.product_id}
-    exposure |= {"request_id": item.request_id, "at": now.isoformat()}
-    rt.online.append([Entry("feedback", rt.lock(exposure), who=who)])
     return FeedbackOut(stored=True)

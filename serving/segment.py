@@ -33,7 +33,7 @@ Events keep ``properties.product_id`` when the catalog has it. Purposes, id type
 types are folded to lowercase (:func:`serving.schemas.folded`); text that is not UTF-8
 anywhere in a message is a 422. A message's time is its
 ``timestamp`` (else ``receivedAt``, else now). Messages are deduplicated on ``messageId``
-by the caller (:meth:`serving.memory.feedback.FeedbackStore.new_messages`).
+by the caller (:func:`serving.answers.ingest_segment`), claimed only with their rows.
 """
 
 from __future__ import annotations

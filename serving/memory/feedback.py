@@ -39,6 +39,7 @@ import os
 import sqlite3
 import threading
 from collections import OrderedDict, defaultdict
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import Enum
 from pathlib import Path
@@ -55,6 +56,15 @@ RECENT = 100_000  # request ids kept in memory for feedback
 BUSY_SECONDS = 2.0  # how long a write waits for a lock held by another process
 
 logger = logging.getLogger("nextbest.serving")
+
+
+class Claimed(Exception):
+    """Segment messages another request applied while this one was applying them: nothing
+    of this request was written."""
+
+    def __init__(self, message_ids: list[str]) -> None:
+        super().__init__(f"{len(message_ids)} messages claimed meanwhile")
+        self.message_ids = message_ids
 
 
 class StoreUnavailable(Exception):
@@ -111,7 +121,10 @@ class FeedbackStore:
             self.path, check_same_thread=False, isolation_level=None, timeout=BUSY_SECONDS
         )
         db.execute("pragma journal_mode=wal")
-        db.execute("pragma synchronous=normal")
+        # FULL: a commit the service acknowledged survives a power loss (NORMAL in WAL mode
+        # may lose the last commits); suggestions are written in 50 ms batches, so the
+        # fsync per commit is paid by /events and /feedback only
+        db.execute("pragma synchronous=full")
         db.execute("pragma secure_delete=on")
         self._inode = os.stat(self.path).st_ino
         return db
@@ -164,9 +177,13 @@ class FeedbackStore:
         """Write every suggestion record so far."""
         self._batches.flush()
 
-    def record_feedback(self, item: FeedbackIn, at: datetime) -> Recorded:
-        """Store ``item`` (a :class:`serving.http.api.FeedbackIn`) if its request id is known and
-        its action and product are among what that answer returned."""
+    def record_feedback(
+        self, item: FeedbackIn, at: datetime, publish: Callable[[str | None], None] | None = None
+    ) -> Recorded:
+        """Store ``item`` (a :class:`serving.schemas.FeedbackIn`) if its request id is known
+        and its action and product are among what that answer returned. ``publish(customer)``
+        (sharing the exposure with other workers) runs inside the write's transaction: when
+        it fails, nothing is stored and its error is raised."""
         with self._writing():
             if item.request_id in self._recent:
                 customer, offered = self._recent[item.request_id]
@@ -181,19 +198,27 @@ class FeedbackStore:
                 self.adopt(item.request_id, customer, offered)
             if not {(item.action, item.product_id), (item.action, ANY)} & offered:
                 return Recorded.NOT_OFFERED
-            self._db.execute(
-                "insert into feedback values (?, ?, ?, ?, ?, ?)",
-                (
-                    item.request_id,
-                    customer,
-                    item.action,
-                    item.product_id,
-                    item.outcome,
-                    at.isoformat(),
-                ),
-            )
+            row = (item.request_id, customer, item.action, item.product_id, item.outcome)
+            with self._transaction():
+                self._db.execute(
+                    "insert into feedback values (?, ?, ?, ?, ?, ?)", (*row, at.isoformat())
+                )
+                if publish is not None:
+                    publish(customer)
             self.expose(customer, item.action, item.product_id, item.request_id, at)
         return Recorded.STORED
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        """One transaction (under :meth:`_writing`): committed when the block ends, rolled
+        back when it raises."""
+        self._db.execute("begin")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("rollback")
+            raise
+        self._db.execute("commit")
 
     def expose(
         self, customer: str | None, action: str, product_id: str | None, request_id: str, at
@@ -216,26 +241,38 @@ class FeedbackStore:
             self._recent.popitem(last=False)
 
     def record_events(
-        self, rows: list[tuple[str, str | None, dict, str | None, str]], at: datetime, batch: str
+        self,
+        rows: list[tuple[str, str | None, dict, str | None, str]],
+        at: datetime,
+        batch: str,
+        *,
+        claims: list[str] = (),
+        publish: Callable[[], None] | None = None,
     ) -> None:
         """Store one batch of ingested contract rows, sealed (:func:`cdp.privacy.sealed_row`)
         and encrypted for the online log (:func:`cdp.privacy.lock_row`): ``(table, subject
-        pseudonym, sealed row, anonymous id token, encrypted row)`` each."""
+        pseudonym, sealed row, anonymous id token, encrypted row)`` each, with the ids of the
+        Segment messages they came from (``claims``: :class:`Claimed` when one was applied
+        meanwhile), in one transaction; ``publish()`` (appending to a shared log) runs inside
+        it, so the rows, the claims and the log entries are written together or not at all."""
         with self._writing():
-            self._db.execute("begin")
             try:
-                self._db.executemany(
-                    "insert into ingested (at, kind, customer, row, anonymous, secret, batch)"
-                    " values (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (at.isoformat(), kind, who, json.dumps(row), anonymous, secret, batch)
-                        for kind, who, row, anonymous, secret in rows
-                    ],
-                )
-                self._db.execute("commit")
-            except BaseException:
-                self._db.execute("rollback")
-                raise
+                with self._transaction():
+                    self._db.executemany(
+                        "insert into ingested (at, kind, customer, row, anonymous, secret, batch)"
+                        " values (?, ?, ?, ?, ?, ?, ?)",
+                        [
+                            (at.isoformat(), kind, who, json.dumps(row), anonymous, secret, batch)
+                            for kind, who, row, anonymous, secret in rows
+                        ],
+                    )
+                    self._db.executemany(
+                        "insert into messages values (?, ?)", [(m, at.isoformat()) for m in claims]
+                    )
+                    if publish is not None:
+                        publish()
+            except sqlite3.IntegrityError:
+                raise Claimed(list(claims)) from None
             self._last = self._db.execute("select coalesce(max(seq), 0) from ingested").fetchone()[
                 0
             ]
@@ -262,21 +299,6 @@ class FeedbackStore:
                 query = f"select message_id from messages where message_id in ({marks})"
                 seen.update(row[0] for row in self._db.execute(query, chunk))
         return set(message_ids) - seen
-
-    def remember_messages(self, message_ids: list[str], at: datetime) -> None:
-        """Record message ids as applied, so a retry of the same message is not."""
-        with self._writing():
-            self._db.executemany(
-                "insert or ignore into messages values (?, ?)",
-                [(m, at.isoformat()) for m in message_ids],
-            )
-
-    def forget_messages(self, message_ids: list[str]) -> None:
-        """Undo :meth:`remember_messages` (their batch was refused)."""
-        with self._writing():
-            self._db.executemany(
-                "delete from messages where message_id = ?", [(m,) for m in message_ids]
-            )
 
     @staticmethod
     def _about(table: str, pseudonyms: set[str], anonymous: set[str]) -> tuple[str, tuple]:

@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 
 from cdp.errors import BadInputError
 from serving.memory.batching import BATCH_SECONDS, BatchWriter
-from serving.memory.feedback import StoreUnavailable
+from serving.memory.feedback import Claimed, StoreUnavailable
 
 if TYPE_CHECKING:
     from serving.memory.feedback import FeedbackStore
@@ -89,8 +89,11 @@ class EmbeddedLog:
     def __init__(self, store: FeedbackStore) -> None:
         self.store = store
 
-    def append(self, entries: list[Entry]) -> None:
-        """Nothing to do: the rows are in the store already (``record_events``)."""
+    def append(
+        self, entries: list[Entry], claims: list[str] = (), at: datetime | None = None
+    ) -> None:
+        """Nothing to do: the rows (and the claims) are in the store already, written in
+        the same transaction (``record_events``)."""
 
     def read(self, after) -> list[Entry]:
         """The entries after position ``after``, in order."""
@@ -99,15 +102,9 @@ class EmbeddedLog:
             for seq, batch, kind, secret in self.store.ingested_after(after)
         ]
 
-    def claim(self, message_ids: list[str], at: datetime) -> set[str]:
-        """The message ids not applied before, now marked as applied."""
-        fresh = self.store.new_messages(message_ids)
-        self.store.remember_messages(sorted(fresh), at)
-        return fresh
-
-    def release(self, message_ids: list[str]) -> None:
-        """Give claims back (their batch was refused)."""
-        self.store.forget_messages(message_ids)
+    def unclaimed(self, message_ids: list[str]) -> set[str]:
+        """The message ids not applied before (claimed only with their rows)."""
+        return self.store.new_messages(message_ids)
 
     def remember_answer(self, request_id: str, who: str | None, actions: list) -> None:
         """Nothing to share: the store remembers its own answers."""
@@ -159,14 +156,38 @@ class RedisLog:
         except self._errors as error:
             raise StoreUnavailable(f"the online store (Redis): {error}") from None
 
-    def append(self, entries: list[Entry]) -> None:
-        """Add entries in one transaction (a batch stays contiguous)."""
-        with self._talking():
-            pipe = self.client.pipeline(transaction=True)
-            for e in entries:
-                fields = {"k": e.kind, "s": e.secret, "b": e.batch, "w": e.who, "a": e.anonymous}
-                pipe.xadd(self.stream, {k: v for k, v in fields.items() if v is not None})
-            pipe.execute()
+    def append(
+        self, entries: list[Entry], claims: list[str] = (), at: datetime | None = None
+    ) -> None:
+        """Add entries in one transaction (a batch stays contiguous), with the claims of the
+        Segment messages they came from (``SET``, kept :data:`KEEP_SECONDS`): both or
+        neither. Claims are watched from before the transaction: :class:`Claimed` when
+        another worker claimed one of them meanwhile (nothing written)."""
+        import redis
+
+        keys = [f"{self.prefix}:message:{m}" for m in claims]
+        with self._talking(), self.client.pipeline(transaction=True) as pipe:
+            try:
+                if keys:
+                    pipe.watch(*keys)
+                    taken = [m for m, v in zip(claims, pipe.mget(keys), strict=True) if v]
+                    if taken:
+                        raise Claimed(taken)
+                pipe.multi()
+                for key in keys:
+                    pipe.set(key, at.isoformat(), ex=KEEP_SECONDS)
+                for e in entries:
+                    fields = {
+                        "k": e.kind,
+                        "s": e.secret,
+                        "b": e.batch,
+                        "w": e.who,
+                        "a": e.anonymous,
+                    }
+                    pipe.xadd(self.stream, {k: v for k, v in fields.items() if v is not None})
+                pipe.execute()
+            except redis.WatchError:
+                raise Claimed(list(claims)) from None
 
     def read(self, after) -> list[Entry]:
         """The entries after stream id ``after``, in order: one ``XREAD`` when nothing is
@@ -190,18 +211,14 @@ class RedisLog:
                     return found
                 after = items[-1][0]
 
-    def claim(self, message_ids: list[str], at: datetime) -> set[str]:
-        """The message ids no worker claimed before, now claimed (``SET NX``: atomic)."""
+    def unclaimed(self, message_ids: list[str]) -> set[str]:
+        """The message ids no worker claimed before (claimed only with their rows, in
+        :meth:`append`)."""
+        if not message_ids:
+            return set()
         with self._talking():
-            pipe = self.client.pipeline(transaction=False)
-            for m in message_ids:
-                pipe.set(f"{self.prefix}:message:{m}", at.isoformat(), nx=True, ex=KEEP_SECONDS)
-            return {m for m, won in zip(message_ids, pipe.execute(), strict=True) if won}
-
-    def release(self, message_ids: list[str]) -> None:
-        with self._talking():
-            if message_ids:
-                self.client.delete(*(f"{self.prefix}:message:{m}" for m in message_ids))
+            found = self.client.mget([f"{self.prefix}:message:{m}" for m in message_ids])
+        return {m for m, value in zip(message_ids, found, strict=True) if value is None}
 
     def remember_answer(self, request_id: str, who: str | None, actions: list) -> None:
         """Keep an answer's customer (pseudonym) and ``(action, product_id)`` pairs, so
@@ -254,3 +271,9 @@ class RedisLog:
                 if theirs:
                     gone += self.client.delete(*theirs)
         return gone
+
+
+def _fields(e: Entry) -> dict[str, str]:
+    """An entry as a stream entry's fields (absent ones left out)."""
+    fields = {"k": e.kind, "s": e.secret, "b": e.batch, "w": e.who, "a": e.anonymous}
+    return {k: v for k, v in fields.items() if v is not None}

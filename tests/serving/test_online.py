@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from conftest import SERVE_NOW, launch_service, serving_args, stop_service
+from serving.memory.feedback import StoreUnavailable
 from serving.memory.online import Entry, RedisLog
 from test_cli import nextbest
 
@@ -47,12 +48,25 @@ def test_the_log_keeps_order_batches_whole_and_reads_after_a_position(log):
     assert log.read(read[-1].position) == []
 
 
-def test_a_message_is_claimed_once_across_workers_and_released_when_refused(log, redis_url):
+def test_a_message_is_claimed_once_across_workers_and_only_with_its_rows(log, redis_url):
+    from serving.memory.feedback import Claimed
+
     other = RedisLog(redis_url, prefix="nextbest-test")  # a second worker's connection
-    assert log.claim(["m1", "m2"], T0) == {"m1", "m2"}
-    assert other.claim(["m2", "m3"], T0) == {"m3"}
-    other.release(["m3"])
-    assert log.claim(["m3"], T0) == {"m3"}
+    assert log.unclaimed(["m1", "m2"]) == {"m1", "m2"}
+    log.append([Entry("orders", "o1", "b1")], ["m1", "m2"], T0)
+    assert other.unclaimed(["m2", "m3"]) == {"m3"}
+    with pytest.raises(Claimed):  # m2 is taken: neither the claim of m3 nor the rows land
+        other.append([Entry("orders", "o2", "b2")], ["m2", "m3"], T0)
+    assert [e.secret for e in log.read(log.start)] == ["o1"]
+    assert log.unclaimed(["m3"]) == {"m3"}
+    admin = redis.Redis.from_url(redis_url)
+    admin.execute_command("ACL", "SETUSER", "default", "-xadd")
+    try:  # the append refused: the claims are not kept either
+        with pytest.raises(StoreUnavailable):
+            log.append([Entry("orders", "o3", "b3")], ["m3"], T0)
+    finally:
+        admin.execute_command("ACL", "SETUSER", "default", "+xadd")
+    assert log.unclaimed(["m3"]) == {"m3"}
 
 
 def test_an_erasure_removes_the_subjects_entries_and_answers_only(log):
@@ -305,3 +319,49 @@ def test_livez_stays_quick_while_redis_hangs(pair, redis_url):
         thread.join(timeout=60)
     # each under 100 ms (about 3 ms here); the first waited 9.8 s when the loop read Redis
     assert max(took) < 0.1, took
+
+
+def test_a_503_stores_and_claims_nothing_and_its_retry_applies_once(pair, redis_url, world):
+    """Redis refusing appends (ACL -xadd): a Segment message and a feedback item each get 503
+    with nothing stored or claimed; once Redis takes them, the retries apply once."""
+    import sqlite3
+    from pathlib import Path
+
+    from conftest import feedback_for
+
+    client, _, args, _ = pair
+    db = Path(args[args.index("--state") + 1]) / "serving.db"
+
+    def count(table: str) -> int:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            return con.execute(f"select count(*) from {table}").fetchone()[0]
+
+    [customer] = _scored_customers(client, world, 1, set())
+    message = {
+        "messageId": "fault-message-1",
+        "userId": customer,
+        "traits": {"consent_marketing": "false"},
+    }
+    answer = client.post("/suggest", json={"customer_id": customer}, headers=H_CHAT).json()
+    item = feedback_for(answer, "accepted")
+    time.sleep(0.3)  # the answer record reaches Redis in its 50 ms batch
+    before = {t: count(t) for t in ("ingested", "feedback", "messages")}
+    admin = redis.Redis.from_url(redis_url)
+    admin.execute_command("ACL", "SETUSER", "default", "-xadd")
+    try:
+        refused = client.post("/v1/identify", json=message, headers=H_ADMIN)
+        assert refused.status_code == 503, refused.text
+        lost = client.post("/feedback", json=item, headers=H_CHAT)
+        assert lost.status_code == 503, lost.text
+    finally:
+        admin.execute_command("ACL", "SETUSER", "default", "+xadd")
+    assert {t: count(t) for t in before} == before  # nothing stored, nothing claimed
+    retried = client.post("/v1/identify", json=message, headers=H_ADMIN)
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["applied"]["consents"] == 1 and retried.json()["duplicates"] == 0
+    again = client.post("/v1/identify", json=message, headers=H_ADMIN).json()
+    assert again["duplicates"] == 1 and again["applied"]["consents"] == 0
+    assert client.post("/feedback", json=item, headers=H_CHAT).status_code == 200
+    assert count("feedback") == before["feedback"] + 1
+    profile = client.get("/profile", params={"customer_id": customer}, headers=H_CHAT).json()
+    assert profile["marketing_allowed"] is False
