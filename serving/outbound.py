@@ -4,13 +4,17 @@ Email, LINE or push before the ink runs out needs the same answer a chatbot gets
 everyone, ahead of time. :func:`suggest_all` asks the served state the same question
 ``/suggest`` asks (:meth:`~serving.memory.state.ServingState.ranking`: the same policy, consent
 rules, cooldowns and caps), once per customer, and returns the answers as one table; the
-benchmark of the policy (``make eval-nba``) scores exactly this table.
+benchmark of the policy (``make eval-nba``) scores exactly this table. With a service's
+state folder (:func:`with_online_rows`), what the service accepted online is applied first:
+a consent withdrawn through any door holds here too.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 
 import pandas as pd
 
@@ -91,3 +95,24 @@ def suggest_all(
         "withheld_for_consent": withheld,
     }
     return frame, summary
+
+
+def with_online_rows(state, folder: Path, mlruns: Path, now: datetime) -> Callable:
+    """Apply to ``state`` what the service whose state folder is ``folder`` accepted online
+    (its log: the embedded store in ``serving.db``, or ``NEXTBEST_ONLINE_STORE``), by the rule
+    every door follows (:mod:`serving.memory.known`); returns customer id -> their exposures
+    (cooldowns and caps) as the service keeps them, for :func:`suggest_all`. Needs
+    ``NEXTBEST_PSEUDONYM_KEY`` (the rows are kept encrypted). The folder is only read."""
+    from cdp.errors import BadInputError
+    from serving.config import ServeConfig
+    from serving.memory.runtime import open_runtime, replay
+
+    if not (folder / "serving.db").is_file():
+        raise BadInputError(f"--state: {folder} holds no serving.db (a service's --state folder)")
+    rt = open_runtime(ServeConfig(state=folder, mlruns=mlruns), reload=dict)
+    replay(rt, state)
+
+    def exposures(customer_id: str) -> dict:
+        return rt.feedback.exposures(rt.pseudonym(customer_id), now)
+
+    return exposures

@@ -145,6 +145,15 @@ def suggest(
     ] = None,
     mlruns: Tracking = Path("mlruns"),
     overwrite: Overwrite = False,
+    service_state: Annotated[
+        Path | None,
+        typer.Option(
+            "--state",
+            help="A service's --state folder: apply what it accepted online first (its log,"
+            " or NEXTBEST_ONLINE_STORE's), with its cooldowns and caps; needs"
+            " NEXTBEST_PSEUDONYM_KEY.",
+        ),
+    ] = None,
 ) -> None:
     """Next best actions for every customer at once (outbound campaigns): the same policy,
     consent rules and texts as /suggest; marketing only with marketing consent in force."""
@@ -154,11 +163,12 @@ def suggest(
     from cdp.io import atomic_folder, write_table
     from policy.catalog import DEFAULT, load_catalog
     from serving.memory.snapshot import load_snapshot
-    from serving.outbound import suggest_all
+    from serving.outbound import suggest_all, with_online_rows
 
     moment = parse_as_of(as_of)
     versions = _champions(mlruns)
-    with Stages("suggest", 3) as stage, tempfile.TemporaryDirectory() as tmp:
+    steps = 3 if service_state is None else 4
+    with Stages("suggest", steps) as stage, tempfile.TemporaryDirectory() as tmp:
         if features is None:
             from cdp.validation import load_contract
             from features.build import build_features
@@ -178,9 +188,13 @@ def suggest(
                 f"--features: the snapshot is as of {state.as_of.isoformat()}, after --as-of"
                 f" {moment.isoformat()}"
             )
+        exposures = None
+        if service_state is not None:
+            stage(f"applying what the service at {service_state} accepted online")
+            exposures = with_online_rows(state, service_state, mlruns, moment)
         stage(f"ranking {len(state.customers):,} customers")
         frame, summary = suggest_all(
-            state, load_catalog(DEFAULT), now=moment, max_actions=max_actions
+            state, load_catalog(DEFAULT), now=moment, max_actions=max_actions, exposures=exposures
         )
         stage(f"writing {out}")
         meta = {"as_of": moment.isoformat(), "model_versions": versions, **summary}

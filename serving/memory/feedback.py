@@ -101,6 +101,8 @@ class FeedbackStore:
         self._db.executescript(schema.SCHEMA)
         #: the highest ``seq`` written: reading the log after it needs no query
         self._last = self._db.execute("select coalesce(max(seq), 0) from ingested").fetchone()[0]
+        #: SQLite's count of other connections' commits when ``_last`` was read
+        self._version = self._db.execute("pragma data_version").fetchone()[0]
         self._lock = threading.Lock()
         # customer -> (action, product) -> request id -> when first given feedback
         self._shown: dict[str, dict[tuple[str, str | None], dict[str, datetime]]] = defaultdict(
@@ -279,7 +281,17 @@ class FeedbackStore:
 
     def ingested_after(self, seq: int) -> list[tuple[int, str | None, str, str]]:
         """``(seq, batch, table, encrypted row)`` of every stored online row after ``seq``,
-        in the order accepted (rows stored before replay existed have no encrypted copy)."""
+        in the order accepted (rows stored before replay existed have no encrypted copy).
+        Rows another process wrote to the same file count too (``nextbest mcp`` beside
+        ``nextbest serve`` on one ``--state``): SQLite's ``data_version`` tells, for the
+        price of a pragma, when to look for them."""
+        with self._lock:
+            version = self._db.execute("pragma data_version").fetchone()[0]
+            if version != self._version:  # another connection committed
+                self._version = version
+                self._last = self._db.execute(
+                    "select coalesce(max(seq), 0) from ingested"
+                ).fetchone()[0]
         if seq >= self._last:
             return []
         with self._lock:

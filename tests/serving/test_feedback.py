@@ -101,3 +101,24 @@ def test_a_store_from_before_the_online_log_gets_positions_in_the_order_rows_cam
     store = FeedbackStore(path)
     assert store.ingested_after(0) == [(1, None, "orders", "first"), (3, None, "orders", "third")]
     assert FeedbackStore(path).ingested_after(1) == [(3, None, "orders", "third")]  # idempotent
+
+
+def test_rows_another_process_stores_are_read_at_the_next_look(tmp_path):
+    """`nextbest mcp` beside `nextbest serve` on one --state: the rows one writes are in the
+    other's log at its next read (a second connection to the file stands for the process)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "serving.db"
+    reader = FeedbackStore(path)
+    assert reader.ingested_after(0) == []
+    writer = (
+        "import sys; from datetime import datetime, UTC;"
+        " from pathlib import Path; from serving.memory.feedback import FeedbackStore;"
+        " FeedbackStore(Path(sys.argv[1])).record_events("
+        "[('consents', 'ps_a', {}, None, 'sealed-1')], datetime.now(UTC), 'b1')"
+    )
+    done = subprocess.run([sys.executable, "-c", writer, str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert reader.ingested_after(0) == [(1, "b1", "consents", "sealed-1")]
+    assert reader.ingested_after(1) == []

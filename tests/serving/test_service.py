@@ -429,6 +429,55 @@ def test_rows_accepted_online_survive_a_reload_and_a_restart(server, due, world,
         stop_service(again)
 
 
+def test_every_door_reads_the_same_log(server, world, small_world_dir, due, tmp_path):
+    """A withdrawal the service acknowledged holds in an MCP server started on the same
+    --state before it (at its next answer) and in `nextbest suggest --state`."""
+    import os
+
+    from conftest import PSEUDONYM_KEY
+    from serving import answers
+    from serving.config import ServeConfig
+    from serving.mcp import load_runtime
+
+    os.environ["NEXTBEST_PSEUDONYM_KEY"] = PSEUDONYM_KEY
+    try:
+        mcp = load_runtime(
+            ServeConfig(
+                data=small_world_dir,
+                features=world / "features",
+                mlruns=world / "mlruns",
+                state=world / "state",
+                now=pd.Timestamp(NOW).to_pydatetime(),
+            )
+        )
+    finally:
+        os.environ.pop("NEXTBEST_PSEUDONYM_KEY", None)
+    common = ("--data", str(small_world_dir), "--as-of", NOW, "--mlruns", str(world / "mlruns"))
+    common += ("--features", str(world / "features"))
+    env = {"NEXTBEST_PSEUDONYM_KEY": PSEUDONYM_KEY}
+    before = nextbest("suggest", *common, "--out", str(tmp_path / "before"), env=env)
+    assert before.returncode == 0, before.stderr[-2000:]
+    rows = pd.read_parquet(tmp_path / "before" / "suggestions.parquet")
+    marketing = rows[rows["purpose"] == "marketing"]["customer_id"].unique()
+    marketing = [c for c in marketing if c != due["customer_id"]]  # the later tests' own
+    customers = [c for c in marketing[-3:] if answers.consent_of(mcp, c, "marketing", "mcp")]
+    assert len(customers) == 3
+    withdraw = [
+        {"customer_id": c, "purpose": "Marketing", "granted": False, "recorded_at": NOW}
+        for c in customers
+    ]
+    assert server.post("/events", json={"consents": withdraw}, headers=H_ADMIN).status_code == 200
+    assert not any(answers.consent_of(mcp, c, "marketing", "mcp") for c in customers)
+    state = ("--state", str(world / "state"))
+    after = nextbest("suggest", *common, *state, "--out", str(tmp_path / "after"), env=env)
+    assert after.returncode == 0, after.stderr[-2000:]
+    rows = pd.read_parquet(tmp_path / "after" / "suggestions.parquet")
+    mine = rows[rows["customer_id"].isin(customers)]
+    assert len(mine) and set(mine["purpose"]) == {"service"}, mine
+    missing = nextbest("suggest", *common, "--state", str(tmp_path), "--out", "x", env=env)
+    assert missing.returncode == 2 and "holds no serving.db" in missing.stderr
+
+
 # -- hostile and careless input: 4xx naming the problem, never a 500 -------------------------
 
 JSON = {**H_ADMIN, "content-type": "application/json"}
