@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from serving.memory import updates
 from serving.memory.customer import consent_in_force
@@ -180,3 +182,63 @@ def test_a_row_is_known_by_its_identity_not_by_its_date():
     assert [o["order_id"] for o in c.recent_orders] == ["o3", "o9", "o2"]
     updates.apply(state, EventBatch.model_validate({"consents": [withdrawn]}))
     assert not state.allows("c1", "marketing", T)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_the_consent_in_force_is_the_latest_acknowledged_whatever_the_order(data):
+    """Random consent records for one customer: some in the CDP's export (the snapshot), any
+    sent online (in a random arrival order, late ones dated before the snapshot's as-of
+    too, some twice). After replay onto the snapshot, after catching up row by row, and after
+    a reload onto a later export, the record in force at each moment is the latest by the
+    CDP's time, and a withdrawal in force is never overridden by an older grant."""
+    from serving.memory.customer import Customer
+    from serving.memory.state import ServingState
+
+    n = data.draw(st.integers(1, 8), label="records")
+    hours = data.draw(st.lists(st.integers(-72, 72), min_size=n, max_size=n, unique=True))
+    granted = data.draw(st.lists(st.booleans(), min_size=n, max_size=n))
+    records = [(T + timedelta(hours=h), g) for h, g in zip(hours, granted, strict=True)]
+    exported = data.draw(st.lists(st.booleans(), min_size=n, max_size=n), label="in export")
+    online = data.draw(st.permutations(range(n)), label="arrival order")
+    online = [i for i in online if not exported[i] or data.draw(st.booleans(), label="resent")]
+
+    def row(i: int) -> dict:
+        at, ok = records[i]
+        return {"customer_id": "c1", "purpose": "marketing", "granted": ok,
+                "recorded_at": at.isoformat(), "source": "cdp"}  # fmt: skip
+
+    def snapshot(included: list[int]) -> ServingState:
+        state = ServingState(versions={}, as_of=T, window_days=14)
+        state.customers["c1"] = Customer("c1", "en", "loyal")
+        history = sorted(records[i] for i in included)
+        if history:
+            state.customers["c1"].consents["marketing"] = history
+        return state
+
+    def replayed(state: ServingState, rows: list[dict]) -> ServingState:
+        fresh = state.new_rows("consents", rows)
+        if fresh:
+            updates.apply(state, EventBatch.model_validate({"consents": fresh}))
+        return state
+
+    def expected(now: datetime) -> bool:
+        known = [records[i] for i in range(n) if exported[i] or i in online]
+        in_force = [r for r in known if r[0] <= now]
+        return max(in_force)[1] if in_force else False
+
+    first = [i for i in range(n) if exported[i]]
+    states = {
+        "replay": replayed(snapshot(first), [row(i) for i in online]),
+        "catch-up": snapshot(first),
+        "reload onto a later export": replayed(
+            snapshot(first + [i for i in online[: len(online) // 2] if i not in first]),
+            [row(i) for i in online],
+        ),
+    }
+    for i in online:
+        replayed(states["catch-up"], [row(i)])
+    for hour in range(-80, 81, 4):
+        now = T + timedelta(hours=hour)
+        for name, state in states.items():
+            assert state.allows("c1", "marketing", now) is expected(now), (name, hour)
