@@ -51,6 +51,8 @@ class Profile:
     #: the next-product model's probability of a purchase of each consumable family it
     #: scored (the reminders' check, see ``actions.yaml``)
     next_purchase: dict[str, float] = field(default_factory=dict)
+    #: in the global control group (:mod:`policy.holdout`): service actions only
+    holdout: bool = False
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,10 @@ is what feedback says of the action's acceptance, :mod:`policy.learning`; 1 with
 - ``nothing_now``: when nothing else has a positive expected value.
 
 Rules that always hold (checked by property tests): marketing actions need marketing
-consent in force; a frustrated customer gets ``escalate_to_human`` first and no marketing;
-an action within its cooldown or at its cap is not proposed; an unknown visitor gets only
-non-personal service actions. Every suppressed candidate is reported with its reason.
+consent in force, and never go to the global control group (:mod:`policy.holdout`); a
+frustrated customer gets ``escalate_to_human`` first and no marketing; an action within its
+cooldown or at its cap is not proposed; an unknown visitor gets only non-personal service
+actions. Every suppressed candidate is reported with its reason.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import NamedTuple
 
 from policy.catalog import Catalog
 from policy.drivers import phrase
+from policy.holdout import CONTROL
 from policy.language import Reading, read_message
 from policy.locales import answer_locale
 from policy.profile import Context, Exposure, Profile
@@ -321,7 +323,8 @@ def _suppressed_because(
     exposures: dict,
     now: datetime,
 ) -> str | None:
-    """Why ``candidate`` may not be proposed now (consent, frustration, cooldown, cap)."""
+    """Why ``candidate`` may not be proposed now (consent, the control group, frustration,
+    cooldown, cap)."""
     action = catalog[candidate.action]
     check = (action.due or {}).get("next_product_probability")
     likely = candidate.values.get("next")
@@ -332,6 +335,8 @@ def _suppressed_because(
             return "unknown visitor"
         if not profile.marketing_consent:
             return "no marketing consent in force"
+        if profile.holdout:
+            return CONTROL
         if frustrated:
             return "customer is frustrated"
     seen = exposures.get((candidate.action, candidate.product_id))

@@ -69,6 +69,8 @@ def audit(
         "model_versions": state.versions if state is not None else {},
         "request_id": request_id,
     }
+    if who is not None:  # analysed as assigned: every answer says which group
+        record["group"] = rt.group(who)
     if eligible is not None:
         record["eligible"] = eligible
     rt.audit.append(record)

@@ -11,7 +11,10 @@ same variables:
 - ``NEXTBEST_POLL_SECONDS``: check the registry for a new champion this often (0: never);
 - ``NEXTBEST_WORKERS``: worker processes;
 - ``NEXTBEST_EXPLORATION``: the share of answers whose first action is drawn at random
-  among the eligible ones (:func:`policy.learning.explore`), 0 (off) by default.
+  among the eligible ones (:func:`policy.learning.explore`), 0 (off) by default;
+- ``NEXTBEST_HOLDOUT``: the share of customers in the global control group, who get no
+  marketing (:mod:`policy.holdout`; 0 by default, at most 0.5), drawn for
+  ``NEXTBEST_HOLDOUT_PERIOD`` (a name such as ``2027H1``). Every door reads the same two.
 
 API keys, the pseudonym key and the body limit stay with the code that uses them
 (:mod:`serving.security`, :mod:`cdp.privacy`): they are secrets, never held here.
@@ -21,12 +24,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cdp.errors import BadInputError
 from cdp.time import as_utc
+from policy.holdout import Holdout
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class ServeConfig:
     poll_seconds: float = 0.0
     workers: int = 1
     exploration: float = 0.0
+    holdout: Holdout = field(default_factory=Holdout)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServeConfig:
@@ -73,6 +78,7 @@ class ServeConfig:
             poll_seconds=number("NEXTBEST_POLL_SECONDS", float, default.poll_seconds),
             workers=number("NEXTBEST_WORKERS", int, default.workers),
             exploration=_share(number("NEXTBEST_EXPLORATION", float, default.exploration)),
+            holdout=holdout_from_env(env),
         )
 
     def clock(self) -> Callable[[], datetime]:
@@ -81,6 +87,23 @@ class ServeConfig:
             moment = self.now
             return lambda: moment
         return lambda: datetime.now(UTC)
+
+
+def holdout_from_env(env: Mapping[str, str] | None = None) -> Holdout:
+    """The global control group of ``NEXTBEST_HOLDOUT`` and ``NEXTBEST_HOLDOUT_PERIOD``,
+    refused in one line naming the variable."""
+    env = os.environ if env is None else env
+    text = env.get("NEXTBEST_HOLDOUT") or "0"
+    try:
+        share = float(text)
+    except ValueError:
+        raise BadInputError(f"NEXTBEST_HOLDOUT: expected a share, got {text!r}") from None
+    period = env.get("NEXTBEST_HOLDOUT_PERIOD", "")
+    try:
+        return Holdout(share, period)
+    except ValueError as error:
+        name = "NEXTBEST_HOLDOUT_PERIOD" if "period" in str(error) else "NEXTBEST_HOLDOUT"
+        raise BadInputError(f"{name}: {error}") from None
 
 
 def _share(value: float) -> float:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from policy.catalog import Catalog
+from policy.holdout import CONTROL, Holdout
 from policy.profile import Context
 
 #: The columns of ``suggestions.parquet``, one row per customer x rank.
@@ -72,13 +73,14 @@ def suggest_all(
         customers, and the marketing candidates withheld for want of consent.
     """
     context = context or Context(channel="outbound")
-    records, withheld, actions = [], 0, Counter()
+    records, withheld, held_out, actions = [], 0, 0, Counter()
     for customer_id in sorted(state.customers):
         seen = exposures(customer_id) if exposures else None
         ranking = state.ranking(
             customer_id, context, catalog, now=now, exposures=seen, max_actions=max_actions
         )
         withheld += sum(s.reason == NO_CONSENT for s in ranking.suppressed)
+        held_out += sum(s.reason == CONTROL for s in ranking.suppressed)
         actions.update(s.action for s in ranking.suggestions)
         records += [
             (customer_id, position, s.action, s.purpose, s.product_id, s.probability,
@@ -93,6 +95,7 @@ def suggest_all(
         "rows": len(frame),
         "actions": dict(sorted(actions.items())),
         "withheld_for_consent": withheld,
+        "withheld_for_holdout": held_out,
     }
     return frame, summary
 
@@ -116,3 +119,16 @@ def with_online_rows(state, folder: Path, mlruns: Path, now: datetime) -> Callab
         return rt.feedback.exposures(rt.pseudonym(customer_id), now)
 
     return exposures
+
+
+def hold_out(state, holdout: Holdout) -> None:
+    """Withhold marketing from ``holdout``'s control group (the service's own
+    ``NEXTBEST_HOLDOUT`` settings, by ``NEXTBEST_PSEUDONYM_KEY``), as the service does."""
+    if holdout.share <= 0:
+        return
+    from cdp import privacy
+
+    key = privacy.keys()[0]
+    state.in_control = lambda customer_id: holdout.in_control(
+        privacy.pseudonym(customer_id, key), key
+    )

@@ -229,6 +229,10 @@ class SubjectExport(BaseModel):
     known: bool
     exported_at: datetime
     served_profile: dict | None = Field(description="the customer's served state, if known")
+    holdout_group: Literal["control", "treated"] = Field(
+        description="the customer's group in the global control group's period"
+        " (NEXTBEST_HOLDOUT): control customers get no marketing"
+    )
     stores: dict[str, list[dict]] = Field(
         description="rows of the suggestion, feedback and ingested stores, by table"
     )

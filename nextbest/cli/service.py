@@ -104,7 +104,7 @@ def mcp(
     now: Now = None,
 ) -> None:
     """Serve the tools for LLM agents over MCP (stdio by default; --http for HTTP with keys)."""
-    from serving.config import ServeConfig
+    from serving.config import ServeConfig, holdout_from_env
     from serving.mcp import build_server, load_runtime
 
     _check_serving(data, features, now, keys=http)
@@ -117,6 +117,7 @@ def mcp(
         mlruns=mlruns.resolve(),
         state=state.resolve(),
         now=parse_as_of(now) if now else None,
+        holdout=holdout_from_env(),  # the service's control group, on every door
     )
     runtime = load_runtime(config)
     models = ", ".join(f"{k} v{v}" for k, v in versions.items())
@@ -162,8 +163,9 @@ def suggest(
 
     from cdp.io import atomic_folder, write_table
     from policy.catalog import DEFAULT, load_catalog
+    from serving.config import holdout_from_env
     from serving.memory.snapshot import load_snapshot
-    from serving.outbound import suggest_all, with_online_rows
+    from serving.outbound import hold_out, suggest_all, with_online_rows
 
     moment = parse_as_of(as_of)
     versions = _champions(mlruns)
@@ -188,6 +190,7 @@ def suggest(
                 f"--features: the snapshot is as of {state.as_of.isoformat()}, after --as-of"
                 f" {moment.isoformat()}"
             )
+        hold_out(state, holdout_from_env())  # the service's control group: no marketing
         exposures = None
         if service_state is not None:
             stage(f"applying what the service at {service_state} accepted online")
@@ -204,7 +207,8 @@ def suggest(
     out_console.print(
         f"wrote {out}: {summary['rows']:,} suggestions for {summary['customers']:,} customers"
         f" as of {moment.isoformat()}; {summary['withheld_for_consent']:,} marketing actions"
-        " withheld: no marketing consent in force",
+        f" withheld: no marketing consent in force; {summary['withheld_for_holdout']:,} for the"
+        " global control group",
         soft_wrap=True,
     )
 
@@ -283,6 +287,9 @@ def _check_serving(data: Path, features: Path, now: str | None, *, keys: bool) -
             "no API keys: set NEXTBEST_API_KEYS (key:scope,...) or NEXTBEST_API_KEYS_FILE"
         )
     pseudonym_keys()  # one line and exit 2 without NEXTBEST_PSEUDONYM_KEY
+    from serving.config import holdout_from_env
+
+    holdout_from_env()  # one line for a share outside [0, 0.5] or no period
 
 
 def _champions(mlruns: Path) -> dict[str, str]:

@@ -249,6 +249,7 @@ def subject_export(subject: SubjectIn, rt: Live) -> SubjectExport:
         known=c is not None,
         exported_at=now,
         served_profile=served,
+        holdout_group=rt.group(rt.pseudonym(subject.customer_id)),
         **held(rt.feedback, rt.audit, names, tokens),
     )
 

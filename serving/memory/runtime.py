@@ -58,6 +58,8 @@ class Runtime:
     seal: Callable[[dict], tuple]  # contract row -> (sealed row, anonymous token)
     lock: Callable[[dict], str]  # contract row -> encrypted for the log (cdp.privacy.lock_row)
     unlock: Callable[[str], dict]  # and back
+    #: pseudonym -> "control" or "treated" (:mod:`policy.holdout`); None for nobody
+    group: Callable[[str | None], str | None]
     state: Any = None  # ServingState, None until loaded
     #: the share of answers whose first action is explored (:func:`policy.learning.explore`)
     exploration: float = 0.0
@@ -94,6 +96,7 @@ def open_runtime(config: ServeConfig, reload: Callable[[], dict]) -> Runtime:
         seal=functools.partial(privacy.sealed_row, key=key),
         lock=functools.partial(privacy.lock_row, key=key),
         unlock=functools.partial(privacy.open_row, keys_=privacy.keys()),
+        group=functools.partial(_group, config.holdout, key),
         exploration=config.exploration,
         rng=np.random.default_rng(),
     )
@@ -132,11 +135,22 @@ def load_state(rt: Runtime, config: ServeConfig):
 
     language.warm()  # the message analysers load in seconds: not in a customer's request
     state = load_snapshot(data=config.data, features=config.features)
+    hold_out(state, rt)
     counts = replay(rt, state)
     count_applied(counts, "replay")
     logger.info("applied again on top of the snapshot: %s", counts)
     learned(rt, state, fresh=True)  # what feedback taught, before the first request
     return state
+
+
+def _group(holdout, key: bytes, pseudonym: str | None) -> str | None:
+    return None if pseudonym is None else holdout.group(pseudonym, key)
+
+
+def hold_out(state, rt: Runtime) -> None:
+    """Let ``state`` tell its control customers (:mod:`policy.holdout`) by ``rt``'s key and
+    settings: every door that ranks through the state withholds their marketing."""
+    state.in_control = lambda customer_id: rt.group(rt.pseudonym(customer_id)) == "control"
 
 
 def replay(rt: Runtime, state) -> dict[str, int]:

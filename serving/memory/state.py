@@ -9,6 +9,7 @@ reload.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import numpy as np
@@ -39,6 +40,9 @@ class ServingState:
         self.position: object = None
         #: the snapshot's order lines and events, hashed (:mod:`serving.memory.known`)
         self.known_rows = np.empty(0, np.uint64)
+        #: customer id -> in the global control group (:mod:`policy.holdout`); set by the
+        #: door that holds the key (:func:`serving.memory.runtime.hold_out`)
+        self.in_control: Callable[[str], bool] = _nobody
 
     # -- requests --------------------------------------------------------------------------
 
@@ -80,6 +84,7 @@ class ServingState:
             consumables=list(c.consumables.values()),
             cross_sell=self._cross_sell(c) if granted else [],
             next_purchase=c.next_purchase if granted else {},
+            holdout=self.in_control(customer_id),
         )
 
     def _cross_sell(self, c: Customer) -> list[CrossSell]:
@@ -201,3 +206,7 @@ class ServingState:
 def utc_now() -> datetime:
     """The wall clock in UTC."""
     return datetime.now(UTC)
+
+
+def _nobody(customer_id: str) -> bool:
+    return False

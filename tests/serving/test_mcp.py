@@ -5,6 +5,7 @@ with ``POST /suggest`` of a real REST service on the same store."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -201,15 +202,28 @@ def _without_request(answer: dict) -> dict:
     return {k: v for k, v in answer.items() if k != "request_id"}
 
 
+#: A global control group every door is told of, as a deployment sets it once for all.
+HOLDOUT = {"NEXTBEST_HOLDOUT": "0.3", "NEXTBEST_HOLDOUT_PERIOD": "2027H1"}
+
+
 def test_three_doors_give_the_same_answers(world, small_world_dir, people, tmp_path):
     """The same customers to a real REST service, a real stdio MCP server (in a chat) and
-    `nextbest suggest` (a campaign), each on a fresh store: equal answers (request ids
-    apart), and no marketing row in the campaign for a customer without consent."""
+    `nextbest suggest` (a campaign), three processes each on a fresh store, with a global
+    control group of 30%: equal answers (request ids apart), no marketing for a customer
+    without consent nor for one in the control group, whom every door agrees on."""
+    from cdp.privacy import pseudonym
+    from policy.holdout import Holdout
+
+    key = PSEUDONYM_KEY.encode()
+    holdout = Holdout(0.3, "2027H1")
+    everyone = people["allowed"] + people["refused"]
+    control = {c for c in everyone if holdout.in_control(pseudonym(c, key), key)}
     customers = people["allowed"][2:7] + people["refused"][:3]
     rest, url = launch_service(
         *serving_args(world, small_world_dir, tmp_path / "rest", NOW),
         keys=f"{CHATBOT}:chatbot",
         log_path=tmp_path / "rest.log",
+        env=HOLDOUT,
     )
     try:
         with httpx.Client(base_url=url, timeout=30) as client:
@@ -226,6 +240,7 @@ def test_three_doors_give_the_same_answers(world, small_world_dir, people, tmp_p
     campaign = nextbest(
         "suggest", *serving_args(world, small_world_dir, tmp_path / "unused", NOW)[:6],
         "--as-of", NOW, "--out", str(tmp_path / "campaign"),
+        env={**HOLDOUT, "NEXTBEST_PSEUDONYM_KEY": PSEUDONYM_KEY},
     )  # fmt: skip
     assert campaign.returncode == 0, campaign.stderr
     rows = pd.read_parquet(tmp_path / "campaign" / "suggestions.parquet")
@@ -241,11 +256,26 @@ def test_three_doors_give_the_same_answers(world, small_world_dir, people, tmp_p
     refused = rows[rows["customer_id"].isin(people["refused"])]
     assert len(refused) and (refused["purpose"] == "service").all()
     assert any(rows.loc[rows["customer_id"].isin(people["allowed"]), "purpose"] == "marketing")
+    held = rows[rows["customer_id"].isin(control)]
+    assert len(held) and (held["purpose"] == "service").all()
+    meta = json.loads((tmp_path / "campaign" / "suggestions.json").read_text())
+    assert meta["withheld_for_holdout"] > 0
+    asked = [c for c in outbound if c in control]
+    assert asked and all(a["purpose"] == "service" for c in asked for a in outbound[c]["actions"])
+    time.sleep(0.3)  # audit lines are written in 50 ms batches
+    lines = [
+        json.loads(line)
+        for path in (tmp_path / "rest" / "audit").glob("*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    groups = {e["customer"]: e["group"] for e in lines if e.get("customer")}
+    for c in outbound:  # every answer's audit line says the group, as the others draw it
+        assert groups[pseudonym(c, key)] == ("control" if c in control else "treated")
     command = _mcp_command(world, small_world_dir, tmp_path / "mcp")
     params = StdioServerParameters(
         command=command[0],
         args=command[1:],
-        env={**os.environ, "NEXTBEST_PSEUDONYM_KEY": PSEUDONYM_KEY},
+        env={**os.environ, **HOLDOUT, "NEXTBEST_PSEUDONYM_KEY": PSEUDONYM_KEY},
     )
 
     async def go():

@@ -145,6 +145,7 @@ def test_export_then_erase_leaves_no_trace_and_a_retrain_cannot_bring_them_back(
     assert document["outputs"][str(site["root"] / "features")]["customers.parquet"]
     service = document["service"]
     assert service["known"] and service["served_profile"]["customer_id"] == customer_id
+    assert service["holdout_group"] == "treated"  # no control group in this deployment
     assert len(service["stores"]["suggestions"]) >= 1
     assert service["stores"]["ingested"][0]["row"]["order_id"] == "O-SUBJECT-1"
     assert {e["route"] for e in service["audit"]} >= {"/suggest", "/profile"}
