@@ -201,3 +201,21 @@ def test_erase_without_state_says_the_service_state_was_not_searched(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "no trace left in the data and the MLflow store" in result.stdout
     assert "the service's state was not searched" in result.stdout
+
+
+def test_version_and_options_that_are_choices():
+    """`--version` prints the installed version; --engine, --format and --log-format take
+    their choices only, a usage error (exit 2) naming them otherwise."""
+    from cdp import package_version
+
+    shown = nextbest("--version")
+    assert shown.returncode == 0 and shown.stdout.strip() == f"nextbest {package_version()}"
+    for args, named in (
+        (("features", "--data", "d", "--as-of", "2025-06-30", "--out", "o", "--engine", "hive"),
+         "'polars', 'spark'"),
+        (("generate", "--customers", "10", "--out", "o", "--format", "xlsx"), "'parquet', 'csv'"),
+        (("retrain", "--data", "d", "--log-format", "yaml"), "'text', 'json'"),
+    ):  # fmt: skip
+        done = nextbest(*args)
+        assert done.returncode == 2 and named in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr

@@ -8,6 +8,7 @@ import signal
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -32,6 +33,31 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain usage errors: "Error: ..." on one line
 )
+
+
+def _print_version(show: bool) -> None:
+    if show:
+        from cdp import package_version
+
+        print(f"nextbest {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Proactive, explained next best actions for chatbots, from unified customer profiles."""
+
+
+#: ``--json``: the command's result as one JSON document on stdout, instead of the table.
+Json = Annotated[bool, typer.Option("--json", help="The result as JSON on stdout.")]
+
 import_app = typer.Typer(
     help="Turn an outside dataset into a contract folder.", no_args_is_help=True
 )
@@ -114,11 +140,32 @@ class Stages:
             )
 
 
-Format = Annotated[str, typer.Option("--format", help="Table file format: parquet or csv.")]
+class TableFormat(StrEnum):
+    """``--format``: how tables are written."""
+
+    parquet = "parquet"
+    csv = "csv"
+
+
+class EngineName(StrEnum):
+    """``--engine``: where features are built and scores computed."""
+
+    polars = "polars"
+    spark = "spark"
+
+
+class LogFormat(StrEnum):
+    """``--log-format``: how a job reports its progress."""
+
+    text = "text"
+    json = "json"
+
+
+Format = Annotated[TableFormat, typer.Option("--format", help="Table file format.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out folder.")]
 Customers = Annotated[int, typer.Option(help="Number of customers to simulate.")]
 Engine = Annotated[
-    str,
+    EngineName,
     typer.Option(
         help="polars: on this machine (with --partitions, one partition at a time); spark: on"
         " Spark, in --partitions customer partitions (default: spark.sql.shuffle.partitions)."
@@ -138,12 +185,6 @@ Partitions = Annotated[
 ]
 Seed = Annotated[int, typer.Option(help="Random seed; the same seed gives the same world.")]
 AsOf = Annotated[str, typer.Option(help="The moment that splits history from truth (UTC).")]
-
-
-def check_engine(engine: str) -> str:
-    if engine not in ("polars", "spark"):
-        raise BadInputError(f"--engine: polars or spark, not {engine!r}")
-    return engine
 
 
 @contextlib.contextmanager
@@ -177,13 +218,6 @@ def parse_as_of(value: str) -> Moment:
 def parse_utc(value: str | None) -> Moment | None:
     """An ``--since`` / ``--until`` moment in UTC (a naive time is taken as UTC)."""
     return None if value is None else parse_as_of(value)
-
-
-def check_format(fmt: str) -> str:
-    """``--format``, checked."""
-    if fmt not in ("parquet", "csv"):
-        raise BadInputError(f"--format: expected parquet or csv, got {fmt!r}")
-    return fmt
 
 
 Horizon = Annotated[

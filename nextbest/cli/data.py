@@ -16,16 +16,16 @@ from nextbest.cli.base import (
     AsOf,
     Customers,
     Engine,
+    EngineName,
     Format,
     Overwrite,
     Partitions,
     Seed,
     SparkMaster,
     Stages,
+    TableFormat,
     app,
     champions_settings,
-    check_engine,
-    check_format,
     err_console,
     import_app,
     out_console,
@@ -120,7 +120,7 @@ def generate_into(
     from cdp.world.generate import generate_world
 
     config = _world_config(customers, seed, as_of, horizon_days, window_days)
-    fmt = check_format(fmt)
+    fmt = str(fmt)
     with err_console.status(f"simulating {customers:,} customers…"):
         world = generate_world(config)
     with err_console.status(f"writing {out}…"):
@@ -138,7 +138,7 @@ def generate(
     ] = Path("data/world"),
     horizon_days: Annotated[int, typer.Option(help="Churn horizon H for the truth, days.")] = 90,
     window_days: Annotated[int, typer.Option(help="Repurchase window W for the truth, days.")] = 14,
-    fmt: Format = "parquet",
+    fmt: Format = TableFormat.parquet,
     overwrite: Overwrite = False,
     chunk_customers: Annotated[
         int | None,
@@ -156,7 +156,7 @@ def generate(
         )
         counts = {name: len(frame) for name, frame in world.tables.items()}
     else:
-        if check_format(fmt) != "parquet":
+        if fmt != "parquet":
             raise BadInputError("--chunk-customers writes Parquet part files: drop --format csv")
         config = _world_config(customers, seed, as_of, horizon_days, window_days)
         with err_console.status(
@@ -175,14 +175,14 @@ def import_cdnow(
     source: Annotated[
         Path | None, typer.Option(help="CDNOW_master.txt (default: the copy inside lifetimes).")
     ] = None,
-    fmt: Format = "parquet",
+    fmt: Format = TableFormat.parquet,
     overwrite: Overwrite = False,
 ) -> None:
     """Import the CDNOW master dataset (1997-1998, 23,570 customers) as a contract folder."""
     from cdp.cdnow import cdnow_tables
     from cdp.io import atomic_folder, write_tables
 
-    fmt = check_format(fmt)
+    fmt = str(fmt)
     tables = cdnow_tables(source)
     with atomic_folder(out, overwrite=overwrite) as tmp:
         write_tables(tables, tmp, fmt)  # type: ignore[arg-type]
@@ -241,7 +241,7 @@ def features(
         ),
     ] = False,
     partitions: Partitions = 1,
-    engine: Engine = "polars",
+    engine: Engine = EngineName.polars,
     spark_master: SparkMaster = None,
     mlruns: Annotated[
         Path,
@@ -259,7 +259,6 @@ def features(
     from features.io import write_parts, write_snapshot
     from features.partitions import build_partitions
 
-    check_engine(engine)
     config = champions_settings(mlruns)
     moment = parse_as_of(as_of)
     whole = partitions == 1 and engine == "polars"

@@ -15,7 +15,10 @@ from cdp.errors import BadInputError
 from nextbest.cli.base import (
     Confidence,
     Engine,
+    EngineName,
     Horizon,
+    Json,
+    LogFormat,
     Margin,
     Overwrite,
     SparkMaster,
@@ -26,7 +29,6 @@ from nextbest.cli.base import (
     Window,
     app,
     check_confidence,
-    check_engine,
     err_console,
     feature_config,
     interruptible,
@@ -90,8 +92,11 @@ def train(
             " BG/NBD and LightGBM need a sample, not everyone; score with --engine spark.",
         ),
     ] = None,
+    as_json: Json = False,
 ) -> None:
-    """Train churn, replenishment and CLV models; log, register and gate them in MLflow."""
+    """Train the churn, replenishment, CLV and next-product models on time-based cutoffs;
+    judge each against its baselines on a later validation cutoff; log, register and gate
+    them in MLflow (a challenger is promoted only when it beats the champion)."""
     from cdp.validation import check_in_partitions, load_contract
     from features.partitions import sample_customers as sample_of
     from training import pipeline, recovery, registry
@@ -127,10 +132,40 @@ def train(
             tags=tags,
             progress=stage,
         )
+    if as_json:
+        print(json.dumps(train_record(report), indent=2, default=str))
+        return
     out_console.print(train_table(report))
     _print_reasons(report.decisions)
     for kind, why in report.skipped.items():
         out_console.print(f"{kind}: not trained: {why}", soft_wrap=True)
+
+
+def train_record(report: TrainReport) -> dict:
+    """What `train`'s table says, as JSON values: per model its version, the gate's
+    decision and reason, the metric, the challenger's and champion's scores, and every
+    baseline's score on the same validation examples."""
+    models = []
+    for d in report.decisions:
+        metrics = report.metrics[d.kind]
+        models.append(
+            {
+                "model": d.kind,
+                "version": d.version,
+                "promoted": d.promoted,
+                "champion_version": d.champion_version,
+                "reason": d.reason,
+                "metric": d.metric,
+                "challenger": d.challenger_score,
+                "champion": d.champion_score,
+                "baselines": {
+                    name: float(row[d.metric])
+                    for name, row in metrics.iterrows()
+                    if name != "model"
+                },
+            }
+        )
+    return {"as_of": report.as_of, "models": models, "skipped": dict(report.skipped)}
 
 
 @app.command()
@@ -149,11 +184,12 @@ def score(
     window: TrainedWindow = None,
     mlruns: Tracking = Path("mlruns"),
     overwrite: Overwrite = False,
-    engine: Engine = "polars",
+    engine: Engine = EngineName.polars,
     spark_master: SparkMaster = None,
     partitions: Annotated[
         int | None, typer.Option(min=1, help="Customer partitions (--engine spark).")
     ] = None,
+    as_json: Json = False,
 ) -> None:
     """Batch-score every customer with the champion models (customers without marketing
     consent in force get no score: the models serve marketing)."""
@@ -162,13 +198,13 @@ def score(
 
     if (features is None) == (as_of is None):
         raise BadInputError("score: give either --as-of or --features DIR (with --data)")
-    if check_engine(engine) == "spark":
+    if engine == "spark":
         if features is None:
             raise BadInputError("score --engine spark: give --features (a snapshot to score)")
         quiet_mlflow()
         registry.configure(mlruns)
         meta = _score_on_spark(features, data, out, partitions, spark_master, overwrite)
-        _report_scores(meta, data, out)
+        _report_scores(meta, data, out, as_json)
         return
     asked = horizon is not None or window is not None
     if asked and features is not None:
@@ -199,7 +235,7 @@ def score(
             consents=consents,
             overwrite=overwrite,
         )
-    _report_scores(meta, data, out)
+    _report_scores(meta, data, out, as_json)
 
 
 def _score_on_spark(features, data, out, partitions, master, overwrite) -> dict:
@@ -216,7 +252,10 @@ def _score_on_spark(features, data, out, partitions, master, overwrite) -> dict:
     return meta
 
 
-def _report_scores(meta: dict, data: Path, out: Path) -> None:
+def _report_scores(meta: dict, data: Path, out: Path, as_json: bool = False) -> None:
+    if as_json:  # what scores.json holds, with where it went
+        print(json.dumps({"out": str(out), **meta}, indent=2, default=str))
+        return
     rows = ", ".join(f"{name} {n:,} rows" for name, n in meta["rows"].items())
     models = ", ".join(f"{name} v{v}" for name, v in meta["models"].items())
     withheld = sum(meta["withheld"]["rows"].values())
@@ -273,8 +312,8 @@ def retrain(
         float, typer.Option(help="Seconds to wait for a running job's lock (default: none).")
     ] = 0.0,
     log_format: Annotated[
-        str, typer.Option(help="Progress on stderr as text or json (JSON lines).")
-    ] = "text",
+        LogFormat, typer.Option(help="Progress on stderr as text or json (JSON lines).")
+    ] = LogFormat.text,
 ) -> None:
     """The scheduled job: validate, build features, report drift, train, gate, promote, reload.
 
@@ -287,8 +326,6 @@ def retrain(
     from training.jobs import JobLog
     from training.retrain import RetrainConfig, run
 
-    if log_format not in ("text", "json"):
-        raise BadInputError(f"--log-format: expected text or json, got {log_format!r}")
     try:
         thresholds = DriftThresholds(moderate=drift_moderate, major=drift_major)
     except ValueError as error:

@@ -172,8 +172,15 @@ def test_a_model_trained_with_a_30_day_horizon_is_used_end_to_end(small_world_di
     as_of = AS_OF.date().isoformat()
     mlruns = tmp_path / "mlruns"
     data = ("--data", str(small_world_dir), "--as-of", as_of, "--mlruns", str(mlruns))
-    trained = nextbest("train", *data, "--churn-horizon-days", "30", "--sample-customers", "1200")
+    trained = nextbest(
+        "train", *data, "--churn-horizon-days", "30", "--sample-customers", "1200", "--json"
+    )
     assert trained.returncode == 0, trained.stderr[-3000:]
+    record = json.loads(trained.stdout)  # --json: train's table as one document
+    churn = next(m for m in record["models"] if m["model"] == "churn")
+    assert (
+        churn["promoted"] and churn["metric"] == "roc_auc" and "rfm_logistic" in churn["baselines"]
+    )
 
     snapshot = tmp_path / "features"
     built = nextbest("features", *data, "--out", str(snapshot))
@@ -184,8 +191,13 @@ def test_a_model_trained_with_a_30_day_horizon_is_used_end_to_end(small_world_di
 
     store = ("--data", str(small_world_dir), "--mlruns", str(mlruns))
     for how in (("--features", str(snapshot)), ("--as-of", as_of)):
-        scored = nextbest("score", *store, *how, "--out", str(tmp_path / f"scores-{how[0]}"))
+        out = tmp_path / f"scores-{how[0]}"
+        scored = nextbest("score", *store, *how, "--out", str(out), "--json")
         assert scored.returncode == 0, scored.stderr[-3000:]
+        assert json.loads(scored.stdout) == {
+            "out": str(out),
+            **json.loads((out / "scores.json").read_text()),
+        }
     for how in (("--features", str(snapshot)), ()):
         out = tmp_path / f"suggest{len(how)}"
         suggested = nextbest("suggest", *data, *how, "--out", str(out))
