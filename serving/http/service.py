@@ -20,18 +20,20 @@ import time
 
 import bentoml
 
+from cdp import package_version
 from cdp.errors import BadInputError
 from serving.config import ServeConfig
-from serving.http import api, traffic
+from serving.http import api, endpoints, traffic
 from serving.http.openapi import OpenAPIMiddleware
 from serving.memory import online, runtime
 from serving.metrics import RELOADS, SNAPSHOT_AS_OF
 from serving.security import SecurityMiddleware
 
 # The one thing done at import: BentoML assembles its middlewares after importing this
-# module, and its request timeout keeps every request of the last minute alive (see
-# serving.http.traffic).
+# module; its request timeout keeps every request of the last minute alive (see
+# serving.http.traffic) and its request metrics label every path seen (serving.http.endpoints).
 traffic.install()
+endpoints.install({route.path for route in api.app.routes}, package_version())
 
 logger = logging.getLogger("nextbest.serving")
 
