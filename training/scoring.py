@@ -106,9 +106,8 @@ def check_settings(config: FeatureConfig, trained: FeatureConfig | None, what: s
     if trained is not None and config != trained:
         built, theirs = config.differences(trained)
         raise BadInputError(
-            f"{what} {'are' if what.endswith('asked for') else 'was'} built with {built}; the"
-            f" champions were trained with {theirs}: build with theirs (`nextbest features`"
-            " takes them from the registry)"
+            f"{what}: built with {built}; the champions were trained with {theirs}: build"
+            " with theirs (`nextbest features` takes them from the registry)"
         )
 
 

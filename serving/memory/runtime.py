@@ -60,6 +60,7 @@ class Runtime:
     unlock: Callable[[str], dict]  # and back
     #: pseudonym -> "control" or "treated" (:mod:`policy.holdout`); None for nobody
     group: Callable[[str | None], str | None]
+    holdout: Any  # the control group's settings (policy.holdout.Holdout)
     state: Any = None  # ServingState, None until loaded
     #: the share of answers whose first action is explored (:func:`policy.learning.explore`)
     exploration: float = 0.0
@@ -97,6 +98,7 @@ def open_runtime(config: ServeConfig, reload: Callable[[], dict]) -> Runtime:
         lock=functools.partial(privacy.lock_row, key=key),
         unlock=functools.partial(privacy.open_row, keys_=privacy.keys()),
         group=functools.partial(_group, config.holdout, key),
+        holdout=config.holdout,
         exploration=config.exploration,
         rng=np.random.default_rng(),
     )
@@ -149,8 +151,10 @@ def _group(holdout, key: bytes, pseudonym: str | None) -> str | None:
 
 def hold_out(state, rt: Runtime) -> None:
     """Let ``state`` tell its control customers (:mod:`policy.holdout`) by ``rt``'s key and
-    settings: every door that ranks through the state withholds their marketing."""
-    state.in_control = lambda customer_id: rt.group(rt.pseudonym(customer_id)) == "control"
+    settings: every door that ranks through the state withholds their marketing. Without a
+    holdout the state keeps its default (nobody): no keyed hash on the request path."""
+    if rt.holdout.share > 0:
+        state.in_control = lambda customer_id: rt.group(rt.pseudonym(customer_id)) == "control"
 
 
 def replay(rt: Runtime, state) -> dict[str, int]:
