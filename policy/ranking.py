@@ -31,6 +31,7 @@ actions. Every suppressed candidate is reported with its reason.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
@@ -41,6 +42,9 @@ from policy.holdout import CONTROL
 from policy.language import Reading, read_message
 from policy.locales import answer_locale
 from policy.profile import Context, Exposure, Profile
+
+#: The reason a marketing action is withheld from a customer without marketing consent.
+NO_CONSENT = "no marketing consent in force"
 
 NEGATIVE = -0.3  # a sentiment at or below this is negative
 RECENT_ORDER_DAYS = 14
@@ -75,6 +79,9 @@ class Ranking:
     locale: str = "en"  # the locale of every message and reason
     #: every action that could have been proposed, best first (``suggestions`` is its head)
     eligible: tuple[Suggestion, ...] = ()
+    #: for a control customer, the marketing suggestions they would have got if treated
+    #: (withheld: what the uplift per action compares with, :mod:`policy.uplift`)
+    held_out: tuple[Suggestion, ...] = ()
 
 
 def read_context(context: Context) -> Reading | None:
@@ -162,9 +169,33 @@ def rank(
     -------
     Ranking
         Suggestions by expected value (escalation first for a frustrated customer), what was
-        held back and why, whether the customer is frustrated, and the answer's locale.
+        held back and why, whether the customer is frustrated, and the answer's locale; for
+        a control customer, the marketing they would have got if treated (``held_out``).
     """
-    exposures = exposures or {}
+    args = dict(
+        now=now, exposures=exposures or {}, window_days=window_days, max_actions=max_actions,
+        factors=factors or {},
+    )  # fmt: skip
+    ranking = _rank(profile, context, catalog, **args)
+    if profile is None or not profile.holdout:
+        return ranking
+    treated = _rank(dataclasses.replace(profile, holdout=False), context, catalog, **args)
+    ghosts = tuple(s for s in treated.suggestions if s.purpose == "marketing")
+    return dataclasses.replace(ranking, held_out=ghosts)
+
+
+def _rank(
+    profile: Profile | None,
+    context: Context,
+    catalog: Catalog,
+    *,
+    now: datetime,
+    exposures: dict,
+    window_days: int,
+    max_actions: int,
+    factors: dict[str, float],
+) -> Ranking:
+    """:func:`rank` for one profile as it is."""
     locale = answer_locale(context.locale, profile.locale if profile else None)
     reading = read_context(context)
     frustrated = is_frustrated(profile, context, reading)
@@ -180,7 +211,7 @@ def rank(
             suppressed.append(Suppressed(candidate.action, candidate.product_id, why))
             continue
         action = catalog[candidate.action]
-        factor = (factors or {}).get(candidate.action, 1.0)
+        factor = factors.get(candidate.action, 1.0)
         expected = candidate.probability * factor * candidate.value - action.cost
         if expected <= 0:
             suppressed.append(
@@ -334,7 +365,7 @@ def _suppressed_because(
         if profile is None:
             return "unknown visitor"
         if not profile.marketing_consent:
-            return "no marketing consent in force"
+            return NO_CONSENT
         if profile.holdout:
             return CONTROL
         if frustrated:

@@ -10,15 +10,18 @@ status and detail both doors report: REST as an RFC 9457 problem, MCP as a tool 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import asdict
 from datetime import datetime
 
 from fastapi import HTTPException
 
+from policy.holdout import CONTROL
 from policy.learning import explore
 from policy.locales import answer_locale
 from policy.profile import Context
+from policy.ranking import NO_CONSENT
 from serving.memory.feedback import Claimed, Recorded, StoreUnavailable
 from serving.memory.online import Entry
 from serving.memory.runtime import ROW_TIMES, Runtime, catch_up, learned, state_of
@@ -52,12 +55,25 @@ SKIPPED = (
 
 
 def audit(
-    rt: Runtime, route: str, who, now, purposes, actions, request_id=None, eligible=None
+    rt: Runtime,
+    route: str,
+    who,
+    now,
+    purposes,
+    actions,
+    request_id=None,
+    eligible=None,
+    *,
+    started: float | None = None,
+    ranking=None,
 ) -> None:
     """One audit line per scoring call: caller key id, pseudonym, purposes, actions,
-    model versions, time, and for an answer every eligible action with its probability,
-    value, feedback factor and propensity of being first (:mod:`policy.learning`). Never
-    a raw id or a key."""
+    model versions, time, the milliseconds the answer took (from ``started``, a
+    ``time.perf_counter()``), and for an answer every eligible action with its probability,
+    value, feedback factor and propensity of being first (:mod:`policy.learning`), the
+    marketing withheld for want of consent or for the control group, and for a control
+    customer what they would have been shown (:mod:`policy.uplift` compares it). Never a
+    raw id or a key."""
     state = rt.state
     record = {
         "at": now.isoformat(),
@@ -71,8 +87,16 @@ def audit(
     }
     if who is not None:  # analysed as assigned: every answer says which group
         record["group"] = rt.group(who)
+    if started is not None:
+        record["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
     if eligible is not None:
         record["eligible"] = eligible
+    if ranking is not None:
+        reasons = [s.reason for s in ranking.suppressed]
+        withheld = {"consent": reasons.count(NO_CONSENT), "holdout": reasons.count(CONTROL)}
+        record["withheld"] = withheld
+        if ranking.held_out:
+            record["held_out"] = [[s.action, s.product_id] for s in ranking.held_out]
     rt.audit.append(record)
 
 
@@ -91,6 +115,7 @@ def scoring_state(rt: Runtime):
 
 def suggest_one(rt: Runtime, request: SuggestRequest, route: str = "/suggest") -> SuggestResponse:
     """Rank, record and audit the answer to one suggestion request."""
+    started = time.perf_counter()
     state = scoring_state(rt)
     now = rt.clock()
     identity = request.identity
@@ -133,7 +158,11 @@ def suggest_one(rt: Runtime, request: SuggestRequest, route: str = "/suggest") -
     answered = [(a.action, a.product_id) for a in actions]
     rt.feedback.record_suggestion(request_id, who, answered, now)
     rt.online.remember_answer(request_id, who, answered)
-    audit(rt, route, who, now, [a.purpose for a in actions], names, request_id, eligible)
+    purposes = [a.purpose for a in actions]
+    audit(
+        rt, route, who, now, purposes, names, request_id, eligible, started=started,
+        ranking=ranking,
+    )  # fmt: skip
     return SuggestResponse(
         request_id=request_id,
         known=customer_id is not None,

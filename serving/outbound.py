@@ -21,6 +21,7 @@ import pandas as pd
 from policy.catalog import Catalog
 from policy.holdout import CONTROL, Holdout
 from policy.profile import Context
+from policy.ranking import NO_CONSENT
 
 #: The columns of ``suggestions.parquet``, one row per customer x rank.
 COLUMNS = (
@@ -35,7 +36,6 @@ COLUMNS = (
     "message",
     "locale",
 )
-NO_CONSENT = "no marketing consent in force"
 
 
 def suggest_all(

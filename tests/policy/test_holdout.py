@@ -98,3 +98,6 @@ def test_a_control_customer_gets_the_service_actions_and_never_marketing(
     ]
     marketing = {s.action for s in treated.suggestions if s.purpose == "marketing"}
     assert marketing <= {s.action for s in held.suppressed if s.reason == CONTROL}
+    # what the control customer would have been shown: the uplift per action compares it
+    assert held.held_out == tuple(s for s in treated.suggestions if s.purpose == "marketing")
+    assert treated.held_out == ()
