@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 RUN := $(UV) run --frozen
 PYTEST_ARGS ?=
 
-.PHONY: help install system-packages demo test test-slow lint format bench eval-cdnow eval-world eval-nba notebooks strip-notebooks clean
+.PHONY: help install system-packages demo test test-slow lint format bench eval-cdnow eval-world eval-nba eval-uplift notebooks strip-notebooks clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,11 +22,11 @@ help:  ## list the targets
 
 install: .venv/.synced  ## create .venv with the locked dependencies
 
-# What the tests run beside Python: a real Redis server (the shared online store) and Java 17
-# (Spark). Installed with apt-get when missing and run as root (CI); otherwise the line to
+# What the tests run beside Python: a real Redis server (the shared online store), Java 17
+# (Spark) and Chromium (the report's page, rendered headless). Installed with apt-get when missing and run as root (CI); otherwise the line to
 # run is printed.
-SYSTEM_PACKAGES := redis-server:redis-server java:openjdk-17-jre-headless
-system-packages:  ## the Debian packages the tests need (redis-server, Java 17), when missing
+SYSTEM_PACKAGES := redis-server:redis-server java:openjdk-17-jre-headless chromium:chromium
+system-packages:  ## the Debian packages the tests need (redis-server, Java 17, Chromium), when missing
 	@for pair in $(SYSTEM_PACKAGES); do \
 	  command -v $${pair%%:*} >/dev/null && continue; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -66,6 +66,9 @@ eval-world: install  ## all three models against their baselines on a 20,000-cus
 
 eval-nba: install  ## the next best actions against what customers bought next, and baselines
 	$(RUN) python -m benchmarks.nba
+
+eval-uplift: install  ## a known simulated effect served and measured by `nextbest report`; an A/A run
+	$(RUN) python -m benchmarks.uplift
 
 notebooks: install  ## Jupyter Lab on notebooks/ (installs the `lab` group first)
 	$(UV) sync --frozen --group lab

@@ -5,7 +5,8 @@
 and the training benchmarks, whose world is generated once into data/bench/ (about two
 minutes); ``BENCH_SPARK_CUSTOMERS`` (default ``100000``) the Spark one;
 ``BENCH_BIG_CUSTOMERS`` (default ``4000000``) the world built in partitions (generated in
-chunks once, about 10 minutes).
+chunks once, about 10 minutes); ``BENCH_UPLIFT_CUSTOMERS`` and ``BENCH_UPLIFT_DAYS`` (default
+20,000 and 28) the simulation of ``make eval-uplift``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def main() -> None:
         "benchmarks.train",
         "benchmarks.serve",
         "benchmarks.nba",
+        "benchmarks.uplift",
     ):
         subprocess.run([sys.executable, "-m", module], check=True)
 

@@ -7,7 +7,8 @@ same variables:
   ``NEXTBEST_MLRUNS`` MLflow folder (or ``MLFLOW_TRACKING_URI``);
 - ``NEXTBEST_STATE`` folder for the suggestion / feedback / event store and the audit log;
 - ``NEXTBEST_ACTIONS`` an action catalog to use instead of ``policy/actions.yaml``;
-- ``NEXTBEST_NOW``: a fixed clock (ISO time) for simulated data, else the wall clock;
+- ``NEXTBEST_NOW``: a fixed clock (ISO time) for simulated data, which an admin may move
+  forward (:mod:`serving.clock`), else the wall clock;
 - ``NEXTBEST_POLL_SECONDS``: check the registry for a new champion this often (0: never);
 - ``NEXTBEST_WORKERS``: worker processes;
 - ``NEXTBEST_EXPLORATION``: the share of answers whose first action is drawn at random
@@ -25,7 +26,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from cdp.errors import BadInputError
@@ -82,11 +83,13 @@ class ServeConfig:
         )
 
     def clock(self) -> Callable[[], datetime]:
-        """The service's clock: the fixed moment, or the wall clock in UTC."""
+        """The service's clock: the fixed moment (a :class:`~serving.clock.SimulatedClock`,
+        which ``POST /admin/clock`` moves forward), or the wall clock in UTC."""
+        from serving.clock import SimulatedClock, wall_clock
+
         if self.now is not None:
-            moment = self.now
-            return lambda: moment
-        return lambda: datetime.now(UTC)
+            return SimulatedClock(self.now, self.state / "clock")
+        return wall_clock
 
 
 def holdout_from_env(env: Mapping[str, str] | None = None) -> Holdout:

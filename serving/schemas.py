@@ -352,6 +352,19 @@ class ErasedOut(BaseModel):
     audit_entries: int
 
 
+class ClockIn(BaseModel):
+    """Where to move a simulated clock (``--now``): forward only."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"now": "2025-07-01T09:00:00Z"}]}
+    )
+    now: Moment
+
+
+class ClockOut(BaseModel):
+    now: datetime
+
+
 class ReloadOut(BaseModel):
     reloaded: bool
     model_versions: dict[str, str]

@@ -13,7 +13,7 @@ import sys
 import warnings
 
 from cdp.errors import Interrupted, NextbestError
-from nextbest.cli import data, demo, models, service, subject  # noqa: F401 - they add the commands
+from nextbest.cli import data, demo, models, report, service, subject  # noqa: F401 - they add the commands
 from nextbest.cli.base import app
 
 # pandera imports pyspark.pandas when pyspark (the optional Spark engine) is installed, and

@@ -205,13 +205,14 @@ def spark_session(master: str | None):
         spark.stop()
 
 
-def parse_as_of(value: str) -> Moment:
-    """An ``--as-of`` value, settled to UTC (naive: UTC); a bad one is a one-line error."""
+def parse_as_of(value: str, option: str = "--as-of") -> Moment:
+    """An ``--as-of`` (or ``option``'s) value, settled to UTC (naive: UTC); a bad one is a
+    one-line error naming the option."""
     try:
         return as_utc(datetime.fromisoformat(value))
     except ValueError:
         raise BadInputError(
-            f"--as-of: {value!r} is not an ISO-8601 date (e.g. 2025-06-30)"
+            f"{option}: {value!r} is not an ISO-8601 date (e.g. 2025-06-30)"
         ) from None
 
 

@@ -21,7 +21,9 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 
+from cdp.errors import BadInputError
 from serving import answers, segment
+from serving.clock import SimulatedClock
 from serving.http import problems
 from serving.memory.audit import erase_held, held
 from serving.memory.feedback import StoreUnavailable
@@ -34,6 +36,8 @@ from serving.schemas import (
     BatchResponse,
     ChurnRequest,
     ChurnScore,
+    ClockIn,
+    ClockOut,
     ErasedOut,
     EventBatch,
     FeedbackIn,
@@ -228,6 +232,26 @@ def reload(rt: Live) -> ReloadOut:
     if answer["reloaded"]:
         rt.online.append([Entry("reload", rt.lock({"origin": origin()}))])
     return ReloadOut(**answer)
+
+
+@app.post(
+    "/admin/clock",
+    response_model=ClockOut,
+    responses={
+        **ERRORS,
+        409: {"model": problems.Problem, "description": "the wall clock, or a move backwards"},
+    },
+    **ADMIN,
+)
+def clock(move: ClockIn, rt: Live) -> ClockOut:
+    """Move a simulated clock (a service started with ``--now``) forward, for simulations
+    that play days through the service; 409 on the wall clock or for a move backwards."""
+    if not isinstance(rt.clock, SimulatedClock):
+        raise HTTPException(409, "the service runs on the wall clock (no --now): not movable")
+    try:
+        return ClockOut(now=rt.clock.advance(move.now))
+    except BadInputError as error:
+        raise HTTPException(409, str(error)) from None
 
 
 @app.post("/admin/subject/export", response_model=SubjectExport, responses=ERRORS, **ADMIN)

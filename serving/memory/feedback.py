@@ -370,12 +370,21 @@ class FeedbackStore:
             for key, times in shown.items()
         }
 
-    def outcomes(self) -> list[tuple[str | None, str, bool, bool]]:
+    def outcomes(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> list[tuple[str | None, str, bool, bool]]:
         """One row per exposure that got feedback (an answer's action and product):
-        ``(customer, action, accepted, converted)``; accepted includes converted."""
+        ``(customer, action, accepted, converted)``; accepted includes converted. With
+        ``since`` and ``until``, only exposures whose first feedback came in ``[since,
+        until)``."""
+        period, bounds = "", ()
+        if since is not None and until is not None:
+            period, bounds = " having min(at) >= ? and min(at) < ?", (since, until)
         rows = self._db.execute(
             "select customer, action, max(outcome in ('accepted', 'converted')),"
             " max(outcome = 'converted') from feedback group by request_id, action, product_id"
+            + period,
+            tuple(t.isoformat() for t in bounds),
         ).fetchall()
         return [(who, action, bool(a), bool(c)) for who, action, a, c in rows]
 

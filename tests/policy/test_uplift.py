@@ -107,3 +107,26 @@ def test_per_action_counts_from_the_first_answer_that_showed_or_would_have_shown
         "orders",
         "revenue",
     ]
+
+
+def test_cuped_narrows_the_interval_and_keeps_it_honest():
+    rng = np.random.default_rng(11)
+    covered, narrower, runs = 0, 0, 300
+    for _ in range(runs):
+        n = 3000
+        keen = rng.gamma(1.0, 1.0, n)  # how much each customer buys
+        group = np.where(rng.random(n) < 0.1, "control", "treated")
+        past = rng.poisson(keen * 3)
+        now = rng.poisson(keen + 0.15 * (group == "treated"))
+        table = pd.DataFrame(
+            {"customer": np.arange(n), "group": group, "converted": (now > 0).astype(int),
+             "orders": now, "revenue": now * 10.0}
+        )  # fmt: skip
+        before = table.assign(converted=(past > 0).astype(int), orders=past, revenue=past * 10.0)
+        adjusted = uplifts(table, before)[1]
+        plain = uplifts(table)[1]
+        covered += adjusted.low <= 0.15 <= adjusted.high
+        narrower += (adjusted.high - adjusted.low) < (plain.high - plain.low)
+        assert adjusted.theta is not None and plain.theta is None
+    assert 0.92 <= covered / runs <= 0.98
+    assert narrower == runs
