@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 RUN := $(UV) run --frozen
 PYTEST_ARGS ?=
 
-.PHONY: help install system-packages demo test test-slow lint format bench eval-cdnow eval-world eval-nba eval-uplift notebooks strip-notebooks clean
+.PHONY: help install system-packages demo test test-slow lint docs format bench eval-cdnow eval-world eval-nba eval-uplift notebooks strip-notebooks clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -23,10 +23,10 @@ help:  ## list the targets
 install: .venv/.synced  ## create .venv with the locked dependencies
 
 # What the tests run beside Python: a real Redis server (the shared online store), Java 17
-# (Spark) and Chromium (the report's page, rendered headless). Installed with apt-get when missing and run as root (CI); otherwise the line to
+# (Spark), Chromium (the report's page, rendered headless) and promtool (the alert rules). Installed with apt-get when missing and run as root (CI); otherwise the line to
 # run is printed.
-SYSTEM_PACKAGES := redis-server:redis-server java:openjdk-17-jre-headless chromium:chromium
-system-packages:  ## the Debian packages the tests need (redis-server, Java 17, Chromium), when missing
+SYSTEM_PACKAGES := redis-server:redis-server java:openjdk-17-jre-headless chromium:chromium promtool:prometheus
+system-packages:  ## the Debian packages the tests need (redis-server, Java 17, Chromium, promtool), when missing
 	@for pair in $(SYSTEM_PACKAGES); do \
 	  command -v $${pair%%:*} >/dev/null && continue; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -46,10 +46,14 @@ test: install system-packages  ## the default test suite (slow tests excluded)
 test-slow: install system-packages  ## only the slow tests (large worlds)
 	$(RUN) pytest -m slow $(PYTEST_ARGS)
 
-lint: install  ## ruff check and format check; the import layers (import-linter)
+lint: install  ## ruff check and format check; the import layers (import-linter); the docs build
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) lint-imports
+	NO_MKDOCS_2_WARNING=1 $(RUN) mkdocs build --strict --quiet --site-dir site
+
+docs: install  ## the documentation site in site/ (mkdocs-material; open site/index.html)
+	NO_MKDOCS_2_WARNING=1 $(RUN) mkdocs build --strict --site-dir site
 
 format: install  ## ruff fix and format
 	$(RUN) ruff check --fix .

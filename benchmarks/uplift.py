@@ -106,7 +106,6 @@ def simulate(
     }
     env.pop("NEXTBEST_ONLINE_STORE", None)
     shutil.rmtree(state, ignore_errors=True)
-    server, url = _serve(run, state, env)
     until = T + pd.Timedelta(days=days)
     contract = _contract(run.data)
     customers = contract["customers"]["customer_id"].tolist()
@@ -115,6 +114,7 @@ def simulate(
     consents = run.future["consents"]
     pending, delivered, truth = baseline, [], []
     delivered_to, next_order = T, 1
+    server, url = _serve(run, state, env)
     try:
         with httpx.Client(base_url=url, timeout=120) as client:
             for day in range(days):

@@ -19,7 +19,7 @@ OpenCC, so one set of Chinese cues serves both):
   alone.
 
 The held-out messages in ``tests/policy/data/messages.csv`` (150: en, zh-TW, zh-CN) measure
-it; the README has the figures.
+it; the documentation (how-to/serving) has the figures.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from policy.ranking import NO_CONSENT
 from serving.memory.feedback import Claimed, Recorded, StoreUnavailable
 from serving.memory.online import Entry
 from serving.memory.runtime import ROW_TIMES, Runtime, catch_up, learned, state_of
+from serving.metrics import ACTIONS, FEEDBACK, ONLINE_REFUSED, WITHHELD
 from serving.schemas import (
     CLOCK_SKEW,
     Action,
@@ -95,6 +96,11 @@ def audit(
         reasons = [s.reason for s in ranking.suppressed]
         withheld = {"consent": reasons.count(NO_CONSENT), "holdout": reasons.count(CONTROL)}
         record["withheld"] = withheld
+        for reason, n in withheld.items():
+            if n:
+                WITHHELD.labels(reason=reason).inc(n)
+        for s in ranking.suggestions:
+            ACTIONS.labels(action=s.action, purpose=s.purpose).inc()
         if ranking.held_out:
             record["held_out"] = [[s.action, s.product_id] for s in ranking.held_out]
     rt.audit.append(record)
@@ -263,6 +269,7 @@ def ingest(
     state, now = state_of(rt), rt.clock()
     refused = refusals(batch, state, now)
     if refused:
+        ONLINE_REFUSED.labels(route=route).inc(len(refused))
         raise HTTPException(422, refused)
     rows = []
     for kind in ("customers", "orders", "events", "consents", "identities"):
@@ -388,6 +395,7 @@ def record_feedback(rt: Runtime, item: FeedbackIn) -> FeedbackOut:
         rt.online.append([Entry("feedback", rt.lock(exposure), who=who)])
 
     recorded = rt.feedback.record_feedback(item, now, publish if rt.online.shared else None)
+    FEEDBACK.labels(outcome=item.outcome, result=recorded.name.lower()).inc()
     if recorded is Recorded.UNKNOWN_REQUEST:
         raise HTTPException(404, f"unknown request_id {item.request_id!r}")
     if recorded is Recorded.NOT_OFFERED:

@@ -118,6 +118,17 @@ class ContextIn(Strict):
 
 
 class SuggestRequest(CustomerRef):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "customer_id": "C0000042",
+                    "context": {"channel": "chat", "message": "my ink is almost out"},
+                }
+            ]
+        }
+    )
+
     context: ContextIn = ContextIn()
     max_actions: Count = Field(default=3, ge=1, le=10)
 
@@ -240,6 +251,12 @@ class SubjectExport(BaseModel):
 
 
 class BatchRequest(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"requests": [{"customer_id": "C0000042"}, {"customer_id": "C0000043"}]}]
+        }
+    )
+
     requests: list[SuggestRequest] = Field(min_length=1, max_length=500)
 
 
@@ -302,6 +319,19 @@ class CustomerIn(Strict):
 class EventBatch(Strict):
     """New contract rows from the CDP (same columns as the data contract)."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "consents": [
+                        {"customer_id": "C0000042", "purpose": "marketing", "granted": False,
+                         "recorded_at": "2025-06-30T11:00:00Z"}
+                    ]
+                }
+            ]
+        }
+    )  # fmt: skip
+
     customers: list[CustomerIn] = Field(default_factory=list, max_length=10_000)
     orders: list[OrderIn] = Field(default_factory=list, max_length=10_000)
     events: list[EventIn] = Field(default_factory=list, max_length=10_000)
@@ -327,6 +357,19 @@ class SegmentOut(BaseModel):
 
 
 class FeedbackIn(Strict):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "5f0c7a2e9b8d4c1fa3e6b7d8c9e0f1a2",
+                    "action": "replenishment_reminder",
+                    "product_id": "P-INK",
+                    "outcome": "accepted",
+                }
+            ]
+        }
+    )
+
     request_id: str = Field(min_length=1, max_length=64)
     action: str = Field(min_length=1, max_length=64)
     product_id: str | None = Field(default=None, max_length=128)
@@ -338,10 +381,14 @@ class FeedbackOut(BaseModel):
 
 
 class ChurnRequest(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"customer_id": "C0000042"}]})
+
     customer_id: str = Field(min_length=1, max_length=128)
 
 
 class SubjectIn(Strict):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"customer_id": "C0000042"}]})
+
     customer_id: str = Field(min_length=1, max_length=128)
 
 

@@ -81,11 +81,21 @@ def _text_everywhere(value, where: tuple = ()) -> list[tuple]:
     return []
 
 
+#: A Segment ``identify`` message, as the documentation's example.
+EXAMPLE = {
+    "type": "identify",
+    "messageId": "msg-0001",
+    "userId": "C0000042",
+    "timestamp": "2025-06-30T11:00:00Z",
+    "traits": {"consent_marketing": False},
+}
+
+
 class Message(BaseModel):
     """One Segment-spec message; fields beyond these are accepted and ignored. Text that is
     not UTF-8 anywhere in it (a lone surrogate, in a trait or a property too) is a 422."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [EXAMPLE]})
 
     @model_validator(mode="before")
     @classmethod
@@ -113,7 +123,7 @@ class Message(BaseModel):
 class Batch(BaseModel):
     """``POST /v1/batch``: up to 1,000 messages."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [{"batch": [EXAMPLE]}]})
 
     batch: list[Message] = Field(min_length=1, max_length=1000)
 

@@ -16,6 +16,31 @@ AS_OF = pd.Timestamp("2025-06-30", tz="UTC")
 PSEUDONYM_KEY = "pseudonym-key-for-tests-000003"
 #: The fixed clock of the services the tests start on the shared trained ``world``.
 SERVE_NOW = (AS_OF + pd.Timedelta(hours=12)).isoformat()
+#: What `make test-fast` leaves out: tests that train models, start servers (BentoML,
+#: Redis, MCP, Spark, notebooks) or run the demo, found by the fixtures they use or the
+#: ``heavy`` mark; what stays runs in a few minutes for the edit-run loop.
+HEAVY_FIXTURES = {"world", "demo_run", "redis_url", "simulated", "server", "dataset",
+                  "replenishment_data", "due", "registry"}  # fmt: skip
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--fast",
+        action="store_true",
+        help="leave out the tests that train, start servers or run the demo (make test-fast)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--fast"):
+        return
+    kept, dropped = [], []
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        heavy = bool(fixtures & HEAVY_FIXTURES) or item.get_closest_marker("heavy") is not None
+        (dropped if heavy else kept).append(item)
+    config.hook.pytest_deselected(items=dropped)
+    items[:] = kept
 
 
 def tiny_tables() -> dict[str, pd.DataFrame]:

@@ -1,7 +1,8 @@
 """The loader MLflow stores with every nextbest model (MLflow "models from code").
 
 ``mlflow.pyfunc.load_model`` runs this file to build the model from its artifacts
-(:mod:`training.packaging`); nothing is unpickled. Needs nextbest installed.
+(:mod:`training.packaging`); nothing is unpickled. The packages it imports travel with the
+model (``code_paths``): nextbest need not be installed where it loads.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ class NextbestModel(PythonModel):
     ) -> pd.DataFrame:
         """The model's predictions for each row of ``model_input`` (a features snapshot's
         rows), as :func:`training.packaging.predict_frame` describes."""
-        from training.packaging import predict_frame
+        from training.packaging import predict_frame, utc_times
 
-        return predict_frame(self.parts, self.model, model_input)
+        times = self.parts.get("time_inputs", ())
+        return predict_frame(self.parts, self.model, utc_times(model_input, times))
 
 
 mlflow.models.set_model(NextbestModel())

@@ -50,6 +50,29 @@ REGISTERED = {
     "clv": CLV_MODEL,
     "next_product": NEXT_PRODUCT_MODEL,
 }
+#: The description of each registered model (shown in the MLflow UI and by the registry API).
+DESCRIPTIONS = {
+    "churn": (
+        "Probability that a customer places no order within the churn horizon after the"
+        " as-of (LightGBM, calibrated). Input: a feature snapshot's customers.parquet rows"
+        " (nextbest features); output: churn_probability per customer_id."
+    ),
+    "replenishment": (
+        "Probability that a customer re-buys a consumable within the window, and its"
+        " run-out dates (p10, p50, p90). Input: pair rows with customer context and cutoff"
+        " (training.replenishment.pair_frame_from); output: repurchase_probability, runout_*."
+    ),
+    "clv": (
+        "Customer lifetime value over the horizon: BG/NBD purchases and Gamma-Gamma order"
+        " value (lifetimes). Input: customers.parquet rows (frequency, recency, T,"
+        " monetary_value); output: expected purchases and spend, clv_{M}m, p_alive."
+    ),
+    "next_product": (
+        "Probability that a customer buys a candidate product next (LightGBM, calibrated)."
+        " Input: candidate rows with their features and cutoff"
+        " (training.next_product.candidate_frame); output: purchase_probability."
+    ),
+}
 #: What each model's scores may be used for (purpose limitation): all four drive
 #: marketing actions, so the service skips them for customers without marketing consent.
 PURPOSES = {

@@ -42,7 +42,7 @@ from training.drift import DriftThresholds
 from training.jobs import Busy, JobLog, Outcome, job_lock, journal, safe_message, stderr_as
 
 
-#: Exit codes of ``nextbest retrain`` (documented in the README).
+#: Exit codes of ``nextbest retrain`` (documented in docs/how-to/retraining.md).
 @dataclass(frozen=True)
 class RetrainConfig:
     """Settings of one job. ``admin_key`` is never printed, logged or recorded."""

@@ -88,8 +88,29 @@ def _run(kind: str, root, tags: dict | None, as_of: str | None):
     mlflow.set_experiment(experiment_id=experiment(REGISTERED[kind], Path(root).resolve()))
     name = f"{kind} {str(as_of)[:10]}" if as_of else kind
     return mlflow.start_run(
-        run_name=name, tags={**(tags or {}), "nextbest.purpose": PURPOSES[kind]}
+        run_name=name,
+        tags={**(tags or {}), "nextbest.purpose": PURPOSES[kind], **code_version()},
     )
+
+
+def code_version() -> dict[str, str]:
+    """The tags naming the code a run trained with: the package version, and the git
+    commit (MLflow's own ``mlflow.source.git.commit``) when the code is a git checkout."""
+    import subprocess
+
+    from cdp import package_version
+
+    tags = {"nextbest.version": package_version()}
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+            text=True, timeout=10,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return tags
+    if commit.returncode == 0:
+        tags["mlflow.source.git.commit"] = commit.stdout.strip()
+    return tags
 
 
 def _about(params: dict, tags: dict | None, **settings) -> dict:
@@ -194,7 +215,7 @@ def log_classifier(
         )
         if profile is not None:
             mlflow.log_dict(profile, PROFILE)
-        version = packaging.log_model(kind, model, REGISTERED[kind])
+        version = packaging.log_model(kind, model, REGISTERED[kind], example=valid)
 
         about = _about(params, tags, **{spec.setting: params.get(spec.setting)})
         gating = {"margin": margin, "confidence": confidence, "promote": promote}
@@ -232,7 +253,9 @@ def log_clv(
             manifest=None,
             selection=None,
         )
-        version = packaging.log_model("clv", model, REGISTERED["clv"], horizon_days=horizon_days)
+        version = packaging.log_model(
+            "clv", model, REGISTERED["clv"], example=holdout, horizon_days=horizon_days
+        )
 
         about = _about(params, tags, horizon_days=horizon_days)
         gating = {"margin": margin, "confidence": confidence, "promote": promote}

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 # MLflow reads this when it is first imported (by a command's training imports): its INFO
 # lines (database set-up) would drown our summaries; a level the user set wins.
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+# and its artifact-download progress bars would sit between the stage lines
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 app = typer.Typer(
     name="nextbest",

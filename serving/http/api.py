@@ -69,6 +69,7 @@ app = FastAPI(
     docs_url=None,
     redoc_url=None,
     openapi_url=None,  # BentoML serves the merged OpenAPI at /docs.json
+    generate_unique_id_function=lambda route: route.name,  # operationId: the handler's name
 )
 problems.install(app, StoreUnavailable)
 
@@ -193,7 +194,8 @@ def events(batch: EventBatch, rt: Live) -> Applied:
 @app.post("/v1/batch", response_model=SegmentOut, responses=ERRORS, **SEGMENT)
 def segment_batch(body: segment.Batch, rt: Live) -> SegmentOut:
     """Segment-spec messages as a CDP's webhook sends them (Segment, RudderStack): applied
-    as `POST /events` rows (the mapping is in the README), each messageId once."""
+    as `POST /events` rows (the mapping is in the documentation, how-to/serving), each messageId
+    once."""
     return answers.ingest_segment(rt, body.batch, "/v1/batch")
 
 

@@ -57,6 +57,9 @@ def finish(spec: dict) -> dict:
     schemas.pop("ValidationError", None)
     problem = {"content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
     for path, operations in spec.get("paths", {}).items():
+        for method, operation in operations.items():
+            if isinstance(operation, dict) and "operationId" not in operation:  # BentoML's own
+                operation["operationId"] = f"{method}_{path.strip('/').replace('/', '_')}"
         if path.rstrip("/") in OPEN or path in OPEN:
             continue
         for operation in operations.values():

@@ -26,7 +26,7 @@ from serving.config import ServeConfig
 from serving.http import api, endpoints, traffic
 from serving.http.openapi import OpenAPIMiddleware
 from serving.memory import online, runtime
-from serving.metrics import RELOADS, SNAPSHOT_AS_OF
+from serving.metrics import RELOADS, SNAPSHOT_AS_OF, serving_models
 from serving.security import SecurityMiddleware
 
 # The one thing done at import: BentoML assembles its middlewares after importing this
@@ -64,6 +64,7 @@ class NextBest:
     def _load(self):
         state = runtime.load_state(self.runtime, self.config)
         SNAPSHOT_AS_OF.set(state.as_of.timestamp())
+        serving_models(state.versions)
         return state
 
     @staticmethod

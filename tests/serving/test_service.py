@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import threading
 import time
@@ -89,6 +90,29 @@ def test_the_simulated_clock_moves_only_forward_and_only_for_an_admin(server):
     naive = server.post("/admin/clock", json={"now": "2030-01-01T00:00:00"}, headers=H_ADMIN)
     assert naive.status_code == 422
     assert pd.Timestamp(suggest(server, {"customer_id": "nobody"})["now"]) == at
+
+
+def test_the_committed_openapi_is_the_served_one_with_named_operations_and_examples(
+    server, tmp_path
+):
+    served = server.get("/docs.json").json()
+    committed_path = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
+    fresh = tmp_path / "openapi.json"
+    fresh.write_text(json.dumps(served, indent=2) + "\n")
+    assert json.loads(committed_path.read_text()) == served, (
+        f"docs/openapi.json differs from the service's /docs.json: copy {fresh} over it"
+    )
+    operations = [
+        op for ops in served["paths"].values() for op in ops.values() if isinstance(op, dict)
+    ]
+    ids = [op["operationId"] for op in operations]
+    assert len(ids) == len(set(ids)) and all(re.fullmatch(r"[a-z_]+", i) for i in ids), ids
+    schemas = served["components"]["schemas"]
+    for op in operations:
+        body = op.get("requestBody", {}).get("content", {}).get("application/json")
+        if body:
+            name = body["schema"]["$ref"].rsplit("/", 1)[1]
+            assert schemas[name].get("examples"), name
 
 
 def test_open_routes_and_the_openapi(server):
@@ -238,6 +262,7 @@ NO_SCORE = {
     ("post", "/feedback"),
     ("post", "/events"),
     ("post", "/admin/reload"),
+    ("post", "/admin/clock"),
     ("post", "/admin/subject/export"),
     ("post", "/admin/subject/erase"),
     *(("post", f"/v1/{kind}") for kind in ("batch", "track", "identify", "page", "alias")),
@@ -893,6 +918,58 @@ def test_hot_reload_under_load_then_a_corrupt_champion_is_rejected(server, world
     assert "Traceback" not in started.stderr
     client.set_registered_model_alias("nextbest-churn", "champion", "2")
     json.dumps(rejected)
+
+
+def test_the_operator_metrics_count_and_every_rule_and_panel_reads_a_real_series(
+    server, small_world_dir
+):
+    """Actions by kind and purpose, marketing withheld, feedback outcomes, refused rows and
+    the model versions serving are on /metrics, and every metric the alert rules and the
+    Grafana dashboard (deploy/) query is one the service exports."""
+    customers = pd.read_parquet(small_world_dir / "customers.parquet")["customer_id"]
+    asked = [*customers.head(200), *_without_consent(small_world_dir)[:100]]
+    body = {"requests": [{"customer_id": c} for c in asked]}
+    batch = server.post("/suggest/batch", json=body, headers=H_CHAT)
+    assert batch.status_code == 200, batch.text
+    answer = next(
+        a
+        for a in batch.json()["responses"]
+        if any(x["purpose"] == "marketing" for x in a["actions"])
+    )
+    marketing = [a for a in answer["actions"] if a["purpose"] == "marketing"]
+    feedback = feedback_for(answer, "shown", answer["actions"].index(marketing[0]))
+    assert server.post("/feedback", json=feedback, headers=H_CHAT).status_code == 200
+    future = (pd.Timestamp(NOW) + pd.Timedelta(days=30)).isoformat()
+    late = {"orders": [{"order_id": "Z1", "customer_id": answer["customer_id"],
+                        "ordered_at": future, "product_id": marketing[0]["product_id"] or "P01",
+                        "quantity": 1, "amount": 1.0}]}  # fmt: skip
+    assert server.post("/events", json=late, headers=H_ADMIN).status_code == 422
+    view = {"event_id": "metrics-view-1", "customer_id": answer["customer_id"],
+            "occurred_at": NOW, "source": "web", "event_type": "page_view"}  # fmt: skip
+    assert server.post("/events", json={"events": [view]}, headers=H_ADMIN).status_code == 200
+    text = server.get("/metrics").text
+
+    def value(pattern: str) -> float:
+        found = re.findall(rf"^{pattern} ([0-9.e+]+)$", text, re.MULTILINE)
+        assert found, pattern
+        return sum(float(x) for x in found)
+
+    action = marketing[0]["action"]
+    assert value(rf'nextbest_actions_served_total{{action="{action}",purpose="marketing"}}') >= 1
+    assert value(r'nextbest_feedback_total\{outcome="shown",result="stored"\}') >= 1
+    assert value(r'nextbest_online_rows_refused_total\{route="/events"\}') >= 1
+    assert value(r'nextbest_marketing_withheld_total\{reason="consent"\}') >= 1
+    serving = re.findall(r'^nextbest_model_info\{model="(\w+)",version="(\w+)"\} 1\.0$', text, re.M)
+    assert {m for m, _ in serving} == {"churn", "clv", "replenishment", "next_product"}
+    exported = set(re.findall(r"^([a-z_:]+)(?:\{| )", text, re.MULTILINE))
+    deploy = Path(__file__).resolve().parents[2] / "deploy"
+    queries = [t["expr"] for p in json.loads((deploy / "grafana" / "nextbest.json").read_text())
+               ["panels"] for t in p["targets"]]  # fmt: skip
+    queries += re.findall(
+        r"expr: (.*(?:\n {12}.*)*)", (deploy / "prometheus" / "alerts.yaml").read_text()
+    )
+    used = {name for q in queries for name in re.findall(r"\b((?:nextbest|bentoml)_[a-z_]+)", q)}
+    assert used and used <= exported, used - exported
 
 
 def test_every_error_is_one_documented_problem(server):
