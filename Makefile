@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 RUN := $(UV) run --frozen
 PYTEST_ARGS ?=
 
-.PHONY: help install system-packages demo test test-slow lint docs format bench eval-cdnow eval-world eval-nba eval-uplift notebooks strip-notebooks clean
+.PHONY: help install system-packages demo test test-fast test-slow lint docs format bench eval-cdnow eval-world eval-nba eval-uplift notebooks strip-notebooks clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ demo: install  ## generate a world, features, train, serve, a scripted chatbot c
 
 test: install system-packages  ## the default test suite (slow tests excluded)
 	$(RUN) pytest -m "not slow" $(PYTEST_ARGS)
+
+test-fast: install  ## the edit-run loop: no training, no servers, no demo (pytest --fast)
+	$(RUN) pytest -m "not slow" --fast -n 2 $(PYTEST_ARGS)
 
 test-slow: install system-packages  ## only the slow tests (large worlds)
 	$(RUN) pytest -m slow $(PYTEST_ARGS)

@@ -15,13 +15,22 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 NAMES = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
 
 
-def test_the_four_notebooks_exist():
+def test_the_five_notebooks_exist_and_default_to_the_projects_store():
     assert NAMES == [
         "01-unified-profiles-and-rfm.ipynb",
         "02-churn-model.ipynb",
         "03-replenishment.ipynb",
         "04-next-best-action.ipynb",
+        "05-explain-a-customer.ipynb",
     ]
+    for name in (
+        "02-churn-model.ipynb",
+        "04-next-best-action.ipynb",
+        "05-explain-a-customer.ipynb",
+    ):
+        notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+        parameters = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+        assert 'MLRUNS = "../mlruns"' in parameters.source, name
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -47,6 +56,7 @@ def test_notebook_runs_top_to_bottom(name, tmp_path):
         "02-churn-model.ipynb": {"MLRUNS": str(tmp_path / "mlruns")},
         "03-replenishment.ipynb": {},
         "04-next-best-action.ipynb": {"MLRUNS": str(tmp_path / "mlruns")},
+        "05-explain-a-customer.ipynb": {"MLRUNS": str(tmp_path / "mlruns")},
     }[name]
     out = tmp_path / name
     papermill.execute_notebook(

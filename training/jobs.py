@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -177,8 +178,16 @@ def job_lock(folder: Path, wait_seconds: float = 0.0) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+#: MLflow's own log line (``2026/12/06 07:32:10 WARNING mlflow.models.model: ...``).
+LIBRARY_LINE = re.compile(
+    r"^\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} (DEBUG|INFO|WARNING|ERROR|CRITICAL) ([\w.]+): (.*)$"
+)
+
+
 class _LinesTo(io.TextIOBase):
-    """A text stream that hands every complete line to ``log`` (libraries' prints)."""
+    """A text stream that hands every complete line to ``log`` (libraries' prints) at the
+    line's own level: MLflow's log lines keep theirs (and name their logger), a Python
+    warning is a warning, the rest (prints) info."""
 
     def __init__(self, log: JobLog) -> None:
         self.log, self.pending = log, ""
@@ -187,7 +196,15 @@ class _LinesTo(io.TextIOBase):
         self.pending += text
         *lines, self.pending = self.pending.split("\n")
         for line in filter(None, (x.strip() for x in lines)):
-            self.log("library", line)
+            found = LIBRARY_LINE.match(line)
+            if found:
+                level, logger, message = found.groups()
+                level = "error" if level == "CRITICAL" else level.lower()
+                self.log("library", message, level=level, logger=logger)
+            elif re.search(r"\b\w*Warning: ", line):
+                self.log("library", line, level="warning")
+            else:
+                self.log("library", line)
         return len(text)
 
 

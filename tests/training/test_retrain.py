@@ -380,3 +380,29 @@ def test_a_stopped_or_killed_job_leaves_no_debris_and_the_next_one_trains(
     assert len(interrupted) >= 3  # the killed job's run, its churn run and its CLV run
 
     assert retrain(*args).stdout.count("up to date") >= 1  # now it is complete
+
+
+def test_json_logs_keep_a_librarys_level():
+    """MLflow's WARNING lines and Python warnings stay warnings in the JSON log (a log
+    collector alerts on them), with MLflow's logger named; prints are info."""
+    import io
+
+    from training.jobs import JobLog, stderr_as
+
+    out = io.StringIO()
+    log = JobLog(json_lines=True, stream=out)
+    with stderr_as(log):
+        print(
+            "2026/12/06 07:32:10 WARNING mlflow.models.model: Failed to validate", file=sys.stderr
+        )
+        print("/x.py:1: UserWarning: Hint: integer columns", file=sys.stderr)
+        print("2026/12/06 07:32:11 INFO mlflow.store.db.utils: Creating tables", file=sys.stderr)
+        print("Successfully registered model 'nextbest-churn'.", file=sys.stderr)
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(r["level"], r.get("logger")) for r in records] == [
+        ("WARNING", "mlflow.models.model"),
+        ("WARNING", None),
+        ("INFO", "mlflow.store.db.utils"),
+        ("INFO", None),
+    ]
+    assert records[0]["message"] == "Failed to validate" and records[0]["event"] == "library"
