@@ -40,11 +40,13 @@ system-packages:  ## the Debian packages the tests need (redis-server, Java 17, 
 demo: install  ## generate a world, features, train, serve, a scripted chatbot conversation
 	$(RUN) nextbest demo
 
-test: install system-packages  ## the default test suite (slow tests excluded)
-	$(RUN) pytest -m "not slow" $(PYTEST_ARGS)
+# Two workers (pytest-xdist), each test file whole on one of them: module fixtures (a served
+# world) are built once; each worker trains its own shared store.
+test: install system-packages  ## the default test suite (slow tests excluded), on two workers
+	$(RUN) pytest -m "not slow" -n 2 --dist loadfile $(PYTEST_ARGS)
 
 test-fast: install  ## the edit-run loop: no training, no servers, no demo (pytest --fast)
-	$(RUN) pytest -m "not slow" --fast -n 2 $(PYTEST_ARGS)
+	$(RUN) pytest -m "not slow" --fast -n 2 --dist loadfile $(PYTEST_ARGS)
 
 test-slow: install system-packages  ## only the slow tests (large worlds)
 	$(RUN) pytest -m slow $(PYTEST_ARGS)

@@ -120,12 +120,13 @@ class ContextIn(Strict):
 class SuggestRequest(CustomerRef):
     model_config = ConfigDict(
         json_schema_extra={
+            "oneOf": CustomerRef.model_config["json_schema_extra"]["oneOf"],
             "examples": [
                 {
                     "customer_id": "C0000042",
                     "context": {"channel": "chat", "message": "my ink is almost out"},
                 }
-            ]
+            ],
         }
     )
 

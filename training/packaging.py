@@ -167,11 +167,13 @@ def log_model(
     model: Model,
     registered_name: str,
     example: pd.DataFrame | None = None,
+    description: str | None = None,
     **extra: object,
 ) -> str:
     """Log ``model`` as a pyfunc model in the active run, register it as a new version of
-    ``registered_name``; return the version. ``example``: a few rows of what it predicts
-    on, for its signature and input example. ``extra`` goes into ``model.json``."""
+    ``registered_name`` (described by ``description``); return the version. ``example``: a
+    few rows of what it predicts on, for its signature and input example. ``extra`` goes
+    into ``model.json``."""
     from mlflow.models import ModelSignature, infer_signature
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -209,9 +211,8 @@ def log_model(
                 input_example=example,
                 registered_model_name=registered_name,
             )
-    from training.registry import DESCRIPTIONS
-
-    mlflow.MlflowClient().update_registered_model(registered_name, DESCRIPTIONS[kind])
+    if description:
+        mlflow.MlflowClient().update_registered_model(registered_name, description)
     return str(info.registered_model_version)
 
 

@@ -30,7 +30,15 @@ from training.clv import ClvResult, score_clv
 from training.gate import Decision
 from training.metrics import calibration_table
 from training.next_product import NextProductResult
-from training.registry import FEATURES_TAG, JOBS, PROFILE, PURPOSES, REGISTERED, experiment
+from training.registry import (
+    DESCRIPTIONS,
+    FEATURES_TAG,
+    JOBS,
+    PROFILE,
+    PURPOSES,
+    REGISTERED,
+    experiment,
+)
 from training.replenishment import ReplenishmentResult
 
 if TYPE_CHECKING:
@@ -215,7 +223,9 @@ def log_classifier(
         )
         if profile is not None:
             mlflow.log_dict(profile, PROFILE)
-        version = packaging.log_model(kind, model, REGISTERED[kind], example=valid)
+        version = packaging.log_model(
+            kind, model, REGISTERED[kind], example=valid, description=DESCRIPTIONS[kind]
+        )
 
         about = _about(params, tags, **{spec.setting: params.get(spec.setting)})
         gating = {"margin": margin, "confidence": confidence, "promote": promote}
@@ -254,8 +264,9 @@ def log_clv(
             selection=None,
         )
         version = packaging.log_model(
-            "clv", model, REGISTERED["clv"], example=holdout, horizon_days=horizon_days
-        )
+            "clv", model, REGISTERED["clv"], example=holdout, description=DESCRIPTIONS["clv"],
+            horizon_days=horizon_days,
+        )  # fmt: skip
 
         about = _about(params, tags, horizon_days=horizon_days)
         gating = {"margin": margin, "confidence": confidence, "promote": promote}
