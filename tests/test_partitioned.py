@@ -17,6 +17,8 @@ from features.manifest import file_digest
 from nextbest.subject import identity_values
 from test_cli import nextbest
 
+pytestmark = pytest.mark.heavy  # trains models or starts Spark: not in `make test-fast`
+
 
 def _spark_like(frame: pd.DataFrame, folder, parts: int, key: str | None = None) -> None:
     """Write ``frame`` as Spark does: part files (under ``key=value`` folders when ``key`` is

@@ -15,6 +15,8 @@ import pytest
 from features.io import read_snapshot
 from test_cli import features_cli, nextbest
 
+pytestmark = pytest.mark.heavy  # trains models or starts Spark: not in `make test-fast`
+
 #: text columns written as dictionaries (pandas categoricals) when the table has them
 DICTIONARY = ("country", "locale", "category", "event_type", "channel", "purpose", "source")
 LARGE = ("customer_id", "product_id", "order_id", "event_id")

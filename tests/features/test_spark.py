@@ -11,6 +11,8 @@ import pytest
 from features.io import read_snapshot
 from test_cli import features_cli
 
+pytestmark = pytest.mark.heavy  # trains models or starts Spark: not in `make test-fast`
+
 
 @pytest.fixture(scope="module")
 def on_spark(small_world_dir, tmp_path_factory):

@@ -14,6 +14,8 @@ from training.classifier import CANDIDATES, select_params
 from training.dataset import selection_split, training_cutoffs
 from training.metrics import binary_metrics, top_decile_capture
 
+pytestmark = pytest.mark.heavy  # trains models or starts Spark: not in `make test-fast`
+
 H = 90
 
 

@@ -8,9 +8,12 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from conftest import AS_OF
 from test_cli import nextbest
+
+pytestmark = pytest.mark.heavy  # trains models or starts Spark: not in `make test-fast`
 
 
 def test_train_then_score(small_world_dir, world, tmp_path):

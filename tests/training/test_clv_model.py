@@ -11,6 +11,8 @@ from conftest import AS_OF
 from features.config import FeatureConfig
 from training.clv import ClvModel, clv_holdout, spend_metrics, train_clv
 
+pytestmark = pytest.mark.heavy  # trains models or starts Spark: not in `make test-fast`
+
 
 @pytest.fixture(scope="module")
 def clv(small_world_dir, dataset_small):

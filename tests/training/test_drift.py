@@ -17,6 +17,8 @@ from training.drift import (
     reference_profile,
 )
 
+pytestmark = pytest.mark.heavy  # trains models or starts Spark: not in `make test-fast`
+
 
 def test_identical_distributions_have_psi_zero():
     values = pd.Series(np.arange(1000, dtype=float))

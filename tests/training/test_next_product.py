@@ -13,6 +13,8 @@ from features.config import FeatureConfig
 from training.dataset import training_cutoffs
 from training.next_product import next_product_dataset, train_next_product
 
+pytestmark = pytest.mark.heavy  # trains models or starts Spark: not in `make test-fast`
+
 W = 30
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.replenishment import MAX_CYCLE_DAYS
 from training.replenishment import RunoutModel, precision_at_k, train_replenishment
+
+pytestmark = pytest.mark.heavy  # trains models or starts Spark: not in `make test-fast`
 
 
 def test_model_beats_the_overdue_ratio_rule_on_a_later_period(replenishment_data):

@@ -20,6 +20,8 @@ from mlflow import MlflowClient
 from conftest import free_port, launch_service, stop_service, tiny_tables
 from training.retrain import latest_complete_day
 
+pytestmark = pytest.mark.heavy  # trains models or starts Spark: not in `make test-fast`
+
 ADMIN = "admin-key-for-retrain-0000001"
 CHATBOT = "chatbot-key-for-retrain-00002"
 EARLY = "2024-09-01"  # a champion trained on little history, so that later data beats it

@@ -7,8 +7,11 @@ import json
 import sys
 
 import pandas as pd
+import pytest
 
 from test_cli import nextbest
+
+pytestmark = pytest.mark.heavy  # trains models or starts Spark: not in `make test-fast`
 
 KEYS = {
     "churn": ["customer_id"],
