@@ -95,6 +95,7 @@ def _subject(site) -> tuple[str, pd.DataFrame]:
     return customer_id, identities[identities["customer_id"] == customer_id]
 
 
+@pytest.mark.heavy  # trains and serves a world of its own
 def test_export_then_erase_leaves_no_trace_and_a_retrain_cannot_bring_them_back(site):
     from cdp import privacy
 
