@@ -36,6 +36,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.nba import TIMES, history
+from benchmarks.serve import _free_port, _stop
 
 CUSTOMERS = int(os.environ.get("BENCH_UPLIFT_CUSTOMERS", "20000"))
 DAYS = int(os.environ.get("BENCH_UPLIFT_DAYS", "28"))
@@ -161,7 +162,7 @@ def true_uplift(baseline, simulated, customers, share, since, until) -> dict:
 
     key = PSEUDONYM_KEY.encode()
     holdout = Holdout(share, PERIOD)
-    names = [privacy.pseudonym(c, key) for c in customers]
+    names = privacy.pseudonymise(pd.Series(customers, dtype=str), key).tolist()
     groups = pd.DataFrame({"customer": names, "group": [holdout.group(p, key) for p in names]})
     by_id = dict(zip(customers, names, strict=True))
 
@@ -256,7 +257,6 @@ def _post(client, path: str, body: dict, key: str) -> dict:
 
 
 def _serve(run: Run, state: Path, env: dict):
-    from benchmarks.serve import _free_port
     from serving.demo import wait_ready
 
     port = _free_port()
@@ -274,11 +274,6 @@ def _serve(run: Run, state: Path, env: dict):
         _stop(server)
         raise SystemExit(f"the service did not start: see {log.name}")
     return server, url
-
-
-def _stop(server) -> None:
-    os.killpg(server.pid, 15)
-    server.wait(timeout=60)
 
 
 def _report(run: Run, state: Path, out: Path, until: pd.Timestamp, env: dict) -> dict:

@@ -83,6 +83,12 @@ class Ranking:
     #: (withheld: what the uplift per action compares with, :mod:`policy.uplift`)
     held_out: tuple[Suggestion, ...] = ()
 
+    def withheld(self) -> dict[str, int]:
+        """Marketing actions held back for want of consent (``consent``) and for the global
+        control group (``holdout``)."""
+        reasons = [s.reason for s in self.suppressed]
+        return {"consent": reasons.count(NO_CONSENT), "holdout": reasons.count(CONTROL)}
+
 
 def read_context(context: Context) -> Reading | None:
     """The message read once (:func:`policy.language.read_message`, with the chatbot's own

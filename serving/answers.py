@@ -17,11 +17,9 @@ from datetime import datetime
 
 from fastapi import HTTPException
 
-from policy.holdout import CONTROL
 from policy.learning import explore
 from policy.locales import answer_locale
 from policy.profile import Context
-from policy.ranking import NO_CONSENT
 from serving.memory.feedback import Claimed, Recorded, StoreUnavailable
 from serving.memory.online import Entry
 from serving.memory.runtime import ROW_TIMES, Runtime, catch_up, learned, state_of
@@ -93,8 +91,7 @@ def audit(
     if eligible is not None:
         record["eligible"] = eligible
     if ranking is not None:
-        reasons = [s.reason for s in ranking.suppressed]
-        withheld = {"consent": reasons.count(NO_CONSENT), "holdout": reasons.count(CONTROL)}
+        withheld = ranking.withheld()
         record["withheld"] = withheld
         for reason, n in withheld.items():
             if n:

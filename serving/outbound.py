@@ -19,9 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from policy.catalog import Catalog
-from policy.holdout import CONTROL, Holdout
+from policy.holdout import Holdout
 from policy.profile import Context
-from policy.ranking import NO_CONSENT
 
 #: The columns of ``suggestions.parquet``, one row per customer x rank.
 COLUMNS = (
@@ -79,8 +78,8 @@ def suggest_all(
         ranking = state.ranking(
             customer_id, context, catalog, now=now, exposures=seen, max_actions=max_actions
         )
-        withheld += sum(s.reason == NO_CONSENT for s in ranking.suppressed)
-        held_out += sum(s.reason == CONTROL for s in ranking.suppressed)
+        counts = ranking.withheld()
+        withheld, held_out = withheld + counts["consent"], held_out + counts["holdout"]
         actions.update(s.action for s in ranking.suggestions)
         records += [
             (customer_id, position, s.action, s.purpose, s.product_id, s.probability,

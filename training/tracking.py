@@ -9,6 +9,7 @@ and as-of (``churn 2025-06-30``). The store is chosen by :func:`training.registr
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,7 @@ def _run(kind: str, root, tags: dict | None, as_of: str | None):
     )
 
 
+@functools.cache
 def code_version() -> dict[str, str]:
     """The tags naming the code a run trained with: the package version, and the git
     commit (MLflow's own ``mlflow.source.git.commit``) when the code is a git checkout."""

@@ -58,6 +58,7 @@ def gather(
     Raises :class:`BadInputError` when nobody is held out, the folder is no service's state,
     or the audit log's groups disagree with ``holdout`` (other settings than the service's).
     """
+    from cdp.privacy import keys, pseudonymise
     from cdp.validation import load_contract
     from serving.config import ServeConfig
     from serving.memory.runtime import open_runtime
@@ -79,10 +80,13 @@ def gather(
     known = customers.loc[customers["created_at"] < until, "customer_id"].astype(str)
     online, online_customers, forgotten = _online_rows(rt)
     names = pd.concat([known, online_customers], ignore_index=True).drop_duplicates()
-    pseudonyms = _pseudonyms(names, rt.pseudonym)
+    ordered = pd.concat([orders["customer_id"], online["customer_id"]]).astype(str)
+    ids = pd.concat([names, ordered], ignore_index=True).drop_duplicates()
+    pseudonym_of = dict(zip(ids, pseudonymise(ids, keys()[0]), strict=True))  # one HMAC an id
+    pseudonyms = names.map(pseudonym_of)
     people = pd.DataFrame({"customer": pseudonyms[~pseudonyms.isin(forgotten)].unique()})
     people["group"] = [rt.group(p) for p in people["customer"]]
-    lines = _order_lines(orders, online, rt.pseudonym, until)
+    lines = _order_lines(orders, online, pseudonym_of, until)
     answers = _answers(rt.audit.entries(), since, until)
     logged = answers.dropna(subset=["customer"]).drop_duplicates("customer")
     assigned = logged["customer"].map(dict(zip(people["customer"], people["group"], strict=True)))
@@ -120,23 +124,19 @@ def _online_rows(rt) -> tuple[pd.DataFrame, pd.Series, set[str]]:
     return frame, pd.Series(created, dtype=str), forgotten
 
 
-def _pseudonyms(ids: pd.Series, pseudonym) -> pd.Series:
-    """Each id's pseudonym (one HMAC per distinct id)."""
-    return pd.Series([pseudonym(c) for c in ids], index=ids.index, dtype=str)
-
-
-def _order_lines(contract: pd.DataFrame, online: pd.DataFrame, pseudonym, until) -> pd.DataFrame:
+def _order_lines(
+    contract: pd.DataFrame, online: pd.DataFrame, pseudonym_of: dict[str, str], until
+) -> pd.DataFrame:
     """Order lines before ``until``, contract and online, each line once (by ``(order_id,
-    product_id)``, the identity replay uses: the later arrival wins), by pseudonym."""
+    product_id)``, the identity replay uses: the later arrival wins), by pseudonym
+    (``pseudonym_of``: customer id -> pseudonym)."""
     both = pd.concat([contract.assign(arrival=0), online.assign(arrival=1)], ignore_index=True)
     both = both[both["ordered_at"] < until]
     both = both.sort_values("arrival", kind="stable").drop_duplicates(
         ["order_id", "product_id"], keep="last"
     )
-    ids = both["customer_id"].astype(str)
-    distinct = ids.drop_duplicates()
-    names = dict(zip(distinct, _pseudonyms(distinct, pseudonym), strict=True))
-    out = both.assign(customer=ids.map(names), amount=both["amount"].astype("float64"))
+    customer = both["customer_id"].astype(str).map(pseudonym_of)
+    out = both.assign(customer=customer, amount=both["amount"].astype("float64"))
     return out[ORDER_COLUMNS].reset_index(drop=True)
 
 
@@ -146,20 +146,17 @@ def _answers(entries, since, until) -> pd.DataFrame:
     for e in entries:
         if e.get("route") not in ANSWER_ROUTES or "eligible" not in e:
             continue
-        at = pd.Timestamp(e["at"])
-        if not since <= at < until:
-            continue
         withheld = e.get("withheld") or {}
         rows.append(
             (
-                at, e["route"], e.get("customer"), e.get("group"), e.get("actions") or [],
+                e["at"], e["route"], e.get("customer"), e.get("group"), e.get("actions") or [],
                 [a for a, _ in e.get("held_out") or ()], withheld.get("consent", 0),
                 withheld.get("holdout", 0), e.get("latency_ms", np.nan),
             )
         )  # fmt: skip
     frame = pd.DataFrame(rows, columns=ANSWER_COLUMNS)
-    frame["at"] = pd.to_datetime(frame["at"], utc=True)
-    return frame
+    frame["at"] = pd.to_datetime(frame["at"], utc=True, format="ISO8601")
+    return frame[(frame["at"] >= since) & (frame["at"] < until)].reset_index(drop=True)
 
 
 def first_answers(answers: pd.DataFrame, marketing: tuple[str, ...]) -> pd.DataFrame:
