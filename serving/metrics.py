@@ -1,6 +1,8 @@
 """The service's own Prometheus metrics, beside BentoML's on ``/metrics``.
 
 - ``nextbest_reloads_total{outcome}``: loads and reloads (loaded, reloaded, failed);
+- ``nextbest_reload_running``: 1 while a reload is loading beside the serving state (summed
+  over the live workers), and ``nextbest_reload_duration_seconds``, how long each took;
 - ``nextbest_snapshot_as_of_timestamp_seconds``: the as-of of the feature snapshot being
   served (Unix time; its age is ``time() - value``, an alert rule away);
 - ``nextbest_online_rows_applied_total{table, via}``: contract rows applied online, by
@@ -27,6 +29,16 @@ RELOADS = bentoml.metrics.Counter(
     name="nextbest_reloads_total",
     documentation="Model and feature reloads, by outcome",
     labelnames=["outcome"],
+)
+RELOAD_RUNNING = bentoml.metrics.Gauge(
+    name="nextbest_reload_running",
+    documentation="1 while a reload loads beside the serving state, summed over workers",
+    multiprocess_mode="livesum",
+)
+RELOAD_SECONDS = bentoml.metrics.Histogram(
+    name="nextbest_reload_duration_seconds",
+    documentation="How long each reload took, from start to switch (or failure)",
+    buckets=(1, 2.5, 5, 10, 20, 30, 45, 60, 90, 120, 300, 600),
 )
 SNAPSHOT_AS_OF = bentoml.metrics.Gauge(
     name="nextbest_snapshot_as_of_timestamp_seconds",

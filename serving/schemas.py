@@ -413,10 +413,25 @@ class ClockOut(BaseModel):
     now: datetime
 
 
-class ReloadOut(BaseModel):
-    reloaded: bool
-    model_versions: dict[str, str]
-    detail: str
+class ReloadStatus(BaseModel):
+    """A reload's progress and outcome on the worker that answers (``X-Served-By``)."""
+
+    status: Literal["idle", "running", "reloaded", "failed"] = Field(
+        description="idle (none yet), running, or how the last one ended"
+    )
+    started: bool | None = Field(
+        None,
+        description="POST only: true if this request started the reload, false if it joined"
+        " the one already running",
+    )
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    seconds: float | None = Field(None, description="how long it took, start to switch")
+    reloaded: bool | None = Field(None, description="finished: whether the new state serves")
+    model_versions: dict[str, str] | None = Field(
+        None, description="finished: the champion versions serving now"
+    )
+    detail: str | None = Field(None, description="finished: switched, or why it failed")
 
 
 ERRORS = {

@@ -129,13 +129,39 @@ def small_world():
     return generate_world(WorldConfig(customers=3_000, seed=11, as_of=AS_OF))
 
 
-@pytest.fixture(scope="session")
-def small_world_dir(small_world, tmp_path_factory) -> Path:
-    """The small world written as a Parquet contract folder."""
-    folder = tmp_path_factory.mktemp("world") / "world"
-    write_folder(small_world.tables, folder)
-    write_folder(small_world.truth, folder / "truth")
+def once_per_run(tmp_path_factory, name: str, build) -> Path:
+    """The folder ``name``, built by ``build(folder)`` once for the whole run: every
+    pytest-xdist worker shares it (the first to ask builds it under a lock, the others wait
+    for it), so the costly set-ups (a trained store, the demo) run once, not once per
+    worker. A build that failed is retried by the next worker to ask, and fails there too."""
+    import fcntl
+    import os
+    import shutil
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            build(folder)
+            done.touch()
     return folder
+
+
+@pytest.fixture(scope="session")
+def small_world_dir(tmp_path_factory) -> Path:
+    """The small world (``small_world``) written as a Parquet contract folder, once per run;
+    the tests read it and never write into it."""
+
+    def build(folder: Path) -> None:
+        world = generate_world(WorldConfig(customers=3_000, seed=11, as_of=AS_OF))
+        write_folder(world.tables, folder)
+        write_folder(world.truth, folder / "truth")
+
+    return once_per_run(tmp_path_factory, "small-world", build)
 
 
 def contract(**tables: pd.DataFrame):
@@ -235,54 +261,87 @@ def stop_service(process) -> None:
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
-    """``nextbest demo`` run once in a fresh folder with its default paths (``data/demo``,
-    ``mlruns``), as ``make demo`` runs it after the install: the folder and the result."""
+    """``nextbest demo`` run once per run in a fresh folder with its default paths
+    (``data/demo``, ``mlruns``), as ``make demo`` runs it after the install: the folder, the
+    environment and the result (kept beside the folder, for the workers that did not run it)."""
+    import json
     import os
     import subprocess
     import sys
 
-    folder = tmp_path_factory.mktemp("demo")
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "NEXTBEST_PSEUDONYM_KEY": "demo-pseudonym-key-for-tests-01",
     }
     env.pop("MLFLOW_TRACKING_URI", None)
-    result = subprocess.run(
-        ["nextbest", "demo", "--customers", "3000"],
-        cwd=folder,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    return folder, env, result
+    args = ["nextbest", "demo", "--customers", "3000"]
+
+    def build(folder: Path) -> None:
+        folder.mkdir(parents=True)
+        done = subprocess.run(
+            args, cwd=folder, env=env, capture_output=True, text=True, timeout=900
+        )
+        outcome = {"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
+        (folder.parent / "demo.json").write_text(json.dumps(outcome))
+
+    folder = once_per_run(tmp_path_factory, "demo", build)
+    outcome = json.loads((folder.parent / "demo.json").read_text())
+    return folder, env, subprocess.CompletedProcess(args, **outcome)
 
 
 @pytest.fixture(scope="session")
 def world(small_world_dir, tmp_path_factory):
     """A feature snapshot (``features/``) and champions trained by `nextbest train` into a
-    real MLflow store (``mlruns/``), once per run, for the REST, MCP and CLI tests; the
-    train command's output is kept in ``train.out`` and ``train.err``. test_service.py
-    retrains and restores it at its end (after test_mcp.py, before the training tests)."""
+    real MLflow store (``mlruns/``), for the REST, MCP and CLI tests; the train command's
+    output is kept in ``train.out`` and ``train.err``. Trained once per run, then copied
+    for each worker (test_service.py retrains, corrupts and restores its copy's champion)."""
     import shutil
     import subprocess
 
+    def build(root: Path) -> None:
+        common = ("--data", str(small_world_dir), "--as-of", AS_OF.date().isoformat())
+        exe = shutil.which("nextbest") or "nextbest"
+        steps = {
+            "features": ("--out", str(root / "features")),
+            "train": ("--mlruns", str(root / "mlruns")),
+        }
+        for command, args in steps.items():
+            done = subprocess.run(
+                [exe, command, *common, *args], capture_output=True, text=True, timeout=600
+            )
+            assert done.returncode == 0, done.stderr
+        (root / "train.out").write_text(done.stdout)
+        (root / "train.err").write_text(done.stderr)
+
+    trained = once_per_run(tmp_path_factory, "trained-world", build)
     root = tmp_path_factory.mktemp("serving")
-    common = ("--data", str(small_world_dir), "--as-of", AS_OF.date().isoformat())
-    exe = shutil.which("nextbest") or "nextbest"
-    steps = {
-        "features": ("--out", str(root / "features")),
-        "train": ("--mlruns", str(root / "mlruns")),
-    }
-    for command, args in steps.items():
-        done = subprocess.run(
-            [exe, command, *common, *args], capture_output=True, text=True, timeout=600
-        )
-        assert done.returncode == 0, done.stderr
-    (root / "train.out").write_text(done.stdout)
-    (root / "train.err").write_text(done.stderr)
+    relocate_store(trained, root)
     return root
+
+
+def relocate_store(source: Path, target: Path) -> None:
+    """Copy the folder ``source`` (a snapshot and an MLflow store) to ``target``, with the
+    absolute paths MLflow wrote (the SQLite store's artifact locations, each model's
+    ``MLmodel``) pointed at the copy, so changing the copy leaves the original as it was."""
+    import shutil
+    import sqlite3
+
+    shutil.copytree(source, target, dirs_exist_ok=True)
+    old, new = f"{source}/", f"{target}/"
+    for mlmodel in target.rglob("MLmodel"):
+        mlmodel.write_text(mlmodel.read_text().replace(old, new))
+    with sqlite3.connect(target / "mlruns" / "mlflow.db") as db:
+        tables = [row[0] for row in db.execute("select name from sqlite_master where type='table'")]
+        for table in tables:
+            for column in db.execute(f'pragma table_info("{table}")').fetchall():
+                if "CHAR" in column[2].upper() or "TEXT" in column[2].upper():
+                    db.execute(
+                        f'update "{table}" set "{column[1]}" = replace("{column[1]}", ?, ?)'
+                        f' where instr("{column[1]}", ?) > 0',
+                        (old, new, old),
+                    )
+    db.close()
 
 
 def serving_args(world: Path, data: Path, state: Path, now: str) -> list[str]:
@@ -300,6 +359,25 @@ def serving_args(world: Path, data: Path, state: Path, now: str) -> list[str]:
         "--now",
         now,
     ]
+
+
+def reload_and_wait(client, headers: dict, timeout: float = 120.0) -> dict:
+    """``POST /admin/reload`` (202 at once, a reload started in the background), then the
+    status from ``GET /admin/reload`` once that reload has ended."""
+    import time
+    from datetime import datetime
+
+    started = client.post("/admin/reload", headers=headers)
+    assert started.status_code == 202, started.text
+    since = datetime.fromisoformat(started.json()["started_at"])
+    deadline = time.monotonic() + timeout
+    while True:
+        status = client.get("/admin/reload", headers=headers).json()
+        ended = status["status"] in ("reloaded", "failed")
+        if ended and datetime.fromisoformat(status["finished_at"]) >= since:
+            return status
+        assert time.monotonic() < deadline, status
+        time.sleep(0.1)
 
 
 def feedback_for(answer: dict, outcome: str, rank: int = 0) -> dict:

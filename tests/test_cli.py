@@ -219,3 +219,23 @@ def test_version_and_options_that_are_choices():
         done = nextbest(*args)
         assert done.returncode == 2 and named in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_mlflow_speaks_only_when_asked_with_verbose(tmp_path):
+    """MLflow's own INFO lines (here: creating a new store) stay out of the command's output
+    unless `nextbest --verbose` asks for them."""
+    data = write_folder(tiny_tables(), tmp_path / "data")
+    env = {"NEXTBEST_PSEUDONYM_KEY": "pseudonym-key-for-verbose-01"}
+    outputs = {}
+    for flag in ("", "--verbose"):
+        store = tmp_path / f"mlruns{flag}"
+        args = ("score", "--features", str(tmp_path / "none"), "--data", str(data))
+        out = ("--mlruns", str(store), "--out", str(tmp_path / "scores"))
+        done = nextbest(*filter(None, [flag]), *args, *out, env=env)
+        assert done.returncode != 0 and "no champion for nextbest-churn" in done.stderr
+        outputs[flag] = done.stderr
+    assert "INFO mlflow" not in outputs[""]
+    assert (
+        "INFO mlflow.store.db.utils: Creating initial MLflow database tables"
+        in outputs["--verbose"]
+    )

@@ -315,20 +315,38 @@ def realised_metrics(
     }
 
 
-def _reload(config: RetrainConfig) -> dict:
+def _reload(config: RetrainConfig, timeout: float = 600.0, every: float = 1.0) -> dict:
+    """Ask the service to reload (``POST /admin/reload`` answers 202 at once), then follow
+    ``GET /admin/reload`` until a reload that started after the request ends, for at most
+    ``timeout`` seconds. A reload the service was already running (``started: false``)
+    may predate the new champions: once it ends, another is asked for."""
+    import time
+
     import httpx
 
+    url = f"{config.service_url.rstrip('/')}/admin/reload"
+    headers = {"authorization": f"Bearer {config.admin_key}"} if config.admin_key else {}
+    deadline = time.monotonic() + timeout
     try:
-        response = httpx.post(
-            f"{config.service_url.rstrip('/')}/admin/reload",
-            headers={"authorization": f"Bearer {config.admin_key or ''}"},
-            timeout=600,
-        )
+        with httpx.Client(headers=headers, timeout=30) as client:
+            for _ in range(2):
+                response = client.post(url)
+                if response.status_code != 202:
+                    return {"reloaded": False, "detail": f"HTTP {response.status_code}"}
+                status = response.json()
+                since = datetime.fromisoformat(status["started_at"])
+                while status["status"] not in ("reloaded", "failed") or (
+                    datetime.fromisoformat(status["finished_at"]) < since
+                ):
+                    if time.monotonic() > deadline:
+                        return {"reloaded": False, "detail": f"not done after {timeout:.0f} s"}
+                    time.sleep(every)
+                    status = client.get(url).raise_for_status().json()
+                if response.json().get("started", True):
+                    break
     except httpx.HTTPError as error:
         return {"reloaded": False, "detail": f"{type(error).__name__}: {error}"}
-    if response.status_code != 200:
-        return {"reloaded": False, "detail": f"HTTP {response.status_code}"}
-    return response.json()
+    return status
 
 
 def _finish(config: RetrainConfig, log: JobLog, job: Outcome) -> None:

@@ -53,8 +53,20 @@ def _root(
             "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
         ),
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            help="Show MLflow's own INFO lines, download bars and pip-version warnings"
+            " (hidden by default, so they do not sit between the stage lines).",
+        ),
+    ] = False,
 ) -> None:
     """Proactive, explained next best actions for chatbots, from unified customer profiles."""
+    if verbose:  # before any command imports MLflow, which reads these once
+        os.environ["MLFLOW_LOGGING_LEVEL"] = "INFO"
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "true"
+        os.environ["NEXTBEST_VERBOSE"] = "1"
 
 
 #: ``--json``: the command's result as one JSON document on stdout, instead of the table.
@@ -279,7 +291,8 @@ def quiet_mlflow() -> None:
 
     import mlflow  # noqa: F401 - configures its loggers on import, from the variable
 
-    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)  # "pip version"
+    if not os.environ.get("NEXTBEST_VERBOSE"):  # `nextbest --verbose` keeps them
+        logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)  # "pip version"
 
 
 def champions_settings(mlruns: Path) -> FeatureConfig:

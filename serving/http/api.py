@@ -18,7 +18,7 @@ import logging
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from cdp.errors import BadInputError
@@ -43,7 +43,7 @@ from serving.schemas import (
     FeedbackIn,
     FeedbackOut,
     ProfileOut,
-    ReloadOut,
+    ReloadStatus,
     SegmentOut,
     SubjectExport,
     SubjectIn,
@@ -226,14 +226,40 @@ def feedback(item: FeedbackIn, rt: Live) -> FeedbackOut:
     return answers.record_feedback(rt, item)
 
 
-@app.post("/admin/reload", response_model=ReloadOut, responses=ERRORS, **ADMIN)
-def reload(rt: Live) -> ReloadOut:
-    """Load the current champions and snapshot beside the old ones, then switch; every
-    other worker sharing the online store follows at its next request."""
-    answer = rt.reload()
-    if answer["reloaded"]:
-        rt.online.append([Entry("reload", rt.lock({"origin": origin()}))])
-    return ReloadOut(**answer)
+@app.post(
+    "/admin/reload",
+    status_code=202,
+    response_model=ReloadStatus,
+    response_model_exclude_none=True,
+    responses=ERRORS,
+    **ADMIN,
+)
+def reload(rt: Live, response: Response) -> ReloadStatus:
+    """Start loading the current champions and snapshot beside the serving ones (202 at
+    once; a reload already running is joined, not repeated); the new state swaps in when
+    ready, and ``GET /admin/reload`` says how it went. Every other worker sharing the online
+    store follows once it is done."""
+
+    def follow(answer: dict) -> None:  # in the reload's thread, once it is done
+        if answer["reloaded"]:
+            rt.online.append([Entry("reload", rt.lock({"origin": origin()}))])
+
+    started, status = rt.reloads.start(then=follow)
+    response.headers["Location"] = "/admin/reload"
+    return ReloadStatus(**status, started=started)
+
+
+@app.get(
+    "/admin/reload",
+    response_model=ReloadStatus,
+    response_model_exclude_none=True,
+    responses=ERRORS,
+    **ADMIN,
+)
+def reload_status(rt: Live) -> ReloadStatus:
+    """The running reload's progress, or how the last one ended (``idle`` before any), on
+    the worker that answers."""
+    return ReloadStatus(**rt.reloads.status())
 
 
 @app.post(

@@ -5,9 +5,10 @@ module is imported. The live parts (:class:`serving.memory.runtime.Runtime`) are
 app's state when the service starts; the routes reach them there.
 
 Loading runs in a background thread: ``/readyz`` answers 503 until the models and
-features are in memory. A reload (``POST /admin/reload`` or the poll) builds a new state
-beside the old one and swaps a single reference; if it fails the old one keeps serving,
-the failure is logged and counted in ``nextbest_reloads_total{outcome="failed"}``.
+features are in memory. A reload (``POST /admin/reload``, answered 202 at once, or the
+poll) builds a new state beside the old one in the background and swaps a single
+reference; if it fails the old one keeps serving, the failure is logged, counted in
+``nextbest_reloads_total{outcome="failed"}`` and shown by ``GET /admin/reload``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from serving.config import ServeConfig
 from serving.http import api, endpoints, traffic
 from serving.http.openapi import OpenAPIMiddleware
 from serving.memory import online, runtime
+from serving.memory.reloads import Reloads
 from serving.metrics import RELOADS, SNAPSHOT_AS_OF, serving_models
 from serving.security import SecurityMiddleware
 
@@ -51,9 +53,10 @@ class NextBest:
     def __init__(self) -> None:
         self.config = CONFIG
         # refuses to start without NEXTBEST_PSEUDONYM_KEY
-        self.runtime = runtime.open_runtime(CONFIG, reload=self.reload)
+        self.reloads = Reloads(self._swap)
+        self.runtime = runtime.open_runtime(CONFIG, reload=self.reloads.run)
+        self.runtime.reloads = self.reloads
         api.app.state.runtime = self.runtime
-        self._reload_lock = threading.Lock()
         threading.Thread(target=self._first_load, daemon=True, name="nextbest-load").start()
         if CONFIG.poll_seconds > 0:
             threading.Thread(target=self._poll, args=(CONFIG.poll_seconds,), daemon=True).start()
@@ -87,27 +90,27 @@ class NextBest:
             RELOADS.labels(outcome="failed").inc()
             logger.exception("loading models and features failed; /readyz stays 503")
 
-    def reload(self) -> dict:
-        """Build a new state beside the current one and swap it in; keep the old on failure."""
-        with self._reload_lock:
-            old = self.runtime.state
-            try:
-                new = self._load()
-            except Exception as error:
-                RELOADS.labels(outcome="failed").inc()
-                logger.exception("reload failed; still serving %s", old and old.versions)
-                versions = old.versions if old else {}
-                return {
-                    "reloaded": False,
-                    "model_versions": versions,
-                    "detail": f"kept the current models: {type(error).__name__}: {error}",
-                }
-            self.runtime.state = new  # one reference: requests see the old or the new, whole
-            del old
-            self._freeze()
-            RELOADS.labels(outcome="reloaded").inc()
-            logger.info("reloaded: serving models %s", new.versions)
-            return {"reloaded": True, "model_versions": new.versions, "detail": "switched"}
+    def _swap(self) -> dict:
+        """Build a new state beside the current one and swap it in; keep the old on failure
+        (one at a time: :class:`serving.memory.reloads.Reloads` runs it)."""
+        old = self.runtime.state
+        try:
+            new = self._load()
+        except Exception as error:
+            RELOADS.labels(outcome="failed").inc()
+            logger.exception("reload failed; still serving %s", old and old.versions)
+            versions = old.versions if old else {}
+            return {
+                "reloaded": False,
+                "model_versions": versions,
+                "detail": f"kept the current models: {type(error).__name__}: {error}",
+            }
+        self.runtime.state = new  # one reference: requests see the old or the new, whole
+        del old
+        self._freeze()
+        RELOADS.labels(outcome="reloaded").inc()
+        logger.info("reloaded: serving models %s", new.versions)
+        return {"reloaded": True, "model_versions": new.versions, "detail": "switched"}
 
     def _poll(self, seconds: float) -> None:
         from mlflow import MlflowClient
@@ -130,7 +133,7 @@ class NextBest:
                 logger.exception("polling the registry failed")
                 continue
             if current != state.versions:
-                self.reload()
+                self.reloads.run()
 
 
 class ServedBy:

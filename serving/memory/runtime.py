@@ -53,7 +53,7 @@ class Runtime:
     audit: AuditLog
     catalog: Any
     clock: Callable[[], datetime]
-    reload: Callable[[], dict]
+    reload: Callable[[], dict]  # reload now, in the caller's thread; its answer
     pseudonym: Callable[[str], str]  # customer id -> pseudonym (cdp.privacy), bound to the key
     seal: Callable[[dict], tuple]  # contract row -> (sealed row, anonymous token)
     lock: Callable[[dict], str]  # contract row -> encrypted for the log (cdp.privacy.lock_row)
@@ -71,6 +71,8 @@ class Runtime:
     #: batch id -> what applying it did (for the request that sent it)
     applied: OrderedDict = field(default_factory=OrderedDict)
     syncing: threading.Lock = field(default_factory=threading.Lock)
+    #: the HTTP service's background reloads (:class:`serving.memory.reloads.Reloads`)
+    reloads: Any = None
 
 
 def open_runtime(config: ServeConfig, reload: Callable[[], dict]) -> Runtime:

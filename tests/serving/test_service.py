@@ -20,6 +20,7 @@ from conftest import (
     SERVE_NOW,
     feedback_for,
     launch_service,
+    reload_and_wait,
     serving_args,
     stop_service,
 )
@@ -135,7 +136,8 @@ def test_open_routes_and_the_openapi(server):
                 assert "security" not in operation, path
                 continue
             assert operation["security"] == [{"bearer": []}, {"apiKey": []}], (method, path)
-            ok = operation["responses"]["200"]["content"]["application/json"]["schema"]
+            success = next(code for code in operation["responses"] if code.startswith("2"))
+            ok = operation["responses"][success]["content"]["application/json"]["schema"]
             assert "$ref" in ok or ok.get("properties"), (method, path)  # typed
     churn = spec["paths"]["/score/churn"]["post"]
     assert churn["x-nextbest-scope"] == "chatbot" and "401" in churn["responses"]
@@ -262,6 +264,7 @@ NO_SCORE = {
     ("post", "/feedback"),
     ("post", "/events"),
     ("post", "/admin/reload"),
+    ("get", "/admin/reload"),
     ("post", "/admin/clock"),
     ("post", "/admin/subject/export"),
     ("post", "/admin/subject/erase"),
@@ -458,7 +461,7 @@ def test_rows_accepted_online_survive_a_reload_and_a_restart(server, due, world,
     online = 'nextbest_online_rows_applied_total{table="consents",via="'
     assert metric(server, online + 'events"}') >= 1
     replayed = metric(server, online + 'replay"}')
-    reloaded = server.post("/admin/reload", headers=H_ADMIN).json()
+    reloaded = reload_and_wait(server, H_ADMIN)
     assert reloaded["reloaded"], reloaded
     in_force(server)
     assert metric(server, online + 'replay"}') >= replayed + 1
@@ -868,15 +871,39 @@ def test_hot_reload_under_load_then_a_corrupt_champion_is_rejected(server, world
     for t in threads:
         t.start()
     time.sleep(0.5)
-    reloaded = server.post("/admin/reload", headers=H_ADMIN)
+    count = "nextbest_reload_duration_seconds_count "
+
+    def reloads_done() -> float:
+        lines = server.get("/metrics").text.splitlines()
+        return sum(float(x.split()[-1]) for x in lines if x.startswith(count))
+
+    before = reloads_done()
+    clock = time.monotonic()
+    started = server.post("/admin/reload", headers=H_ADMIN)
+    answered_in = time.monotonic() - clock
+    joined = server.post("/admin/reload", headers=H_ADMIN)  # while the first still loads
+    running = server.get("/admin/reload", headers=H_ADMIN).json()
+    metrics = server.get("/metrics").text
+    deadline = time.monotonic() + 120
+    while (status := server.get("/admin/reload", headers=H_ADMIN).json())["status"] == "running":
+        assert time.monotonic() < deadline, status
+        time.sleep(0.1)
     time.sleep(0.5)
     stop.set()
     for t in threads:
         t.join()
-    assert reloaded.status_code == 200 and reloaded.json()["reloaded"], reloaded.text
-    assert reloaded.json()["model_versions"]["churn"] == "2"
+    # 202 at once, the load in the background; a second request joins it
+    assert started.status_code == 202 and started.json()["started"] is True, started.text
+    assert started.headers["location"] == "/admin/reload" and answered_in < 1.0, answered_in
+    assert joined.status_code == 202 and joined.json()["started"] is False, joined.text
+    assert running["status"] == "running" and "nextbest_reload_running 1.0" in metrics
+    assert status["status"] == "reloaded" and status["reloaded"], status
+    assert status["model_versions"]["churn"] == "2" and status["seconds"] > 0
+    assert status["started_at"] == started.json()["started_at"]
     assert statuses and set(statuses) == {200}  # no failed request during the switch
     assert versions <= {"1", "2"} and "2" in versions
+    assert "nextbest_reload_running 0.0" in server.get("/metrics").text
+    assert reloads_done() == before + 1  # the joined request started none
 
     # point the champion at version 1 and corrupt its stored parts: the reload must fail
     from mlflow import MlflowClient
@@ -892,7 +919,8 @@ def test_hot_reload_under_load_then_a_corrupt_champion_is_rejected(server, world
     # ever parses it (LightGBM aborts the process on a malformed model file)
     booster.write_bytes(booster.read_bytes()[:4_000] + b"\x00garbage")
     client.set_registered_model_alias("nextbest-churn", "champion", "1")
-    rejected = server.post("/admin/reload", headers=H_ADMIN).json()
+    rejected = reload_and_wait(server, H_ADMIN)
+    assert rejected["status"] == "failed"
     assert rejected["reloaded"] is False and rejected["model_versions"]["churn"] == "2"
     assert suggest(server, {"customer_id": "nobody"})["model_versions"]["churn"] == "2"
     metrics = server.get("/metrics").text
@@ -917,7 +945,16 @@ def test_hot_reload_under_load_then_a_corrupt_champion_is_rejected(server, world
     assert "nextbest-churn v1 (champion) is corrupt" in started.stderr
     assert "Traceback" not in started.stderr
     client.set_registered_model_alias("nextbest-churn", "champion", "2")
-    json.dumps(rejected)
+    # the retraining job's reload: it asks, then follows the status until that reload ends
+    from training.retrain import RetrainConfig, _reload
+
+    job = RetrainConfig(data=small_world_dir, service_url=str(server.base_url), admin_key=ADMIN)
+    followed = _reload(job, every=0.1)
+    assert followed["reloaded"] and followed["model_versions"]["churn"] == "2", followed
+    assert _reload(RetrainConfig(data=small_world_dir, service_url=job.service_url)) == {
+        "reloaded": False,
+        "detail": "HTTP 401",
+    }
 
 
 def test_the_operator_metrics_count_and_every_rule_and_panel_reads_a_real_series(

@@ -14,7 +14,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from conftest import AS_OF, PSEUDONYM_KEY, launch_service, stop_service
+from conftest import AS_OF, PSEUDONYM_KEY, launch_service, reload_and_wait, stop_service
 from nextbest.subject import traces
 
 CHATBOT = "chatbot-key-for-subjects-0001"
@@ -226,7 +226,7 @@ def test_export_then_erase_leaves_no_trace_and_a_retrain_cannot_bring_them_back(
         env=site["env"],
     )
     assert retrained.returncode in (0, 3), retrained.stderr
-    assert _admin(site, "/admin/reload", {})["reloaded"]
+    assert reload_and_wait(site["client"], {"x-api-key": ADMIN})["reloaded"]
     assert _chat(site, "/suggest", {"customer_id": customer_id})["known"] is False
     assert traces([root / "mlruns", root / "rebuilt"], {customer_id, pseudonym}) == []
 
