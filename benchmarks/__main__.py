@@ -6,7 +6,8 @@ and the training benchmarks, whose world is generated once into data/bench/ (abo
 minutes); ``BENCH_SPARK_CUSTOMERS`` (default ``100000``) the Spark one;
 ``BENCH_BIG_CUSTOMERS`` (default ``4000000``) the world built in partitions (generated in
 chunks once, about 10 minutes); ``BENCH_UPLIFT_CUSTOMERS`` and ``BENCH_UPLIFT_DAYS`` (default
-20,000 and 28) the simulation of ``make eval-uplift``.
+20,000 and 28) the simulation of ``make eval-uplift``; ``BENCH_ONLINE_CUSTOMERS`` and
+``BENCH_ONLINE_ROWS`` (default 20,000 and ``0,200000,1000000``) the loads with an online log.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def main() -> None:
         "benchmarks.big",
         "benchmarks.train",
         "benchmarks.serve",
+        "benchmarks.online",
         "benchmarks.nba",
         "benchmarks.uplift",
     ):

@@ -7,6 +7,8 @@
   served (Unix time; its age is ``time() - value``, an alert rule away);
 - ``nextbest_online_rows_applied_total{table, via}``: contract rows applied online, by
   ``POST /events`` (``via="events"``) or again on top of a new snapshot (``via="replay"``);
+- ``nextbest_online_log_compacted_total``: log entries dropped at a load because the new
+  snapshot holds them (:mod:`serving.memory.compaction`);
 - ``nextbest_online_rows_refused_total{route}``: contract rows refused (422) by the
   service's rules (dated in the future, an unknown product, ...), by route;
 - ``nextbest_actions_served_total{action, purpose}``: actions in answers;
@@ -52,6 +54,10 @@ ONLINE_ROWS = bentoml.metrics.Counter(
 )
 
 
+COMPACTED = bentoml.metrics.Counter(
+    name="nextbest_online_log_compacted_total",
+    documentation="Online log entries dropped at a load because the snapshot holds them",
+)
 ONLINE_REFUSED = bentoml.metrics.Counter(
     name="nextbest_online_rows_refused_total",
     documentation="Contract rows refused online by the service's rules, by route",

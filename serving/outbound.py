@@ -113,6 +113,7 @@ def with_online_rows(state, folder: Path, mlruns: Path, now: datetime) -> Callab
         raise BadInputError(f"--state: {folder} holds no serving.db (a service's --state folder)")
     rt = open_runtime(ServeConfig(state=folder, mlruns=mlruns), reload=dict)
     replay(rt, state)
+    state.snapshot_events = None
 
     def exposures(customer_id: str) -> dict:
         return rt.feedback.exposures(rt.pseudonym(customer_id), now)

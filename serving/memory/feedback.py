@@ -301,6 +301,19 @@ class FeedbackStore:
                 (seq,),
             ).fetchall()
 
+    def drop_ingested(self, seqs: list[int]) -> int:
+        """Delete the online rows ``seqs`` (compaction: a snapshot holds them now), in one
+        transaction; returns how many went. Sequence numbers are never reused
+        (``autoincrement``), so no later row can take a dropped one's place."""
+        with self._writing(), self._transaction():
+            gone = 0
+            for start in range(0, len(seqs), 500):
+                chunk = seqs[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                query = f"delete from ingested where seq in ({marks})"
+                gone += self._db.execute(query, chunk).rowcount
+        return gone
+
     def new_messages(self, message_ids: list[str]) -> set[str]:
         """The ids among ``message_ids`` not applied before (Segment ``messageId``)."""
         with self._lock:

@@ -102,6 +102,10 @@ class EmbeddedLog:
             for seq, batch, kind, secret in self.store.ingested_after(after)
         ]
 
+    def drop(self, positions: list) -> int:
+        """Delete the entries at ``positions`` (compaction); returns how many went."""
+        return self.store.drop_ingested(positions)
+
     def unclaimed(self, message_ids: list[str]) -> set[str]:
         """The message ids not applied before (claimed only with their rows)."""
         return self.store.new_messages(message_ids)
@@ -210,6 +214,15 @@ class RedisLog:
                 if len(items) < READ:
                     return found
                 after = items[-1][0]
+
+    def drop(self, positions: list) -> int:
+        """Delete the stream entries at ``positions`` (compaction), :data:`READ` at a time;
+        returns how many went."""
+        gone = 0
+        with self._talking():
+            for start in range(0, len(positions), READ):
+                gone += self.client.xdel(self.stream, *positions[start : start + READ])
+        return gone
 
     def unclaimed(self, message_ids: list[str]) -> set[str]:
         """The message ids no worker claimed before (claimed only with their rows, in

@@ -27,11 +27,11 @@ import numpy as np
 from fastapi import HTTPException
 
 from serving.config import ServeConfig
-from serving.memory import updates
+from serving.memory import compaction, updates
 from serving.memory.audit import AuditLog
 from serving.memory.feedback import FeedbackStore
-from serving.memory.online import EmbeddedLog, Entry, RedisLog, open_log
-from serving.metrics import count_applied
+from serving.memory.online import KEEP_SECONDS, EmbeddedLog, Entry, RedisLog, open_log
+from serving.metrics import COMPACTED, count_applied
 from serving.schemas import EventBatch
 
 logger = logging.getLogger("nextbest.serving")
@@ -140,9 +140,14 @@ def load_state(rt: Runtime, config: ServeConfig):
     language.warm()  # the message analysers load in seconds: not in a customer's request
     state = load_snapshot(data=config.data, features=config.features)
     hold_out(state, rt)
-    counts = replay(rt, state)
+    counts, superseded = replay(rt, state)
+    state.snapshot_events = None  # only compaction needed them
     count_applied(counts, "replay")
     logger.info("applied again on top of the snapshot: %s", counts)
+    if superseded:  # the snapshot holds them now: they leave the log
+        dropped = rt.online.drop(superseded)
+        COMPACTED.inc(dropped)
+        logger.info("compacted the online log: %d entries the snapshot holds", dropped)
     learned(rt, state, fresh=True)  # what feedback taught, before the first request
     return state
 
@@ -159,19 +164,21 @@ def hold_out(state, rt: Runtime) -> None:
         state.in_control = lambda customer_id: rt.group(rt.pseudonym(customer_id)) == "control"
 
 
-def replay(rt: Runtime, state) -> dict[str, int]:
+def replay(rt: Runtime, state) -> tuple[dict[str, int], list]:
     """Apply the whole online log to a new state, except the rows the snapshot holds
     already, found by identity whatever their dates (:mod:`serving.memory.known`: a row the
     CDP delivered late, dated before the as-of, is not in the export). Customers, identities,
-    exposures and erasures always apply. Returns the rows applied per table."""
+    exposures and erasures always apply. Returns the rows applied per table, and the
+    positions of the entries the snapshot made redundant (:mod:`serving.memory.compaction`)."""
     entries = rt.online.read(rt.online.start)
     state.position = entries[-1].position if entries else rt.online.start
     totals: dict[str, int] = {}
-    for counts in _apply(rt, state, entries, snapshot=True).values():
+    superseded: list = []
+    for counts in _apply(rt, state, entries, snapshot=True, superseded=superseded).values():
         for table, n in counts.items():
             if table != "created":
                 totals[table] = totals.get(table, 0) + n
-    return totals
+    return totals, superseded
 
 
 def catch_up(rt: Runtime) -> None:
@@ -190,31 +197,50 @@ def catch_up(rt: Runtime) -> None:
         state.position = entries[-1].position
 
 
-def _apply(rt: Runtime, state, entries: list[Entry], *, snapshot: bool) -> dict[str, dict]:
+def _apply(
+    rt: Runtime, state, entries: list[Entry], *, snapshot: bool, superseded: list | None = None
+) -> dict[str, dict]:
     """Apply entries in order, each batch's rows the state does not hold already
     (:meth:`~serving.memory.state.ServingState.new_rows`) as one
     :func:`~serving.memory.updates.apply`; returns its counts by batch id. ``snapshot``:
-    replaying onto a new state (another worker's reloads are not followed then)."""
+    replaying onto a new state (another worker's reloads are not followed then).
+    ``superseded``: collects the positions of the entries a new snapshot makes redundant
+    (:mod:`serving.memory.compaction`), each judged before it applies."""
     results = {}
+    now = rt.clock()
     for batch, group in itertools.groupby(entries, key=lambda e: e.batch):
         found: dict[str, list[dict]] = {kind: [] for kind in ROWS}
+        placed: dict[str, list[Entry]] = {kind: [] for kind in ROWS}
         for entry in group:
             row = rt.unlock(entry.secret)
             if entry.kind == "feedback":
                 at = datetime.fromisoformat(row["at"])
+                if superseded is not None and compaction.stale_exposure(row, now, KEEP_SECONDS):
+                    superseded.append(entry.position)
                 rt.feedback.expose(
                     entry.who, row["action"], row["product_id"], row["request_id"], at
                 )
             elif entry.kind == "forget":
+                if superseded is not None and compaction.forgotten(state, row):
+                    superseded.append(entry.position)
                 state.forget(row["customer_id"])
             elif entry.kind == "reload":  # another worker reloaded: follow it, in the background
+                if superseded is not None and compaction.stale_signal(entry.position):
+                    superseded.append(entry.position)
                 if not snapshot and row["origin"] != origin():
                     threading.Thread(target=rt.reload, daemon=True, name="nextbest-follow").start()
             else:
                 found[entry.kind].append(row)
+                placed[entry.kind].append(entry)
+        fresh = {kind: state.new_rows(kind, rows) for kind, rows in found.items()}
+        if superseded is not None:
+            for kind, rows in found.items():
+                flags = compaction.held(state, kind, rows, fresh[kind])
+                pairs = zip(placed[kind], flags, strict=True)
+                superseded += [entry.position for entry, old in pairs if old]
         rows = {
-            kind: [ROWS[kind].model_validate_json(json.dumps(row)) for row in fresh]
-            for kind, fresh in ((k, state.new_rows(k, v)) for k, v in found.items())
+            kind: [ROWS[kind].model_validate_json(json.dumps(row)) for row in kept]
+            for kind, kept in fresh.items()
         }
         if any(rows.values()):
             results[batch] = updates.apply(state, EventBatch.model_construct(**rows))

@@ -24,7 +24,7 @@ from features.profile import (
 from policy.drivers import top_drivers
 from policy.profile import Consumable
 from serving.memory.customer import Customer, num, utc
-from serving.memory.known import snapshot_keys
+from serving.memory.known import row_keys, snapshot_keys
 from serving.memory.state import ServingState
 
 #: Next-product candidates kept per customer (owned ones are left out at request time).
@@ -57,6 +57,7 @@ def load_snapshot(*, data: Path, features: Path) -> ServingState:
     state = ServingState(versions=versions, as_of=as_of, window_days=config.window_days)
     _index(state, customers, pairs, scores, tables, as_of)
     state.known_rows = snapshot_keys(tables)  # applied once: see serving.memory.known
+    state.snapshot_events = np.unique(row_keys("events", tables["events"]))  # for compaction
     state.churn_model = champions["churn"]
     buyers = customers[customers["purchase_days"] > 0]
     state.churn_matrix = _numeric(state.churn_model, buyers)

@@ -40,6 +40,9 @@ class ServingState:
         self.position: object = None
         #: the snapshot's order lines and events, hashed (:mod:`serving.memory.known`)
         self.known_rows = np.empty(0, np.uint64)
+        #: every event of the snapshot, hashed, while the log is compacted at load
+        #: (:mod:`serving.memory.compaction`); None once it is done
+        self.snapshot_events: np.ndarray | None = None
         #: customer id -> in the global control group (:mod:`policy.holdout`); set by the
         #: door that holds the key (:func:`serving.memory.runtime.hold_out`)
         self.in_control: Callable[[str], bool] = _nobody
