@@ -11,9 +11,17 @@ For every customer at ``as_of``, the candidates are the union of
 - the products they viewed or put in their cart in the last :data:`VIEW_DAYS` days
   (anonymous events stitched to the customer through their cookie and device identities);
 
-less the durables they already own (never re-offered). Each candidate gets features of the
-customer, the product and the two together (:data:`FEATURES`); only rows at or before
-``as_of`` are read. The learned model (:mod:`training.next_product`) scores them.
+less the durables they already own (never re-offered). A cheap first stage keeps at most
+:data:`MAX_CANDIDATES` of them per customer (:func:`_first_stage`: the families they buy
+most often first, then what they viewed, then the best sellers), so a grocery household
+that has bought hundreds of products does not carry them all to the model. Each candidate
+gets features of the customer, the product and the two together (:data:`FEATURES`); only
+rows at or before ``as_of`` are read. The learned model (:mod:`training.next_product`)
+scores them.
+
+Memory: the order lines, the views and the candidates before the cut grow with lines (the
+distinct products each customer bought) and customers (the best sellers each gets); the
+frame returned, with customers x :data:`MAX_CANDIDATES`; none with the catalog.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ POPULAR_DAYS = 90
 TOP_OVERALL = 5
 TOP_PER_CATEGORY = 2
 VIEW_DAYS = 30
+#: Candidates kept per customer by the first stage, for the model to score.
+MAX_CANDIDATES = 60
 #: Customer columns (of a feature build) added to each candidate as context.
 CONTEXT = (
     "recency_days",
@@ -99,11 +109,17 @@ def next_product_candidates(
     )
     views = _views(inputs, as_of, known)
     popular = _popular(lines, products, as_of)
-    candidates = _candidates(lines, products, views, popular, known).join(
-        products, on="product_id", how="left"
+    history = _family_history(lines, as_of)
+    candidates = _first_stage(
+        _candidates(lines, products, views, popular, known).join(
+            products, on="product_id", how="left"
+        ),
+        history,
+        views,
+        popular,
     )
     frame = (
-        candidates.join(_family_history(lines, as_of), on=["customer_id", "family"], how="left")
+        candidates.join(history, on=["customer_id", "family"], how="left")
         .join(_category_history(lines, as_of), on=["customer_id", "category"], how="left")
         .join(_related(lines, products), on=KEYS, how="left")
         .join(_view_counts(views, as_of), on=KEYS, how="left")
@@ -215,6 +231,29 @@ def _candidates(
         pl.concat([p.select(KEYS) for p in parts])
         .unique()
         .join(owned_durables, on=KEYS, how="anti")
+    )
+
+
+def _first_stage(
+    candidates: pl.DataFrame, history: pl.DataFrame, views: pl.DataFrame, popular: pl.DataFrame
+) -> pl.DataFrame:
+    """At most :data:`MAX_CANDIDATES` candidates per customer: the families they bought on
+    the most days first (the customer's own top frequency, the strongest simple rule for
+    repeat purchases), then the products they viewed or carted most, then the best sellers;
+    ties by product id, so the cut is deterministic."""
+    order = ["family_purchase_days", "views", "n"]
+    return (
+        candidates.join(
+            history.select("customer_id", "family", "family_purchase_days"),
+            on=["customer_id", "family"],
+            how="left",
+        )
+        .join(views.group_by(KEYS).agg(views=pl.len()), on=KEYS, how="left")
+        .join(popular.select("product_id", "n"), on="product_id", how="left")
+        .with_columns(pl.col(order).fill_null(0))
+        .sort(["customer_id", *order, "product_id"], descending=[False, True, True, True, False])
+        .filter(pl.int_range(pl.len()).over("customer_id") < MAX_CANDIDATES)
+        .drop(order)
     )
 
 

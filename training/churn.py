@@ -41,7 +41,7 @@ class ChurnModel(CalibratedClassifier):
         min_child_samples: int = 50,
         max_train_rows: int | None = 500_000,
         random_state: int = 0,
-        n_jobs: int = 2,
+        n_jobs: int | None = None,
     ) -> None:
         super().__init__(
             label=label,

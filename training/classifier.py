@@ -67,6 +67,10 @@ class CalibratedClassifier(BaseEstimator):
     the examples of several cutoffs run into millions, and the validation AUC stops moving
     long before that while the fit time grows with every row (see benchmarks/train.py).
 
+    ``n_jobs``: LightGBM's threads; ``None`` takes OpenMP's default (``OMP_NUM_THREADS``,
+    else every core). The test suite sets ``OMP_NUM_THREADS=1``: its two workers share two
+    cores, and OpenMP threads that outnumber the cores spin-wait for each other.
+
     A scikit-learn estimator: hyper-parameters are stored unchanged by ``__init__``, learned
     state ends in ``_``, ``fit`` returns ``self``, and ``get_params`` works on a model loaded
     from the registry too (its hyper-parameters are stored with it).
@@ -82,7 +86,7 @@ class CalibratedClassifier(BaseEstimator):
         min_child_samples: int = 50,
         max_train_rows: int | None = 500_000,
         random_state: int = 0,
-        n_jobs: int = 2,
+        n_jobs: int | None = None,
     ) -> None:
         self.label = label
         self.n_estimators = n_estimators
