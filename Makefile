@@ -48,7 +48,7 @@ demo: install  ## generate a world, features, train, serve, a scripted chatbot c
 # world) are built once, the trained store and the demo once for both (tests/conftest.py);
 # one OpenMP thread each (LightGBM), as the two workers share two cores.
 test: install system-packages  ## the default test suite (slow tests excluded), on two workers
-	OMP_NUM_THREADS=1 $(RUN) pytest -m "not slow" -n 2 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(RUN) pytest -m "not slow" -n 2 --dist loadfile $(PYTEST_ARGS)
 
 test-fast: install  ## the edit-run loop: no training, no servers, no demo (pytest --fast)
 	OMP_NUM_THREADS=1 $(RUN) pytest -m "not slow" --fast -n 2 --dist loadfile $(PYTEST_ARGS)

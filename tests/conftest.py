@@ -31,39 +31,8 @@ def pytest_addoption(parser):
     )
 
 
-#: The longest test files (most of the suite's time), started first: with two workers the
-#: run ends when the last file does, so the short ones fill the gaps at the end (make test
-#: passes --no-loadscope-reorder, which keeps this order). Measured with --durations.
-LONGEST_FIRST = (
-    "serving/test_service.py",
-    "training/test_retrain.py",
-    "training/test_tracking.py",
-    "test_cli.py",
-    "training/test_churn.py",
-    "training/test_cli_train.py",
-    "test_notebooks.py",
-    "test_readme.py",
-    "test_uplift_eval.py",
-    "serving/test_subject.py",
-    "training/test_models_travel.py",
-    "serving/test_online.py",
-    "serving/test_mcp.py",
-    "training/test_replenishment_model.py",
-    "features/test_exports.py",
-    "features/test_spark.py",
-    "training/test_spark_scoring.py",
-    "training/test_next_product.py",
-)
-
-
-def _started_at(item) -> int:
-    path = Path(str(item.fspath)).resolve().relative_to(Path(__file__).parent).as_posix()
-    return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
-
-
 def pytest_collection_modifyitems(config, items):
     if not config.getoption("--fast"):
-        items.sort(key=_started_at)  # stable: each file's own order is kept
         return
     kept, dropped = [], []
     for item in items:

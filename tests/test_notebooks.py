@@ -60,7 +60,7 @@ def test_notebook_runs_top_to_bottom(name, tmp_path, request):
         "02-churn-model.ipynb": {"MLRUNS": str(tmp_path / "mlruns")},
         "03-replenishment.ipynb": {},
         "04-next-best-action.ipynb": {"MLRUNS": str(tmp_path / "trained" / "mlruns")},
-        "05-explain-a-customer.ipynb": {"MLRUNS": str(tmp_path / "mlruns")},
+        "05-explain-a-customer.ipynb": {"MLRUNS": str(tmp_path / "mlruns"), "CUSTOMERS": 1_000},
     }[name]
     if name.startswith("04"):
         # the champions of the run's trained store serve (the same world: 3,000 customers,
