@@ -28,12 +28,15 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.features import AS_OF, _peak_mb, _world
+import pandas as pd
+
+from benchmarks.features import AS_OF, _own_peak_mb, _world
 
 CUSTOMERS = int(os.environ.get("BENCH_ONLINE_CUSTOMERS", "20000"))
 ROWS = [int(x) for x in os.environ.get("BENCH_ONLINE_ROWS", "0,200000,1000000").split(",")]
 KEY = "bench-online-pseudonym-key-000001"
 CHUNK = 50_000
+MOMENT = pd.Timestamp(AS_OF, tz="UTC")  # the snapshot's as-of, and the service's clock
 RELOADS = 4  # reloads after the first, for the growth per reload
 
 
@@ -60,14 +63,13 @@ def _fill(state: Path, data: Path, rows: int) -> None:
     """``rows`` of the world's events stored as accepted online (sealed and encrypted, as
     ``POST /events`` stores them), in batches of :data:`CHUNK`."""
     import numpy as np
-    import pandas as pd
 
     from cdp import privacy
     from serving.memory.feedback import FeedbackStore
 
     key = privacy.keys()[0]
     events = pd.read_parquet(data / "events.parquet")
-    events = events[events["occurred_at"] <= AS_OF]
+    events = events[events["occurred_at"] <= MOMENT]
     events = events.iloc[np.arange(rows) % len(events)]  # the world's rows, again if need be
     events = events.assign(
         occurred_at=events["occurred_at"].dt.tz_convert("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -99,13 +101,13 @@ def _load(data: Path, cache: Path, state: Path) -> None:
         features=cache / "features",
         mlruns=cache / "mlruns",
         state=state,
-        now=AS_OF.to_pydatetime(),
+        now=MOMENT.to_pydatetime(),
     )
     rt = open_runtime(config, reload=dict)
     entries = rt.feedback.count("ingested")
     started = time.perf_counter()
     rt.state = load_state(rt, config)
-    start_seconds, start_peak = time.perf_counter() - started, _peak_mb()
+    start_seconds, start_peak = time.perf_counter() - started, _own_peak_mb()
     compacted = rt.feedback.count("ingested")
     started = time.perf_counter()
     rt.state = load_state(rt, config)  # beside the first, as a reload builds it
@@ -115,7 +117,7 @@ def _load(data: Path, cache: Path, state: Path) -> None:
         "start_s": start_seconds,
         "start_mb": start_peak,
         "reload_s": time.perf_counter() - started,
-        "reload_mb": _peak_mb(),
+        "reload_mb": _own_peak_mb(),
     }
     resident = []
     for _ in range(RELOADS):  # does each reload leave the process larger?
