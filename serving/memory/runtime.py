@@ -207,7 +207,7 @@ def _apply(
     ``superseded``: collects the positions of the entries a new snapshot makes redundant
     (:mod:`serving.memory.compaction`), each judged before it applies."""
     results = {}
-    now = rt.clock()
+    now = rt.clock() if superseded is not None else None  # replay only: not per request
     for batch, group in itertools.groupby(entries, key=lambda e: e.batch):
         found: dict[str, list[dict]] = {kind: [] for kind in ROWS}
         placed: dict[str, list[Entry]] = {kind: [] for kind in ROWS}
