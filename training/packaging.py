@@ -101,6 +101,15 @@ def parts_of(kind: str, model: Model, **extra: object) -> dict:
     return parts
 
 
+def fingerprint(kind: str, model: Model) -> str:
+    """A digest of everything ``model`` of ``kind`` has learned (its parts and its booster):
+    equal for the same model however it was loaded, different for any other model."""
+    digest = hashlib.sha256(json.dumps(parts_of(kind, model), sort_keys=True, default=str).encode())
+    if kind != "clv":
+        digest.update(classifier_of(model).booster_.model_to_string().encode())
+    return digest.hexdigest()
+
+
 def model_from_parts(parts: dict, booster: lgb.Booster | None) -> Model:
     """The fitted model that :func:`parts_of` (and the booster) describe."""
     kind = parts["kind"]

@@ -6,6 +6,7 @@ import bisect
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 
 from policy.profile import Consumable
@@ -14,6 +15,19 @@ from policy.profile import Consumable
 def utc(value) -> datetime:
     """A timestamp as a UTC datetime, to the microsecond."""
     return pd.Timestamp(value).tz_convert("UTC").floor("us").to_pydatetime()  # no ns warning
+
+
+def utc_column(values: pd.Series) -> list[datetime | None]:
+    """:func:`utc` of every value of a column at once (None for a missing one)."""
+    column = (
+        pd.Series(pd.to_datetime(values, utc=True)).dt.floor("us").astype("datetime64[us, UTC]")
+    )
+    return [None if v is pd.NaT else v for v in column.dt.to_pydatetime()]
+
+
+def num_column(values: pd.Series) -> list[float | None]:
+    """:func:`num` of every value of a column at once."""
+    return [None if v != v else v for v in values.to_numpy(dtype=float, na_value=np.nan).tolist()]
 
 
 def num(value) -> float | None:
