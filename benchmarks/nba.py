@@ -1,6 +1,7 @@
 """The next best actions against what customers really did (``make eval-nba``).
 
-A generated world (``BENCH_NBA_CUSTOMERS``, default 20,000, seed 4) is cut at ``T``: the
+A generated world (``BENCH_NBA_CUSTOMERS``, default 20,000, seed 4; ``BENCH_NBA_SHOP=grocery``
+for the grocery world) is cut at ``T``: the
 models are trained (as of the day before, as ``nextbest retrain`` does), the features built
 and the state loaded from the rows at or before ``T`` only (a history folder that holds
 nothing later), and ``nextbest suggest``'s table
@@ -40,6 +41,9 @@ from pathlib import Path
 import pandas as pd
 
 CUSTOMERS = int(os.environ.get("BENCH_NBA_CUSTOMERS", "20000"))
+#: ``grocery``: the grocery world (``BENCH_NBA_PRODUCTS`` products, one year of history).
+SHOP = os.environ.get("BENCH_NBA_SHOP", "gadgets")
+PRODUCTS = int(os.environ.get("BENCH_NBA_PRODUCTS", "50000"))
 T = pd.Timestamp("2025-06-30", tz="UTC")
 WINDOW_DAYS = 30
 TOP = 3
@@ -207,7 +211,7 @@ def policy_before(catalog):
 def run() -> None:
     from cdp.io import write_tables
     from cdp.world.config import WorldConfig
-    from cdp.world.generate import generate_world
+    from cdp.world.generate import generate_grocery_world, generate_world
     from features.build import build_features
     from features.config import FeatureConfig
     from features.io import write_snapshot
@@ -218,7 +222,11 @@ def run() -> None:
 
     warnings.filterwarnings("ignore", module="lifetimes")
     started = time.perf_counter()
-    world = generate_world(WorldConfig(customers=CUSTOMERS, seed=4, as_of=T))
+    if SHOP == "grocery":
+        config = WorldConfig(customers=CUSTOMERS, seed=4, as_of=T, history_days=365)
+        world = generate_grocery_world(config, PRODUCTS)
+    else:
+        world = generate_world(WorldConfig(customers=CUSTOMERS, seed=4, as_of=T))
     past = history(world.tables, T)
     end = T + pd.Timedelta(days=WINDOW_DAYS)
     orders = world.tables["orders"]
@@ -240,8 +248,10 @@ def run() -> None:
         suggested, _ = suggest_all(state, catalog, now=T, max_actions=TOP)
         state.learned_cross_sell = False  # the co-purchase rules, as before the model
         before, _ = suggest_all(state, policy_before(catalog), now=T, max_actions=TOP)
-    print(f"{CUSTOMERS:,} customers, suggestions as of {T.date()}, scored on the orders of the"
-          f" next {WINDOW_DAYS} days ({time.perf_counter() - started:.0f} s to build)")  # fmt: skip
+    print(
+        f"{SHOP}: {CUSTOMERS:,} customers, suggestions as of {T.date()}, scored on the orders"
+        f" of the next {WINDOW_DAYS} days ({time.perf_counter() - started:.0f} s to build)"
+    )
     evaluated = pd.Index(
         sorted(c for c in state.customers if state.allows(c, "marketing", T.to_pydatetime()))
     ).intersection(past["orders"]["customer_id"].unique())

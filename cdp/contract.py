@@ -114,6 +114,11 @@ TABLES: dict[str, TableSpec] = {
                 _opt("variant_of", "string"),
                 _opt("name_zh_tw", "string"),
                 _opt("name_zh_cn", "string"),
+                # a grocer's hierarchy: department > category > need (what several
+                # products serve: whole milk), and the brand
+                _opt("department", "string"),
+                _opt("need", "string"),
+                _opt("brand", "string"),
             ),
             key=("product_id",),
             doc="The catalog.",

@@ -119,6 +119,9 @@ def _schemas(
                 "variant_of": col(None, products, nullable=True),
                 "name_zh_tw": col(None, nullable=True),
                 "name_zh_cn": col(None, nullable=True),
+                "department": col(None, nullable=True),
+                "need": col(None, nullable=True),
+                "brand": col(None, nullable=True),
             }
         ),
         "orders": pa.DataFrameSchema(

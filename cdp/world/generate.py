@@ -38,9 +38,16 @@ class Numbering:
 
 
 def _orders(
-    rng: np.random.Generator, lines: purchases.Lines, amount: np.ndarray, pop, start, first=1
+    rng: np.random.Generator,
+    lines: purchases.Lines,
+    amount: np.ndarray,
+    pop,
+    start,
+    first=1,
+    products: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """Order lines sorted by time; order ids ``O`` + 9 digits numbered in time order."""
+    """Order lines sorted by time; order ids ``O`` + 9 digits numbered in time order.
+    ``products``: the product ids when ``lines`` hold catalog row numbers."""
     order = np.lexsort((lines.occasion, lines.t))
     t, occasion = lines.t[order], lines.occasion[order]
     new_order = np.r_[True, (occasion[1:] != occasion[:-1]) | (t[1:] != t[:-1])]
@@ -50,7 +57,9 @@ def _orders(
             "order_id": ids("O", number, 9),
             "customer_id": take_text(pop.customer_id, lines.owner[order]),
             "ordered_at": timestamps(start, t),
-            "product_id": take_text(lines.product_id[order], np.arange(order.size)),
+            "product_id": take_text(lines.product_id[order], np.arange(order.size))
+            if products is None
+            else take_text(products, lines.product_id[order]),
             "quantity": lines.quantity[order].astype("int64"),
             "amount": amount[order],
         }
@@ -98,6 +107,50 @@ def generate_world(
         "events": events,
     }
     truth = truth_tables(config, pop, pairs, orders, products)
+    return World(config, tables, truth)
+
+
+def generate_grocery_world(config: WorldConfig, products: int) -> World:
+    """A grocery shop of ``products`` products (:mod:`cdp.world.grocery`) and
+    ``config.customers`` households; the truth adds each household's staples and what it
+    bought in the 30 days after ``as_of``."""
+    from cdp.world import grocery
+    from cdp.world.truth import grocery_truth
+
+    rng = np.random.default_rng([config.seed, 7])
+    span = float(config.history_days + config.future_days)
+    start = config.start
+    catalog = grocery.grocery_catalog(rng, products)
+    pop = population.simulate_population(rng, config.customers, span, float(config.history_days))
+    pop = grocery.shoppers(rng, pop)
+    customers = population.customers_table(rng, pop, start)
+    identities, cookie, device = population.identities_table(rng, pop)
+    consents = population.consents_table(rng, pop, start)
+    sold, staples = grocery.grocery_lines(rng, pop, catalog)
+    price = catalog.products["price"].to_numpy()
+    discount = np.where(rng.random(sold.owner.size) < 0.1, 0.8, 1.0)  # 10% of lines on offer
+    sold_amount = np.round(sold.quantity * price[sold.product_id] * discount, 2)
+    back, back_amount = purchases.returns(rng, sold, sold_amount, span, 0.01, (1, 14))
+    lines = purchases.Lines.concat([sold, back])
+    ids = catalog.products["product_id"].to_numpy()
+    orders = _orders(
+        rng, lines, np.concatenate([sold_amount, back_amount]), pop, start, products=ids
+    )
+    viewed = np.flatnonzero(rng.random(sold.owner.size) < 0.05)  # few views before a trip
+    seen = purchases.Lines(
+        *(getattr(sold, f)[viewed] for f in purchases.Lines.__dataclass_fields__)
+    )
+    seen = purchases.Lines(seen.owner, seen.t, seen.occasion, ids[seen.product_id], seen.quantity)
+    events = engagement.events_table(rng, pop, cookie, device, seen, ids, start)
+    tables = {
+        "customers": customers,
+        "identities": identities,
+        "consents": consents.reset_index(drop=True),
+        "products": catalog.products,
+        "orders": orders,
+        "events": events,
+    }
+    truth = grocery_truth(config, pop, staples, catalog, orders)
     return World(config, tables, truth)
 
 

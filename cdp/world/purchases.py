@@ -163,11 +163,17 @@ def replenishment(rng: np.random.Generator, pop: Population, pairs: Pairs) -> Li
 
 
 def returns(
-    rng: np.random.Generator, ordinary: Lines, amount: np.ndarray, span: float
+    rng: np.random.Generator,
+    ordinary: Lines,
+    amount: np.ndarray,
+    span: float,
+    share: float = 0.04,
+    days: tuple[float, float] = (3, 30),
 ) -> tuple[Lines, np.ndarray]:
-    """4% of ordinary lines come back 3-30 days later as their own order, fully refunded."""
-    back = np.flatnonzero(rng.random(ordinary.owner.size) < 0.04)
-    t = ordinary.t[back] + rng.uniform(3, 30, back.size)
+    """``share`` of the lines (4% of ordinary ones) come back ``days`` later (3-30) as
+    their own order, fully refunded."""
+    back = np.flatnonzero(rng.random(ordinary.owner.size) < share)
+    t = ordinary.t[back] + rng.uniform(*days, back.size)
     keep = t < span
     back, t = back[keep], t[keep]
     lines = Lines(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -38,14 +39,25 @@ if TYPE_CHECKING:
     from cdp.world.generate import World
 
 
-def write_world(world: World, out: Path, fmt: str, overwrite: bool) -> None:
+class Shop(StrEnum):
+    """``generate --shop``: which shop to simulate."""
+
+    gadgets = "gadgets"
+    grocery = "grocery"
+
+
+#: Days of history of a grocery world (a year of weekly trips).
+GROCERY_HISTORY = 365
+
+
+def write_world(world: World, out: Path, fmt: str, overwrite: bool, **meta) -> None:
     """Write a world's contract tables and truth to ``out`` (atomically)."""
     from cdp.io import atomic_folder, write_tables
 
     with atomic_folder(out, overwrite=overwrite) as tmp:
         write_tables(world.tables, tmp, fmt)  # type: ignore[arg-type]
         write_tables(world.truth, tmp / "truth", "parquet")
-        _write_meta(world.config, tmp)
+        _write_meta(world.config, tmp, **meta)
 
 
 def write_world_in_chunks(
@@ -92,7 +104,7 @@ def _write_meta(config: WorldConfig, folder: Path, **more) -> None:
 
 
 def _world_config(
-    customers: int, seed: int, as_of: str, horizon_days: int, window_days: int
+    customers: int, seed: int, as_of: str, horizon_days: int, window_days: int, **more
 ) -> WorldConfig:
     from cdp.world.config import WorldConfig
 
@@ -103,6 +115,7 @@ def _world_config(
         as_of=moment,
         horizon_days=horizon_days,
         window_days=window_days,
+        **more,
     )
 
 
@@ -148,9 +161,33 @@ def generate(
             " Parquet parts, one per chunk: memory bounded by a chunk (a world of millions).",
         ),
     ] = None,
+    shop: Annotated[
+        Shop,
+        typer.Option(
+            help="gadgets: the default 30-product shop (durables and their consumables);"
+            " grocery: households on weekly trips, a catalog of --products in departments,"
+            " categories and needs, one year of history.",
+        ),
+    ] = Shop.gadgets,
+    products: Annotated[
+        int, typer.Option(min=100, help="Products in the grocery catalog (--shop grocery).")
+    ] = 50_000,
 ) -> None:
     """Simulate a CDP world: contract tables before and after --as-of, and truth/ after it."""
-    if chunk_customers is None:
+    if shop == Shop.grocery:
+        if chunk_customers is not None:
+            raise BadInputError("--shop grocery is simulated at once: drop --chunk-customers")
+        from cdp.world.generate import generate_grocery_world
+
+        config = _world_config(
+            customers, seed, as_of, horizon_days, window_days, history_days=GROCERY_HISTORY
+        )
+        with err_console.status(f"simulating {customers:,} households, {products:,} products…"):
+            world = generate_grocery_world(config, products)
+        with err_console.status(f"writing {out}…"):
+            write_world(world, out, str(fmt), overwrite, shop="grocery", products=products)
+        counts = {name: len(frame) for name, frame in world.tables.items()}
+    elif chunk_customers is None:
         world = generate_into(
             customers, seed, as_of, out, fmt, overwrite, horizon_days, window_days
         )
