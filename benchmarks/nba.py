@@ -175,6 +175,19 @@ def baselines(
     }
 
 
+def model_first(state, customers: pd.Index) -> pd.DataFrame:
+    """The served state's next products of each customer, most likely first (the
+    next-product model's ranking before the policy weighs value, cost and consent)."""
+    rows = [
+        (customer_id, rank, product_id)
+        for customer_id in customers
+        for rank, (product_id, _, _) in enumerate(
+            state.customers[customer_id].next_products[:TOP], start=1
+        )
+    ]
+    return pd.DataFrame(rows, columns=["customer_id", "rank", "product_id"])
+
+
 def policy_figures(
     suggested: pd.DataFrame, bought: pd.DataFrame, active: pd.Series, family: pd.Series
 ) -> dict[str, float]:
@@ -264,13 +277,34 @@ def run() -> None:
     for name, table in (("nextbest policy", suggested), ("policy before", before)):
         rows[name] = scores(table, bought, evaluated, family, margin_of, had)
         rows[name] |= policy_figures(table, bought, truth, family)
-    for name, ranked in baselines(past, built.pairs, T, config.window_days).items():
+    ranked_by = baselines(past, built.pairs, T, config.window_days)
+    ranked_by["next-product model's first (every customer)"] = model_first(state, evaluated)
+    for name, ranked in ranked_by.items():
         rows[name] = scores(ranked, bought, evaluated, family, margin_of, had)
     table = pd.DataFrame(rows).T
     print(f"evaluated: {len(evaluated):,} buyers with marketing consent in force at {T.date()}")
     print(table.to_string(float_format=lambda v: f"{v:.3f}", na_rep="-"))
-    best = table.drop(index=["nextbest policy", "policy before"])["hit@1"].max()
+    ours = ["nextbest policy", "policy before", "next-product model's first (every customer)"]
+    best = table.drop(index=ours)["hit@1"].max()
     mine, old = table.loc["nextbest policy", "hit@1"], table.loc["policy before", "hit@1"]
+    # where the policy names a product at all (it proposes none whose expected value is not
+    # worth the contact): its first product against P-TopFreq's for the same customers
+    named = pd.Index(suggested.dropna(subset=["product_id"])["customer_id"].unique())
+    named = evaluated.intersection(named)
+    same = {
+        "nextbest policy": scores(suggested, bought, named, family, margin_of)["hit@1"],
+        "P-TopFreq": scores(ranked_by["P-TopFreq"], bought, named, family, margin_of)["hit@1"],
+    }
+    print(
+        f"the policy names a product to {len(named):,} of {len(evaluated):,}: hit@1 there"
+        f" {same['nextbest policy']:.3f} against P-TopFreq's {same['P-TopFreq']:.3f}"
+        f" ({same['nextbest policy'] / same['P-TopFreq']:.2f}x)"
+    )
+    first = table.loc["next-product model's first (every customer)", "hit@1"]
+    print(
+        f"the next-product model's first product for every customer: hit@1 {first:.3f}"
+        f" ({first / table.loc['P-TopFreq', 'hit@1']:.2f}x P-TopFreq)"
+    )
     print(
         f"hit@1: the policy {mine:.3f}, {mine / old:.1f}x the policy before ({old:.3f});"
         f" the best baseline {best:.3f} ({mine / best:.2f}x);"

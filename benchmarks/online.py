@@ -94,7 +94,7 @@ def _load(data: Path, cache: Path, state: Path) -> None:
     """In this process: a start-up, then a reload; their seconds, the log's entries before
     and after, and the peak memory after each, on stdout."""
     from serving.config import ServeConfig
-    from serving.memory.runtime import load_state, open_runtime
+    from serving.memory.runtime import load_state, open_runtime, release_freed_memory
 
     config = ServeConfig(
         data=data,
@@ -119,12 +119,15 @@ def _load(data: Path, cache: Path, state: Path) -> None:
         "reload_s": time.perf_counter() - started,
         "reload_mb": _own_peak_mb(),
     }
-    resident = []
+    resident, objects = [], []
     for _ in range(RELOADS):  # does each reload leave the process larger?
         rt.state = load_state(rt, config)
         gc.collect()
+        release_freed_memory()  # as the service does after a reload
         resident.append(_resident_mb())
+        objects.append(len(gc.get_objects()))
     figures["growth_mb"] = (resident[-1] - resident[0]) / (len(resident) - 1)
+    figures["growth_objects"] = (objects[-1] - objects[0]) / (len(objects) - 1)
     print(json.dumps(figures))
 
 
@@ -162,7 +165,7 @@ def main() -> None:
     print(f"online log: {CUSTOMERS:,} customers; start-up then reload, each its own peak")
     print(
         f"{'rows':>9} {'log':>9} {'start s':>8} {'MB':>7} {'reload s':>9} {'MB':>7}"
-        f" {'MB/reload':>9}  ratio"
+        f" {'MB/reload':>9} {'objects/reload':>14}  ratio"
     )
     base = None
     for rows in ROWS:
@@ -182,7 +185,8 @@ def main() -> None:
             )
             print(
                 f"{rows:>9,} {f['entries']:>9,} {f['start_s']:>8.1f} {f['start_mb']:>7,.0f}"
-                f" {f['reload_s']:>9.1f} {f['reload_mb']:>7,.0f} {f['growth_mb']:>9.1f}  {ratio}"
+                f" {f['reload_s']:>9.1f} {f['reload_mb']:>7,.0f} {f['growth_mb']:>9.1f}"
+                f" {f['growth_objects']:>14,.0f}  {ratio}"
                 f" ({when} compaction; log left {f['after']:,})",
                 flush=True,
             )

@@ -56,8 +56,10 @@ _DAY = 86_400_000_000  # microseconds
 
 
 def product_families(products: pl.LazyFrame) -> pl.LazyFrame:
-    """``product_id`` -> ``family`` (``variant_of``, else itself), with the product columns
-    the candidates use."""
+    """``product_id`` -> ``family`` (``variant_of``, else itself) and ``need`` (the grocer's
+    need, else the family), with the product columns the candidates use."""
+    has_need = "need" in products.collect_schema().names()
+    family = pl.coalesce("variant_of", "product_id")
     return products.select(
         "product_id",
         "category",
@@ -65,7 +67,8 @@ def product_families(products: pl.LazyFrame) -> pl.LazyFrame:
         "price",
         pl.col("pack_size").cast(pl.Int64),
         pl.col("related_product_id").alias("related"),
-        family=pl.coalesce("variant_of", "product_id"),
+        family=family,
+        need=pl.coalesce(pl.col("need"), family) if has_need else family,
     )
 
 
@@ -91,8 +94,12 @@ def next_product_candidates(
     pandas.DataFrame
         One row per (``customer_id``, ``product_id``) candidate, sorted by both: ``family``,
         ``category``, the product's ``price``, ``consumable``, ``pack_size``,
-        ``popularity_90d``, and the customer's ``family_purchase_days``,
-        ``days_since_family``, ``owns_related``, ``category_share``,
+        ``popularity_90d``, and the customer's ``family_purchase_days`` (also
+        ``family_days_30d``, ``family_days_90d``, ``family_share`` of their purchase days,
+        ``family_gap_days`` between them and ``family_due``, days since over that gap),
+        ``days_since_family``, ``need_purchase_days``, ``days_since_need``,
+        ``latest_in_need`` (the family was the need's last purchase),
+        ``owns_related``, ``category_share``,
         ``days_since_category``, ``viewed_product_7d``, ``viewed_product_30d``,
         ``carted_product_30d``, ``days_since_viewed_product``, ``co_purchase_lift``,
         ``cycle_position``, ``expected_cycle_days`` and ``customer_<context>``.
@@ -120,6 +127,7 @@ def next_product_candidates(
     )
     frame = (
         candidates.join(history, on=["customer_id", "family"], how="left")
+        .join(_need_history(lines, as_of), on=["customer_id", "need"], how="left")
         .join(_category_history(lines, as_of), on=["customer_id", "category"], how="left")
         .join(_related(lines, products), on=KEYS, how="left")
         .join(_view_counts(views, as_of), on=KEYS, how="left")
@@ -128,15 +136,19 @@ def next_product_candidates(
         .with_columns(
             pl.col(
                 "family_purchase_days",
+                "family_days_30d",
+                "family_days_90d",
+                "need_purchase_days",
                 "viewed_product_7d",
                 "viewed_product_30d",
                 "carted_product_30d",
             ).fill_null(0),
             pl.col("owns_related").fill_null(False),
-            pl.col("category_share", "popularity_90d").fill_null(0.0),
+            pl.col("category_share", "family_share", "popularity_90d").fill_null(0.0),
             pl.col("consumable").cast(pl.Int8),
+            latest_in_need=(pl.col("latest_in_need") == pl.col("family")).fill_null(False),
         )
-        .drop("related")
+        .drop("related", "need")
         .sort(KEYS)
         .to_pandas()
     )
@@ -258,9 +270,48 @@ def _first_stage(
 
 
 def _family_history(lines: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
-    return lines.group_by("customer_id", "family").agg(
-        family_purchase_days=pl.col("ordered_at").dt.date().n_unique(),
-        days_since_family=_days(pl.col("ordered_at").max(), as_of),
+    """Per customer and family: purchase days (in all, in the last 30 and 90 days, and as a
+    share of the customer's purchase days), days since the last, the mean days between
+    purchase days, and the days since the last as a multiple of that mean (due at 1)."""
+    day = pl.col("ordered_at").dt.date()
+    since = _days(pl.col("ordered_at").max(), as_of)
+    span = _days(pl.col("ordered_at").min(), as_of) - since
+    trips = lines.group_by("customer_id").agg(trips=day.n_unique())
+    return (
+        lines.group_by("customer_id", "family")
+        .agg(
+            family_purchase_days=day.n_unique(),
+            family_days_30d=day.filter(
+                pl.col("ordered_at") > as_of - timedelta(days=30)
+            ).n_unique(),
+            family_days_90d=day.filter(
+                pl.col("ordered_at") > as_of - timedelta(days=90)
+            ).n_unique(),
+            days_since_family=since,
+            span=span,
+        )
+        .join(trips, on="customer_id", how="left")
+        .with_columns(
+            family_share=pl.col("family_purchase_days") / pl.col("trips"),
+            family_gap_days=pl.when(pl.col("family_purchase_days") > 1).then(
+                pl.col("span") / (pl.col("family_purchase_days") - 1)
+            ),
+        )
+        .with_columns(
+            family_due=pl.col("days_since_family") / pl.col("family_gap_days").clip(lower_bound=1.0)
+        )
+        .drop("span", "trips")
+    )
+
+
+def _need_history(lines: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
+    """Per customer and need (any product serving it: a brand switch stays the same need):
+    purchase days, days since the last, and the family bought last (a candidate of another
+    brand of the need was switched away from)."""
+    return lines.group_by("customer_id", "need").agg(
+        need_purchase_days=pl.col("ordered_at").dt.date().n_unique(),
+        days_since_need=_days(pl.col("ordered_at").max(), as_of),
+        latest_in_need=pl.col("family").sort_by("ordered_at").last(),
     )
 
 

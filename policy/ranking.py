@@ -210,7 +210,7 @@ def _rank(
     if profile is not None:
         asked = intent == "reorder"
         candidates += _profile_candidates(profile, catalog, now, window_days, locale, asked)
-    suggestions, suppressed = [], []
+    suggestions, suppressed, likely = [], [], {}
     for candidate in candidates:
         why = _suppressed_because(candidate, catalog, profile, frustrated, exposures, now)
         if why is not None:
@@ -224,11 +224,15 @@ def _rank(
                 Suppressed(candidate.action, candidate.product_id, "expected value not positive")
             )
             continue
-        suggestions.append(_suggestion(candidate, action, expected, profile, locale))
+        suggestion = _suggestion(candidate, action, expected, profile, locale)
+        if candidate.product_id is not None:  # the chance it is bought, 30 days if known
+            likely[id(suggestion)] = candidate.values.get("next") or candidate.probability
+        suggestions.append(suggestion)
     # escalation first for a frustrated customer; then by expected value
     suggestions.sort(
         key=lambda s: (s.action != "escalate_to_human" or not frustrated, -s.expected_value)
     )
+    _most_likely_product_first(suggestions, likely)
     return Ranking(
         suggestions[:max_actions] or [_nothing_now(catalog, locale)],
         suppressed,
@@ -236,6 +240,20 @@ def _rank(
         locale,
         tuple(suggestions),
     )
+
+
+def _most_likely_product_first(suggestions: list[Suggestion], likely: dict[int, float]) -> None:
+    """Fill the places expected value gave to product suggestions (reminders, the cross-sell)
+    with those products, the one most likely bought first (by the next-product model's
+    30-day probability where it has one): value decides whether and where a product is
+    proposed, likelihood which product a customer hears of first. (`make eval-nba`: by
+    expected value alone the first product was often a dearer, less likely one, hit@1 0.259
+    against 0.270 now, the margin per customer the same; choosing the cross-sell by
+    likelihood too gave 0.274 but 18% less margin.)"""
+    places = [i for i, s in enumerate(suggestions) if id(s) in likely]
+    ordered = sorted((suggestions[i] for i in places), key=lambda s: -likely[id(s)])
+    for i, suggestion in zip(places, ordered, strict=True):
+        suggestions[i] = suggestion
 
 
 def _service_candidates(

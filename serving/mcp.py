@@ -14,6 +14,7 @@ Over stdio the agent runs the server itself, and the audit names the caller ``lo
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import Iterator
 from typing import Annotated
@@ -31,7 +32,7 @@ from pydantic import BaseModel, Field
 from cdp import package_version
 from serving import answers
 from serving.config import ServeConfig
-from serving.memory.runtime import Runtime, load_state, open_runtime
+from serving.memory.runtime import Runtime, load_state, open_runtime, release_freed_memory
 from serving.schemas import (
     FeedbackIn,
     FeedbackOut,
@@ -314,6 +315,8 @@ def load_runtime(config: ServeConfig) -> Runtime:
 
     def reload() -> dict:
         runtime.state = load_state(runtime, config)
+        gc.collect()  # the state it replaced
+        release_freed_memory()
         versions = runtime.state.versions
         return {"reloaded": True, "model_versions": versions, "detail": "switched"}
 

@@ -8,15 +8,15 @@ products within a need by another (exponent 1.3).
 A household (:func:`grocery_lines`) shops on trips: a renewal process with a personal
 interval (lognormal around 7 days, jitter sigma 0.35) while active (the population's
 segments). It has 4 to 30 *staples*, needs bought on a personal cycle (the need's base cycle
-x lognormal(0, 0.3) per unit): a staple is bought on the first trip at or after it is due,
-``q`` units at a time (1, or 2-7 for needs sold in multiples), and is due again ``cycle x q
-x lognormal(0, 0.15)`` days later. Brand loyalty: 85% of a staple's purchases are the
-household's usual product for the need; the rest another product of the need (by
-popularity), which becomes the usual one 20% of the time. The rest of a basket (about 10
-lines in all) is the household's own favourites (45%: 30 products each, drawn by
+x lognormal(0, 0.3) per unit), half of them for life and half for a phase (starting any
+time, lasting ~150 days: a diet, a baby, a season). A staple is bought on the first trip at
+or after it is due, ``q`` units at a time (1, or 2-7 for needs sold in multiples), and is
+due again ``cycle x q x lognormal(0, 0.15)`` days later. Brand loyalty: 85% of a staple's
+purchases are the household's usual product for the need; the rest another product of the
+need (by popularity), which becomes the usual one 20% of the time. The rest of a basket
+(about 10 lines in all) is the household's own favourites (45%: 30 products each, drawn by
 popularity) or anything in the catalog by popularity, its own staple needs left out (they
-come on their cycle). 1% of lines
-come back 1-14 days later as their own order, refunded.
+come on their cycle). 1% of lines come back 1-14 days later as their own order, refunded.
 
 Memory grows with order lines (and households x staples); the catalog is drawn as arrays
 (products), never households x catalog.
@@ -81,6 +81,8 @@ SIZES = ("250 g", "500 g", "1 kg", "1 L", "2 L", "6 x 330 ml", "150 g", "400 g",
 STAPLE_SHARE = 0.85  # of a staple's purchases, the usual product
 SWITCH = 0.2  # an other product bought becomes the usual one
 FAVOURITES = 30
+PHASE_SHARE = 0.5  # of staples, bought for a phase of a household's life, not all of it
+PHASE_DAYS = 150  # mean length of such a phase
 FAVOURITE_SHARE = 0.45
 
 
@@ -203,11 +205,14 @@ def _draw_in_need(rng: np.random.Generator, catalog: Catalog, need: np.ndarray) 
 
 @dataclass(frozen=True)
 class Staples:
-    """Household x need pairs bought on a cycle: owner, need, days one unit lasts."""
+    """Household x need pairs bought on a cycle: owner, need, days one unit lasts, and the
+    days the staple is bought from and until (a phase of a household's life)."""
 
     owner: np.ndarray
     need: np.ndarray
     cycle: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
 
 
 def staples(rng: np.random.Generator, pop: Population, catalog: Catalog) -> Staples:
@@ -219,7 +224,12 @@ def staples(rng: np.random.Generator, pop: Population, catalog: Catalog) -> Stap
     pairs = pd.DataFrame({"owner": owner, "need": need}).drop_duplicates()
     owner, need = pairs["owner"].to_numpy(), pairs["need"].to_numpy()
     cycle = catalog.need_cycle[need] * rng.lognormal(0.0, 0.3, owner.size)
-    return Staples(owner, need, cycle)
+    # half are for life; half a phase that starts any time and lasts ~150 days (a diet, a
+    # baby, a season): what a household bought most often is not always what it buys now
+    phase = rng.random(owner.size) < PHASE_SHARE
+    start = pop.created[owner] + np.where(phase, rng.uniform(0, pop.span, owner.size), 0.0)
+    end = np.where(phase, start + rng.exponential(PHASE_DAYS, owner.size), np.inf)
+    return Staples(owner, need, cycle, start, end)
 
 
 def staple_lines(
@@ -230,12 +240,13 @@ def staple_lines(
     key = trip_owner * span + trip_t
     pair = np.arange(staple.owner.size)
     usual = _draw_in_need(rng, catalog, staple.need)
-    due = rng.uniform(0, 1, pair.size) * staple.cycle  # the first due day, from day 0
+    due = staple.start + rng.uniform(0, 1, pair.size) * staple.cycle  # the first due day
     out_pair, out_trip, out_product, out_q = [], [], [], []
     while pair.size:
         owner = staple.owner[pair]
         j = np.searchsorted(key, owner * span + due[pair], side="left")
-        found = (j < key.size) & (trip_owner[np.minimum(j, key.size - 1)] == owner)
+        j = np.minimum(j, key.size - 1)
+        found = (trip_owner[j] == owner) & (trip_t[j] >= due[pair]) & (trip_t[j] < staple.end[pair])
         pair, j = pair[found], j[found]
         if not pair.size:
             break

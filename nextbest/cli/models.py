@@ -51,18 +51,27 @@ def train_table(report: TrainReport) -> Table:
     for d in report.decisions:
         metrics = report.metrics[d.kind]
         baselines = "\n".join(
-            f"{name} {row[d.metric]:.3f}" for name, row in metrics.iterrows() if name != "model"
+            f"{name} {row[d.metric]:.3f}{_hit(row)}"
+            for name, row in metrics.iterrows()
+            if name != "model"
         )
+        own = _hit(metrics.loc["model"]) if "model" in metrics.index else ""
         table.add_row(
             d.kind,
             d.version,
             "promoted" if d.promoted else f"kept champion v{d.champion_version}",
             d.metric,
-            f"{d.challenger_score:.3f}",
+            f"{d.challenger_score:.3f}{own}",
             "-" if d.champion_score is None else f"{d.champion_score:.3f}",
             baselines,
         )
     return table
+
+
+def _hit(row) -> str:
+    """The next product's hit@1 (the share of customers whose first candidate was bought,
+    P-TopFreq's measure) beside its gate metric; nothing for the other models."""
+    return f" (hit@1 {row['hit_at_1']:.3f})" if "hit_at_1" in row.index else ""
 
 
 def _print_reasons(decisions) -> None:
@@ -163,6 +172,11 @@ def train_record(report: TrainReport) -> dict:
                     for name, row in metrics.iterrows()
                     if name != "model"
                 },
+                **(
+                    {"hit_at_1": {n: float(v) for n, v in metrics["hit_at_1"].items()}}
+                    if "hit_at_1" in metrics
+                    else {}
+                ),
             }
         )
     return {"as_of": report.as_of, "models": models, "skipped": dict(report.skipped)}

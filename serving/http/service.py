@@ -79,6 +79,7 @@ class NextBest:
         gc.unfreeze()
         gc.collect()
         gc.freeze()
+        runtime.release_freed_memory()
 
     def _first_load(self) -> None:
         try:

@@ -314,6 +314,22 @@ class FeedbackStore:
                 gone += self._db.execute(query, chunk).rowcount
         return gone
 
+    def drop_ingested_secrets(self, secrets: list[str]) -> int:
+        """Delete the online rows whose encrypted copy is among ``secrets`` (with Redis the
+        stream's entries carry the same ciphertext as this machine's copy): one pass over
+        the table against a temporary index of the secrets; returns how many went."""
+        if not secrets:
+            return 0
+        with self._writing(), self._transaction():
+            self._db.execute("create temp table if not exists gone (secret text primary key)")
+            self._db.execute("delete from gone")
+            self._db.executemany("insert or ignore into gone values (?)", [(s,) for s in secrets])
+            gone = self._db.execute(
+                "delete from ingested where secret in (select secret from gone)"
+            ).rowcount
+            self._db.execute("delete from gone")
+        return gone
+
     def new_messages(self, message_ids: list[str]) -> set[str]:
         """The ids among ``message_ids`` not applied before (Segment ``messageId``)."""
         with self._lock:

@@ -36,7 +36,7 @@ logger = logging.getLogger("nextbest.serving")
 #: Next-product candidates kept per customer (owned ones are left out at request time).
 NEXT_PRODUCTS = 5
 #: The layout of a ``prepared/KEY/`` folder; a change gives every key a new digest.
-FORMAT = 1
+FORMAT = 2
 FOLDER = "prepared"
 TABLES = ("churn", "clv", "replenishment", "churn_drivers", "next_products", "next_purchase")
 
@@ -50,7 +50,7 @@ class Prepared:
     run-out dates) per pair, when there is a replenishment champion; ``churn_drivers``
     (customer_id, drivers: the codes raising the churn score most); ``next_products``
     (customer_id, product_id, purchase_probability, drivers: each customer's
-    :data:`NEXT_PRODUCTS` best candidates by expected value) and ``next_purchase``
+    :data:`NEXT_PRODUCTS` most likely candidates) and ``next_purchase``
     (customer_id, family, purchase_probability of the families they buy already), when there
     is a next-product champion.
     """
@@ -137,9 +137,9 @@ def derive(
 
 
 def _next_products(model, scored: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Each customer's :data:`NEXT_PRODUCTS` best candidates by expected value with their
-    own drivers (TreeSHAP of the next-product model), and the probability of each family
-    they buy already."""
+    """Each customer's :data:`NEXT_PRODUCTS` most likely candidates (then by expected value)
+    with their own drivers (TreeSHAP of the next-product model), and the probability of each
+    family they buy already."""
     scored = scored.assign(ev=scored["purchase_probability"] * scored["price"])
     refills = scored[scored["family_purchase_days"] > 0]  # families they buy already
     likely = (
@@ -150,7 +150,11 @@ def _next_products(model, scored: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
         .astype({"family": "str"})
     )
     top = (
-        scored.sort_values(["customer_id", "ev"], ascending=[True, False], kind="stable")
+        scored.sort_values(
+            ["customer_id", "purchase_probability", "ev"],
+            ascending=[True, False, False],
+            kind="stable",
+        )
         .groupby("customer_id", sort=False)
         .head(NEXT_PRODUCTS)
     )

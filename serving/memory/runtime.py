@@ -9,6 +9,8 @@ an event accepted by any worker is in force for the next request to any worker.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import functools
 import itertools
 import json
@@ -145,11 +147,22 @@ def load_state(rt: Runtime, config: ServeConfig):
     count_applied(counts, "replay")
     logger.info("applied again on top of the snapshot: %s", counts)
     if superseded:  # the snapshot holds them now: they leave the log
-        dropped = rt.online.drop(superseded)
+        dropped = rt.online.drop([entry.position for entry in superseded])
         COMPACTED.inc(dropped)
         logger.info("compacted the online log: %d entries the snapshot holds", dropped)
+        if rt.online.shared:  # and this machine's copy of those rows (data-subject routes)
+            local = rt.feedback.drop_ingested_secrets([entry.secret for entry in superseded])
+            logger.info("compacted the local copy of online rows: %d rows", local)
     learned(rt, state, fresh=True)  # what feedback taught, before the first request
     return state
+
+
+def release_freed_memory() -> None:
+    """Give the heap pages a dropped state left free back to the system (glibc's
+    ``malloc_trim``; nothing elsewhere). Without it a worker's resident memory stays at its
+    highest after a reload: the pages are free for the allocator but still counted."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _group(holdout, key: bytes, pseudonym: str | None) -> str | None:
@@ -168,8 +181,8 @@ def replay(rt: Runtime, state) -> tuple[dict[str, int], list]:
     """Apply the whole online log to a new state, except the rows the snapshot holds
     already, found by identity whatever their dates (:mod:`serving.memory.known`: a row the
     CDP delivered late, dated before the as-of, is not in the export). Customers, identities,
-    exposures and erasures always apply. Returns the rows applied per table, and the
-    positions of the entries the snapshot made redundant (:mod:`serving.memory.compaction`)."""
+    exposures and erasures always apply. Returns the rows applied per table, and the entries
+    the snapshot made redundant (:mod:`serving.memory.compaction`)."""
     entries = rt.online.read(rt.online.start)
     state.position = entries[-1].position if entries else rt.online.start
     totals: dict[str, int] = {}
@@ -204,7 +217,7 @@ def _apply(
     (:meth:`~serving.memory.state.ServingState.new_rows`) as one
     :func:`~serving.memory.updates.apply`; returns its counts by batch id. ``snapshot``:
     replaying onto a new state (another worker's reloads are not followed then).
-    ``superseded``: collects the positions of the entries a new snapshot makes redundant
+    ``superseded``: collects the entries a new snapshot makes redundant
     (:mod:`serving.memory.compaction`), each judged before it applies."""
     results = {}
     now = rt.clock() if superseded is not None else None  # replay only: not per request
@@ -216,17 +229,17 @@ def _apply(
             if entry.kind == "feedback":
                 at = datetime.fromisoformat(row["at"])
                 if superseded is not None and compaction.stale_exposure(row, now, KEEP_SECONDS):
-                    superseded.append(entry.position)
+                    superseded.append(entry)
                 rt.feedback.expose(
                     entry.who, row["action"], row["product_id"], row["request_id"], at
                 )
             elif entry.kind == "forget":
                 if superseded is not None and compaction.forgotten(state, row):
-                    superseded.append(entry.position)
+                    superseded.append(entry)
                 state.forget(row["customer_id"])
             elif entry.kind == "reload":  # another worker reloaded: follow it, in the background
                 if superseded is not None and compaction.stale_signal(entry.position):
-                    superseded.append(entry.position)
+                    superseded.append(entry)
                 if not snapshot and row["origin"] != origin():
                     threading.Thread(target=rt.reload, daemon=True, name="nextbest-follow").start()
             else:
@@ -237,7 +250,7 @@ def _apply(
             for kind, rows in found.items():
                 flags = compaction.held(state, kind, rows, fresh[kind])
                 pairs = zip(placed[kind], flags, strict=True)
-                superseded += [entry.position for entry, old in pairs if old]
+                superseded += [entry for entry, old in pairs if old]
         rows = {
             kind: [ROWS[kind].model_validate_json(json.dumps(row)) for row in kept]
             for kind, kept in fresh.items()

@@ -96,8 +96,14 @@ def test_rules_hold_for_every_profile_and_context(profile, context, seen):
             spec = CATALOG[a.action]
             assert NOW - exposure.last_shown_at >= timedelta(days=spec.cooldown_days)
             assert exposure.shown_30d < spec.cap_per_30_days
-    ranked = [a.expected_value for a in actions if a.action != "escalate_to_human"]
-    assert ranked == sorted(ranked, reverse=True)
+    # by expected value, except that product suggestions trade places among themselves (the
+    # most likely product first): their values put back in order, the whole list is sorted
+    ranked = [a for a in actions if a.action != "escalate_to_human"]
+    values = [a.expected_value for a in ranked]
+    places = [i for i, a in enumerate(ranked) if a.product_id is not None]
+    for i, value in zip(places, sorted((values[i] for i in places), reverse=True), strict=True):
+        values[i] = value
+    assert values == sorted(values, reverse=True)
     if any(a.action == "winback_offer" for a in actions):  # only to the quiet, never the recent
         due = CATALOG["winback_offer"].due
         gap = (profile.usual_gap_days or due["default_gap_days"]) * due["gap_multiple"]
@@ -162,6 +168,30 @@ def test_a_due_refill_by_hand():
         Profile("C1", marketing_consent=True, consumables=[later]), Context(), CATALOG, now=NOW
     )
     assert [a.action for a in quiet.suggestions] == ["nothing_now"]
+
+
+def test_the_product_most_likely_bought_comes_first_in_the_places_value_gives_products():
+    """A dear refill (high expected value, a 30-day purchase probability of 0.5) and a cheap
+    likely product (0.9): the cheap one is named first; a win-back worth more than both
+    keeps the first place."""
+    ink = Consumable(
+        "P-INK", NAMES, 200.0, 0.9, NOW + timedelta(days=5), NOW, NOW + timedelta(days=9),
+        NOW - timedelta(days=25),
+    )  # fmt: skip
+    beans = CrossSell("P-BEANS", NAMES, 10.0, 0.9, ("LIKELY_NEXT_PURCHASE",), "P-BEANS")
+    profile = Profile(
+        "C1", marketing_consent=True, consumables=[ink], cross_sell=[beans],
+        next_purchase={"P-INK": 0.5},
+        churn_probability=0.9, clv_12m=5000.0, usual_gap_days=10.0,
+        last_order_at=NOW - timedelta(days=200),
+    )  # fmt: skip
+    actions = rank(profile, Context(), CATALOG, now=NOW, max_actions=3).suggestions
+    assert [(a.action, a.product_id) for a in actions] == [
+        ("winback_offer", None),
+        ("cross_sell", "P-BEANS"),
+        ("replenishment_reminder", "P-INK"),
+    ]
+    assert actions[1].expected_value < actions[2].expected_value  # value alone: ink first
 
 
 def test_a_reminder_needs_the_next_product_model_to_agree():

@@ -115,6 +115,7 @@ def test_a_snapshot_that_holds_the_online_rows_takes_them_out_of_the_log(
     for rows in (exported, not_yet):
         answers.ingest(rt, EventBatch.model_validate(rows))
     assert log_size(rt) == 4
+    assert rt.feedback.count("ingested") == 4  # this machine's copy (the stream's, with Redis)
     assert not rt.state.allows(withdrawn, "marketing", NOW)
 
     # the next export holds the three late rows (not the withdrawal: it came after it)
@@ -130,6 +131,7 @@ def test_a_snapshot_that_holds_the_online_rows_takes_them_out_of_the_log(
     newer = dataclasses.replace(config, data=export, features=snapshot)
     state = load_state(rt, newer)
     assert log_size(rt) == 1  # only the withdrawal is left
+    assert rt.feedback.count("ingested") == 1  # in this machine's copy too
     assert state.snapshot_events is None  # freed once compaction is done
     assert not state.allows(withdrawn, "marketing", NOW)  # still in force
     assert any(o["order_id"] == "LATE-1" for o in state.customers[buyer].recent_orders)
