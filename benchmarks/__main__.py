@@ -7,7 +7,9 @@ minutes); ``BENCH_SPARK_CUSTOMERS`` (default ``100000``) the Spark one;
 ``BENCH_BIG_CUSTOMERS`` (default ``4000000``) the world built in partitions (generated in
 chunks once, about 10 minutes); ``BENCH_UPLIFT_CUSTOMERS`` and ``BENCH_UPLIFT_DAYS`` (default
 20,000 and 28) the simulation of ``make eval-uplift``; ``BENCH_ONLINE_CUSTOMERS`` and
-``BENCH_ONLINE_ROWS`` (default 20,000 and ``0,200000,1000000``) the loads with an online log.
+``BENCH_ONLINE_ROWS`` (default 20,000 and ``0,200000,1000000``) the loads with an online log;
+``BENCH_GROCERY_HOUSEHOLDS`` and ``BENCH_GROCERY_PRODUCTS`` (default ``5000,20000`` and
+50,000) the grocery shop end to end.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def main() -> None:
         "benchmarks.train",
         "benchmarks.serve",
         "benchmarks.online",
+        "benchmarks.grocery",
         "benchmarks.nba",
         "benchmarks.uplift",
     ):

@@ -37,7 +37,7 @@ ROWS = [int(x) for x in os.environ.get("BENCH_ONLINE_ROWS", "0,200000,1000000").
 KEY = "bench-online-pseudonym-key-000001"
 CHUNK = 50_000
 MOMENT = pd.Timestamp(AS_OF, tz="UTC")  # the snapshot's as-of, and the service's clock
-RELOADS = 4  # reloads after the first, for the growth per reload
+RELOADS = int(os.environ.get("BENCH_ONLINE_RELOADS", "4"))  # after the first: growth per reload
 
 
 def _prepare(data: Path) -> Path:
@@ -128,6 +128,7 @@ def _load(data: Path, cache: Path, state: Path) -> None:
         objects.append(len(gc.get_objects()))
     figures["growth_mb"] = (resident[-1] - resident[0]) / (len(resident) - 1)
     figures["growth_objects"] = (objects[-1] - objects[0]) / (len(objects) - 1)
+    figures["resident_mb"] = [round(r) for r in resident]
     print(json.dumps(figures))
 
 

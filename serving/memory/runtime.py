@@ -158,9 +158,12 @@ def load_state(rt: Runtime, config: ServeConfig):
 
 
 def release_freed_memory() -> None:
-    """Give the heap pages a dropped state left free back to the system (glibc's
-    ``malloc_trim``; nothing elsewhere). Without it a worker's resident memory stays at its
+    """Give the heap pages a dropped state left free back to the system (Arrow's pool, and
+    glibc's ``malloc_trim``; nothing elsewhere). Without it a worker's resident memory stays at its
     highest after a reload: the pages are free for the allocator but still counted."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()  # Arrow's own allocator (mimalloc) keeps pages too
     with contextlib.suppress(OSError, AttributeError):  # not glibc
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 

@@ -184,6 +184,11 @@ def test_a_model_trained_with_a_30_day_horizon_is_used_end_to_end(small_world_di
     assert (
         churn["promoted"] and churn["metric"] == "roc_auc" and "rfm_logistic" in churn["baselines"]
     )
+    # the next product is judged on hit@1 too, against P-TopFreq and the last basket
+    following = next(m for m in record["models"] if m["model"] == "next_product")
+    assert {"model", "p_topfreq", "repeat_last_basket"} <= set(following["hit_at_1"])
+    assert all(0 <= v <= 1 for v in following["hit_at_1"].values())
+    assert "hit_at_1" not in churn
 
     snapshot = tmp_path / "features"
     built = nextbest("features", *data, "--out", str(snapshot))
