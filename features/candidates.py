@@ -311,7 +311,7 @@ def _need_history(lines: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
     return lines.group_by("customer_id", "need").agg(
         need_purchase_days=pl.col("ordered_at").dt.date().n_unique(),
         days_since_need=_days(pl.col("ordered_at").max(), as_of),
-        latest_in_need=pl.col("family").sort_by("ordered_at").last(),
+        latest_in_need=pl.col("family").sort_by("ordered_at", "family").last(),  # ties: by id
     )
 
 

@@ -83,3 +83,57 @@ def test_candidates_on_a_50000_product_catalog_are_capped_per_customer_in_bounde
     assert most == cap  # 300 bought, cut to the cap
     assert staples_kept == 1 and top_days == 20
     assert peak_mb < 1536, f"peak {peak_mb} MB"
+
+
+def test_recent_frequency_due_ratio_and_brand_switches_by_hand():
+    """One household, two milks of one need (it switched from A to B), coffee once: the
+    per-family counts, share of its purchase days, mean gap, due ratio and the need's last
+    purchase, counted by hand; rows after the as-of change nothing."""
+    import pandas as pd
+    from pytest import approx
+
+    from features.candidates import next_product_candidates
+    from tests.conftest import at, contract, tiny_tables
+
+    products = pd.DataFrame(
+        {
+            "product_id": ["MILK-A", "MILK-B", "COFFEE"],
+            "name": ["Milk A", "Milk B", "Coffee"],
+            "category": ["milk", "milk", "coffee"],
+            "consumable": [True, True, True],
+            "price": [1.5, 1.6, 9.0],
+            "need": ["whole milk", "whole milk", "coffee beans"],
+        }
+    )
+    bought = [  # (day, product)
+        (0, "MILK-A"), (10, "MILK-A"), (20, "MILK-A"), (80, "MILK-B"), (88, "MILK-B"),
+        (88, "COFFEE"), (200, "MILK-A"),  # day 200 is after the as-of
+    ]  # fmt: skip
+    orders = pd.DataFrame(
+        {
+            "order_id": [f"O{i}" for i in range(len(bought))],
+            "customer_id": "00001",
+            "ordered_at": [at(d) for d, _ in bought],
+            "product_id": [p for _, p in bought],
+            "quantity": 1,
+            "amount": 2.0,
+        }
+    )
+    events = tiny_tables()["events"].assign(product_id=None)
+    tables = contract(products=products, orders=orders, events=events)
+    as_of = at(90)
+    context = pd.DataFrame(
+        {"customer_id": ["00001"], "recency_days": 2.0, "purchase_days": 5, "gap_median_days": 10.0,
+         "monetary_mean": 2.0, "p_alive": 0.9, "segment": "loyal"}
+    )  # fmt: skip
+    frame = next_product_candidates(tables, context, as_of=as_of).set_index("product_id")
+    a, b, coffee = frame.loc["MILK-A"], frame.loc["MILK-B"], frame.loc["COFFEE"]
+    assert (a["family_purchase_days"], a["family_days_30d"], a["family_days_90d"]) == (3, 0, 2)
+    assert (b["family_purchase_days"], b["family_days_30d"]) == (2, 2)
+    assert (a["family_share"], b["family_share"]) == approx((3 / 5, 2 / 5))  # of 5 days
+    assert (a["family_gap_days"], a["family_due"]) == approx((10.0, 70 / 10))  # 20 days, 2 gaps
+    assert (b["family_gap_days"], b["family_due"]) == approx((8.0, 2 / 8))
+    assert pd.isna(coffee["family_gap_days"])  # bought once: no gap
+    assert a["need_purchase_days"] == b["need_purchase_days"] == 5  # days 0, 10, 20, 80, 88
+    assert (a["days_since_need"], b["days_since_need"]) == approx((2.0, 2.0))
+    assert not a["latest_in_need"] and b["latest_in_need"] and coffee["latest_in_need"]
