@@ -24,6 +24,7 @@ from cdp.errors import BadInputError
 from cdp.time import AsOf, as_utc
 from features.candidates import product_families
 from features.inputs import FeatureInputs, Tables, as_inputs
+from features.replenishment import refill_keys
 
 
 class IncompleteWindowError(BadInputError):
@@ -104,15 +105,25 @@ def churn_labels(tables: Tables, *, as_of: AsOf, horizon_days: int = 90) -> pd.D
 def repurchase_labels(
     tables: Tables, pairs: pd.DataFrame, *, as_of: AsOf, window_days: int = 14
 ) -> pd.DataFrame:
-    """Per (customer_id, product_id) of ``pairs``: ``repurchased`` and ``next_purchase_at``."""
+    """Per (customer_id, product_id) of ``pairs``: ``repurchased`` and ``next_purchase_at``,
+    of the product or, when the catalog names its need, of any product of the need."""
     inputs, as_of = as_inputs(tables), as_utc(as_of)
     end = as_of + timedelta(days=window_days)
     _check_window(inputs, end, f"repurchase labels with window {window_days} days")
     keys = ["customer_id", "product_id"]
+    refill = refill_keys(inputs.products)  # a pair stands for its need: any brand refills it
+    after = (
+        inputs.orders.filter((pl.col("ordered_at") > as_of) & (pl.col("quantity") > 0))
+        .join(refill, on="product_id")
+        .group_by("customer_id", "key")
+        .agg(next_purchase_at=pl.col("ordered_at").min())
+    )
     frame = (
         pl.from_pandas(pairs[keys])
         .lazy()
-        .join(_next_purchases(inputs, as_of, keys), on=keys, how="left")
+        .join(refill, on="product_id", how="left")
+        .join(after, on=["customer_id", "key"], how="left")
+        .drop("key")
         .with_columns(
             repurchased=pl.col("next_purchase_at").is_not_null()
             & (pl.col("next_purchase_at") <= end)

@@ -1,9 +1,12 @@
 """Customer x consumable features: personal cycles, where the customer is in the cycle now.
 
-Only consumables (``products.consumable``) bought on at least two distinct UTC days by
-``as_of`` get a row. A purchase covers ``quantity x pack_size`` units; the gap after a
-purchase day is divided by the units bought that day, so it measures the days one unit
-lasts (a 2-pack or two units cover about two cycles).
+What runs out is a *need* when the catalog names one (``products.need``: whole milk,
+whatever the brand), else the product: a customer's cycle is learned over every product of
+the need, and the pair's ``product_id`` is the one they usually buy for it (on the most
+days, the latest of equals). Only consumables (``products.consumable``) bought on at least
+two distinct UTC days by ``as_of`` get a row. A purchase covers ``quantity x pack_size``
+units; the gap after a purchase day is divided by the units bought that day, so it measures
+the days one unit lasts (a 2-pack or two units cover about two cycles).
 """
 
 from __future__ import annotations
@@ -25,6 +28,14 @@ MIN_PURCHASE_DAYS = 2
 MAX_CYCLE_DAYS = 3_650.0
 
 
+def refill_keys(products: pl.LazyFrame) -> pl.LazyFrame:
+    """``product_id`` -> ``key``: what runs out when the product is used up, its ``need``
+    (whole milk, whichever brand) when the catalog names one, else the product itself."""
+    if "need" not in products.collect_schema().names():
+        return products.select("product_id", key=pl.col("product_id"))
+    return products.select("product_id", key=pl.coalesce("need", "product_id"))
+
+
 def pair_features(orders: pl.LazyFrame, products: pl.LazyFrame, *, as_of: datetime) -> pl.DataFrame:
     """Per customer x consumable bought on 2+ days by ``as_of``:
 
@@ -37,33 +48,50 @@ def pair_features(orders: pl.LazyFrame, products: pl.LazyFrame, *, as_of: dateti
     ``owns_related_durable``: the customer bought the durable the consumable serves
     (``products.related_product_id``) by ``as_of``. Sorted by customer and product.
     """
-    catalog = products.select(
-        "product_id", "category", "consumable", "pack_size", "related_product_id"
-    ).collect()
-    consumables = catalog.filter(pl.col("consumable")).sort("product_id")
-    # Consumables by a small integer code (the packed sort key has room for a few bits).
-    code = {p: i for i, p in enumerate(consumables["product_id"])}
-    by_code = consumables.with_columns(code=pl.int_range(pl.len(), dtype=pl.UInt32))
-    bought = orders.filter((pl.col("ordered_at") <= as_of) & (pl.col("quantity") > 0))
-    daily = (
-        bought.filter(pl.col("product_id").is_in(list(code)))
-        .group_by(
-            "customer_id",
-            pl.col("product_id").replace_strict(code, return_dtype=pl.UInt32).alias("code"),
-            pl.col("ordered_at").dt.truncate("1d").alias("day"),
-        )
-        .agg(
-            quantity=pl.col("quantity").sum(),
-            last_at=pl.col("ordered_at").max(),
-            cents=on_grid(pl.col("amount")).sum(),
-        )
-        .join(by_code.select("code", "pack_size").lazy(), on="code")
-        .with_columns(units=pl.col("quantity") * pl.col("pack_size"))
+    catalog = (
+        products.select("product_id", "category", "consumable", "pack_size", "related_product_id")
+        .join(refill_keys(products), on="product_id")
+        .collect()
     )
-    bits = max(len(code) - 1, 0).bit_length()
+    consumables = catalog.filter(pl.col("consumable")).sort("product_id")
+    # What runs out (:func:`refill_keys`), by a small integer code (the packed sort key has
+    # room for a few bits).
+    keys = consumables["key"]
+    index = {k: i for i, k in enumerate(keys.unique().sort())}
+    code = {p: index[k] for p, k in zip(consumables["product_id"], keys, strict=True)}
+    bought = orders.filter((pl.col("ordered_at") <= as_of) & (pl.col("quantity") > 0))
+    lines = (
+        bought.filter(pl.col("product_id").is_in(list(code)))
+        .join(consumables.select("product_id", "pack_size").lazy(), on="product_id")
+        .with_columns(
+            code=pl.col("product_id").replace_strict(code, return_dtype=pl.UInt32),
+            day=pl.col("ordered_at").dt.truncate("1d"),
+            units=pl.col("quantity") * pl.col("pack_size"),
+        )
+    )
+    daily = lines.group_by("customer_id", "code", "day").agg(
+        quantity=pl.col("quantity").sum(),
+        units=pl.col("units").sum(),
+        last_at=pl.col("ordered_at").max(),
+        cents=on_grid(pl.col("amount")).sum(),
+    )
+    # the product each customer usually buys for it: on the most days, the latest of equals
+    usual = (
+        lines.group_by("customer_id", "code", "product_id")
+        .agg(days=pl.col("day").n_unique(), latest=pl.col("ordered_at").max())
+        .sort(
+            ["customer_id", "code", "days", "latest", "product_id"],
+            descending=[False, False, True, True, False],
+        )
+        .group_by("customer_id", "code", maintain_order=True)
+        .first()
+        .select("customer_id", "code", "product_id")
+    )
+    bits = max(len(index) - 1, 0).bit_length()
     pairs = _cycles(daily, as_of=as_of, bits=bits, exact=False).collect(engine="streaming")
     if needs_exact_sort(pairs, ["customer_id", "code"]):
         pairs = _cycles(daily, as_of=as_of, bits=bits, exact=True).collect(engine="streaming")
+    pairs = pairs.join(usual.collect(engine="streaming"), on=["customer_id", "code"], how="left")
 
     shared = consumables["category"].unique().to_list()
     durables = consumables["related_product_id"].drop_nulls().unique().to_list()
@@ -85,7 +113,7 @@ def pair_features(orders: pl.LazyFrame, products: pl.LazyFrame, *, as_of: dateti
     )
     return (
         pairs.filter(pl.col("purchase_days") >= MIN_PURCHASE_DAYS)
-        .join(by_code.select("code", "product_id", "category", "related_product_id"), on="code")
+        .join(catalog.select("product_id", "category", "related_product_id"), on="product_id")
         .join(category_spend, on=["customer_id", "category"], how="left")
         .join(owned, on=["customer_id", "related_product_id"], how="left")
         .with_columns(

@@ -93,3 +93,46 @@ def test_the_exact_sort_gives_the_same_pairs(monkeypatch, pairs):
     got = build_features(tables, as_of=AS_OF).pairs.set_index(["customer_id", "product_id"])
     assert calls == [False, True]
     pd.testing.assert_frame_equal(got, pairs)
+
+
+def test_a_grocery_cycle_is_learned_per_need_across_brands_and_names_the_usual_product(tmp_path):
+    """On the grocery world: one pair per household and need whatever the brands bought, its
+    cycle close to the staple's true one, its product the one bought on the most days, and
+    its label any brand of the need bought in the window."""
+    from cdp.world.config import WorldConfig
+    from cdp.world.generate import generate_grocery_world
+    from conftest import write_folder
+    from features.labels import repurchase_labels
+
+    as_of = pd.Timestamp("2025-06-30", tz="UTC")
+    config = WorldConfig(customers=400, seed=3, as_of=as_of, history_days=365)
+    world = generate_grocery_world(config, 3_000)
+    folder = write_folder(world.tables, tmp_path / "grocery")
+    pairs = build_features(folder, as_of=as_of).pairs
+    need = world.tables["products"].set_index("product_id")["need"]
+    pairs = pairs.assign(need=pairs["product_id"].map(need))
+    assert not pairs.duplicated(["customer_id", "need"]).any()
+
+    truth = world.truth["staples"]
+    staples = truth[truth["purchases_before_as_of"] >= 6]
+    joined = pairs.merge(staples, on=["customer_id", "need"])
+    assert len(joined) > 500
+    rho = joined[["cycle_median_days", "true_cycle_days"]].corr(method="spearman").iloc[0, 1]
+    assert rho > 0.85, rho
+
+    orders = world.tables["orders"]
+    bought = orders[(orders["ordered_at"] <= as_of) & (orders["quantity"] > 0)]
+    bought = bought.assign(
+        need=bought["product_id"].map(need), day=bought["ordered_at"].dt.floor("D")
+    )
+    days = bought.groupby(["customer_id", "need", "product_id"])["day"].nunique()
+    most = days.groupby(level=[0, 1]).max()
+    keys = zip(joined["customer_id"], joined["need"], joined["product_id"], strict=True)
+    chosen = days.reindex(list(keys))
+    assert (chosen.to_numpy() == most.reindex(chosen.index.droplevel(2)).to_numpy()).all()
+
+    labels = repurchase_labels(folder, joined[["customer_id", "product_id"]], as_of=as_of)
+    both = joined.merge(labels, on=["customer_id", "product_id"], suffixes=("_truth", ""))
+    pd.testing.assert_series_equal(
+        both["next_purchase_at"], both["next_purchase_at_truth"], check_names=False
+    )
