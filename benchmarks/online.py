@@ -122,7 +122,6 @@ def _load(data: Path, cache: Path, state: Path) -> None:
     resident, objects = [], []
     for _ in range(RELOADS):  # does each reload leave the process larger?
         rt.state = load_state(rt, config)
-        gc.collect()
         release_freed_memory()  # as the service does after a reload
         resident.append(_resident_mb())
         objects.append(len(gc.get_objects()))

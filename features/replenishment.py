@@ -70,7 +70,6 @@ def pair_features(orders: pl.LazyFrame, products: pl.LazyFrame, *, as_of: dateti
         )
     )
     daily = lines.group_by("customer_id", "code", "day").agg(
-        quantity=pl.col("quantity").sum(),
         units=pl.col("units").sum(),
         last_at=pl.col("ordered_at").max(),
         cents=on_grid(pl.col("amount")).sum(),

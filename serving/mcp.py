@@ -14,7 +14,6 @@ Over stdio the agent runs the server itself, and the audit names the caller ``lo
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 from collections.abc import Iterator
 from typing import Annotated
@@ -315,8 +314,7 @@ def load_runtime(config: ServeConfig) -> Runtime:
 
     def reload() -> dict:
         runtime.state = load_state(runtime, config)
-        gc.collect()  # the state it replaced
-        release_freed_memory()
+        release_freed_memory()  # the state it replaced
         versions = runtime.state.versions
         return {"reloaded": True, "model_versions": versions, "detail": "switched"}
 

@@ -138,9 +138,12 @@ def generate_grocery_world(config: WorldConfig, products: int) -> World:
     )
     viewed = np.flatnonzero(rng.random(sold.owner.size) < 0.05)  # few views before a trip
     seen = purchases.Lines(
-        *(getattr(sold, f)[viewed] for f in purchases.Lines.__dataclass_fields__)
+        sold.owner[viewed],
+        sold.t[viewed],
+        sold.occasion[viewed],
+        ids[sold.product_id[viewed]],
+        sold.quantity[viewed],
     )
-    seen = purchases.Lines(seen.owner, seen.t, seen.occasion, ids[seen.product_id], seen.quantity)
     events = engagement.events_table(rng, pop, cookie, device, seen, ids, start)
     tables = {
         "customers": customers,

@@ -26,13 +26,8 @@ def utc_column(values: pd.Series) -> list[datetime | None]:
 
 
 def num_column(values: pd.Series) -> list[float | None]:
-    """:func:`num` of every value of a column at once."""
+    """Every value of a column as a float, or None for a missing one."""
     return [None if v != v else v for v in values.to_numpy(dtype=float, na_value=np.nan).tolist()]
-
-
-def num(value) -> float | None:
-    """A float, or None for a missing value."""
-    return None if value is None or pd.isna(value) else float(value)
 
 
 def consent_in_force(history: list[tuple[datetime, bool]] | None, now: datetime) -> bool:

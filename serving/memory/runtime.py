@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import gc
 import itertools
 import json
 import logging
@@ -158,11 +159,13 @@ def load_state(rt: Runtime, config: ServeConfig):
 
 
 def release_freed_memory() -> None:
-    """Give the heap pages a dropped state left free back to the system (Arrow's pool, and
-    glibc's ``malloc_trim``; nothing elsewhere). Without it a worker's resident memory stays at its
-    highest after a reload: the pages are free for the allocator but still counted."""
+    """Collect a dropped state and give the heap pages it left free back to the system
+    (Arrow's pool, and glibc's ``malloc_trim``; nothing elsewhere). Without it a worker's
+    resident memory stays at its highest after a reload: the pages are free for the
+    allocator but still counted."""
     import pyarrow as pa
 
+    gc.collect()
     pa.default_memory_pool().release_unused()  # Arrow's own allocator (mimalloc) keeps pages too
     with contextlib.suppress(OSError, AttributeError):  # not glibc
         ctypes.CDLL("libc.so.6").malloc_trim(0)
