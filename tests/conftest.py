@@ -233,6 +233,16 @@ def replenishment_data(tmp_path_factory):
     return shared_frames(tmp_path_factory, "replenishment-dataset", build)
 
 
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """An empty MLflow store (SQLite) in a temporary folder, configured for the test."""
+    from training.registry import configure
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    configure(tmp_path / "mlruns")
+    return tmp_path / "mlruns"
+
+
 def free_port() -> int:
     import socket
 

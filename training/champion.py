@@ -11,11 +11,13 @@ left without its decision.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import mlflow
 import numpy as np
 from mlflow import MlflowClient
 
+from training.baseline import Choice
 from training.gate import Decision, Gate
 from training.registry import REGISTERED, load, promote_champions
 
@@ -39,17 +41,21 @@ def gate(
     margin: float,
     confidence: float,
     promote: bool,
+    choice: Choice | None = None,
 ) -> Decision:
     """Alias the new version ``challenger`` and decide whether it beats the champion on the
     same validation examples (``predict(model)`` against ``y``, :mod:`training.gate`); promote
     it at once if ``promote``, else leave that to :func:`training.registry.promote_champions`.
     A failure before the decision is logged deletes the new version: no version is left
     without its decision.
-    ``about``: the version's tags (as-of, data digest), with the decision added."""
+    ``about``: the version's tags (as-of, data digest), with the decision added. ``choice``:
+    what this training registered (the model or a baseline) and why."""
 
     gate = Gate(*GATE_METRICS[kind], margin=margin, confidence=confidence)
+    choice = choice or Choice("model", "")
     try:
         decision = _decide(kind, version, run_id, y, predict, challenger_model, gate)
+        decision = replace(decision, scorer=choice.scorer, choice=choice.reason)
         _describe(decision, gate, about)
     except BaseException:
         MlflowClient().delete_model_version(REGISTERED[kind], version)
@@ -127,6 +133,7 @@ def _describe(decision: Decision, gate: Gate, about: dict) -> None:
         **{k: str(v) for k, v in about.items() if v is not None},
         "gate.decision": "promoted" if decision.promoted else "kept champion",
         "gate.reason": decision.reason,
+        "nextbest.scorer": decision.scorer,
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, decision.version, key, value)
@@ -135,8 +142,11 @@ def _describe(decision: Decision, gate: Gate, about: dict) -> None:
         window_days=about.get("nextbest.window_days") or "W",
     )
     as_of = about.get("nextbest.as_of") or "an unrecorded as-of"
+    what = (
+        "" if decision.scorer == "model" else f" The {decision.scorer} baseline: {decision.choice}."
+    )
     client.update_model_version(
         name,
         decision.version,
-        description=f"{text} Trained as of {as_of}; gate ({gate.metric}): {decision.reason}.",
+        description=f"{text}{what} Trained as of {as_of}; gate ({gate.metric}): {decision.reason}.",
     )

@@ -4,9 +4,13 @@ judged against the rules a business could write itself.
 Baselines, all fitted on the same training examples:
 
 - ``recency``: logistic regression on days since the last purchase alone;
-- ``bgnbd``: P(no purchase in H) = exp(-E[purchases in H]) from the BG/NBD feature (a
-  Poisson reading of the expected count);
+- ``bgnbd``: logistic regression on the BG/NBD expected purchases in H (fewer expected,
+  likelier to churn);
 - ``rfm_logistic``: logistic regression on log recency, log purchase days, log monetary.
+
+Each is a :class:`~training.baseline.LogisticBaseline`: when the model does not beat the
+best of them on the validation cutoff, that baseline is what gets registered
+(:func:`training.baseline.better_of`).
 """
 
 from __future__ import annotations
@@ -15,10 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
+from training.baseline import LogisticBaseline
 from training.classifier import CalibratedClassifier, select_params
 from training.dataset import calibration_split
 from training.metrics import binary_metrics, calibration_table
@@ -55,22 +57,16 @@ class ChurnModel(CalibratedClassifier):
         )
 
 
-def _logistic(train: pd.DataFrame, columns: list[str]):
-    def transform(frame):
-        return np.log1p(frame[columns].astype(float).clip(lower=0).fillna(0).to_numpy())
-
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-    model.fit(transform(train), train["churned"].to_numpy())
-    return lambda frame: model.predict_proba(transform(frame))[:, 1]
-
-
-def baselines(train: pd.DataFrame, horizon_days: int) -> dict:
-    """The baseline scorers (frame -> churn probability), fitted on ``train``."""
-    expected = f"expected_purchases_{horizon_days}d"
+def baselines(train: pd.DataFrame, horizon_days: int) -> dict[str, LogisticBaseline]:
+    """The baselines, fitted on ``train``, by name."""
+    columns = {
+        "recency": ("recency_days",),
+        "bgnbd": (f"expected_purchases_{horizon_days}d",),
+        "rfm_logistic": RFM,
+    }
     return {
-        "recency": _logistic(train, ["recency_days"]),
-        "bgnbd": lambda frame: np.exp(-frame[expected].astype(float).fillna(0).to_numpy()),
-        "rfm_logistic": _logistic(train, list(RFM)),
+        name: LogisticBaseline(label="churned", columns=c, name=name).fit(train)
+        for name, c in columns.items()
     }
 
 
@@ -83,6 +79,7 @@ class ChurnResult:
     calibration: dict[str, pd.DataFrame] = field(default_factory=dict)
     selection: pd.DataFrame | None = None  # candidate tree sizes and their scores
     scores: dict[str, np.ndarray] = field(default_factory=dict)  # validation, per scorer
+    baselines: dict[str, LogisticBaseline] = field(default_factory=dict)  # fitted, servable
 
 
 def train_churn(
@@ -115,12 +112,13 @@ def train_churn(
         model = ChurnModel(**params)
     train, calibration = calibration_split(train_all, model.max_train_rows)
     model = model.fit(train, calibration)
-    scorers = {"model": model.predict_proba, **baselines(train_all, horizon_days)}
+    fitted = baselines(train_all, horizon_days)
+    scorers = {"model": model, **fitted}
     y = valid["churned"].to_numpy()
     rows, curves, scores = [], {}, {}
-    for name, score in scorers.items():
-        scores[name] = probability = score(valid)
+    for name, scorer in scorers.items():
+        scores[name] = probability = scorer.predict_proba(valid)
         rows.append({"scorer": name, **binary_metrics(y, probability)})
         curves[name] = calibration_table(y, probability)
     metrics = pd.DataFrame(rows).set_index("scorer")
-    return ChurnResult(model, metrics, curves, selection, scores)
+    return ChurnResult(model, metrics, curves, selection, scores, fitted)

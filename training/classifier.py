@@ -152,6 +152,20 @@ class CalibratedClassifier(BaseEstimator):
         """Calibrated probability that ``label`` is true, for each row of ``frame``."""
         return self.calibrate(self._log_odds(frame))
 
+    def raw_scores(self, matrix: np.ndarray, num_threads: int = 0) -> np.ndarray:
+        """The booster's raw scores of a float matrix of ``features_`` (categories coded as
+        :meth:`categories` lists them): one row predicts without pandas."""
+        return self.booster_.predict(matrix, raw_score=True, num_threads=num_threads)
+
+    def categories(self) -> list:
+        """The levels of each categorical input, in order, as LightGBM coded them."""
+        return self.booster_.pandas_categorical or []
+
+    def importance(self) -> pd.Series:
+        """Each input's total gain in the booster."""
+        gain = self.booster_.feature_importance(importance_type="gain")
+        return pd.Series(gain, index=self.features_)
+
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         """Probabilities from the booster's raw scores (log-odds), through the calibration."""
         c = self.calibration_

@@ -141,3 +141,7 @@ class Decision:
     champion_version: str | None
     run_id: str
     reason: str = ""
+    #: what was registered: ``"model"``, or the baseline that the model did not beat
+    scorer: str = "model"
+    #: why that was registered (:func:`training.baseline.better_of`)
+    choice: str = ""

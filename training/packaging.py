@@ -8,6 +8,10 @@ beside two artifacts:
   run-out spreads, lifetimes parameters), plus the SHA-256 of the booster file;
 - ``model.lgb``: the LightGBM booster as LightGBM's own text format (classifiers only).
 
+A baseline registered instead of a classifier (:mod:`training.baseline`: the model did not
+beat it) has ``"form": "logistic"`` in ``model.json`` and no booster; it loads, predicts and
+serves through the same calls.
+
 Loading runs no code from the store but that file and the code shipped beside it, so a
 data scientist gets any champion with
 ``mlflow.pyfunc.load_model("models:/nextbest-churn@champion")`` and predicts on a feature
@@ -53,13 +57,14 @@ import mlflow
 import pandas as pd
 
 from cdp.errors import NextbestError
+from training.baseline import FORM, LogisticBaseline
 from training.churn import ChurnModel
 from training.classifier import CalibratedClassifier
 from training.clv import ClvModel
 from training.replenishment import ReplenishmentModel, RunoutModel
 
 #: A registered model of any kind.
-Model = CalibratedClassifier | ReplenishmentModel | ClvModel
+Model = CalibratedClassifier | LogisticBaseline | ReplenishmentModel | ClvModel
 
 BOOSTER = "model.lgb"
 PARTS = "model.json"
@@ -76,9 +81,14 @@ class CorruptModelError(NextbestError):
 
 
 def classifier_of(model: CalibratedClassifier | ReplenishmentModel) -> CalibratedClassifier:
-    """The calibrated classifier of a churn or next-product model (itself) or of a
-    replenishment model."""
+    """The calibrated classifier (or baseline) of a churn or next-product model (itself) or
+    of a replenishment model."""
     return getattr(model, "classifier", model)
+
+
+def _boosted(kind: str, model: Model) -> bool:
+    """Whether ``model`` of ``kind`` holds a LightGBM booster (not CLV, not a baseline)."""
+    return kind != "clv" and not isinstance(classifier_of(model), LogisticBaseline)
 
 
 def parts_of(kind: str, model: Model, **extra: object) -> dict:
@@ -86,14 +96,17 @@ def parts_of(kind: str, model: Model, **extra: object) -> dict:
     if kind == "clv":
         return {"kind": kind, **model.to_dict(), **extra}
     classifier = classifier_of(model)
-    parts = {
-        "kind": kind,
-        "label": classifier.label,
-        "params": classifier.get_params(),
-        "features": classifier.features_,
-        "calibration": classifier.calibration_,
-        **extra,
-    }
+    if isinstance(classifier, LogisticBaseline):
+        parts = {"kind": kind, **classifier.to_parts(), **extra}
+    else:
+        parts = {
+            "kind": kind,
+            "label": classifier.label,
+            "params": classifier.get_params(),
+            "features": classifier.features_,
+            "calibration": classifier.calibration_,
+            **extra,
+        }
     if kind == "replenishment":
         runout = model.runout
         learned = ("product_sigma_", "default_sigma_", "scale_")
@@ -105,7 +118,7 @@ def fingerprint(kind: str, model: Model) -> str:
     """A digest of everything ``model`` of ``kind`` has learned (its parts and its booster):
     equal for the same model however it was loaded, different for any other model."""
     digest = hashlib.sha256(json.dumps(parts_of(kind, model), sort_keys=True, default=str).encode())
-    if kind != "clv":
+    if _boosted(kind, model):
         digest.update(classifier_of(model).booster_.model_to_string().encode())
     return digest.hexdigest()
 
@@ -115,9 +128,12 @@ def model_from_parts(parts: dict, booster: lgb.Booster | None) -> Model:
     kind = parts["kind"]
     if kind == "clv":
         return ClvModel.from_dict(parts)
-    cls = ChurnModel if kind == "churn" else CalibratedClassifier
-    params = parts.get("params") or {"label": parts["label"]}  # stores before params were kept
-    classifier = cls.from_parts(booster, parts["features"], parts["calibration"], params)
+    if parts.get("form") == FORM:
+        classifier = LogisticBaseline.from_parts(parts)
+    else:
+        cls = ChurnModel if kind == "churn" else CalibratedClassifier
+        params = parts.get("params") or {"label": parts["label"]}  # before params were kept
+        classifier = cls.from_parts(booster, parts["features"], parts["calibration"], params)
     if kind in ("churn", "next_product"):
         return classifier
     return ReplenishmentModel(classifier, RunoutModel.from_parts(parts["runout"]))
@@ -188,7 +204,7 @@ def log_model(
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = {"parts": str(Path(tmp) / PARTS)}
         booster_digest = None
-        if kind != "clv":
+        if _boosted(kind, model):
             path = Path(tmp) / BOOSTER
             classifier_of(model).booster_.save_model(str(path))
             artifacts["booster"], booster_digest = str(path), _sha256(path)
@@ -287,7 +303,7 @@ def load_parts(folder: Path) -> tuple[object, dict]:
     except (OSError, ValueError) as error:
         raise CorruptModelError(f"{parts_path}: unreadable model parts: {error}") from None
     booster = None
-    if parts["kind"] != "clv":
+    if parts["kind"] != "clv" and parts.get("form") != FORM:
         path = folder / "artifacts" / BOOSTER
         if not path.is_file() or _sha256(path) != parts.get("booster_sha256"):
             raise CorruptModelError(f"{path}: the booster is not the one registered")

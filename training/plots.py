@@ -14,7 +14,6 @@ from numpy.typing import ArrayLike
 from sklearn.metrics import roc_curve
 
 if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn (the Agg backend first)
-    import lightgbm as lgb
     from matplotlib.figure import Figure
 
 
@@ -79,12 +78,11 @@ def lift(outcome: ArrayLike, scores: dict[str, np.ndarray], what: str) -> Figure
     return fig
 
 
-def importance(booster: lgb.Booster, features: list[str], top: int = 20) -> Figure:
-    """The ``top`` features by total gain."""
+def importance(weights: pd.Series, title: str, top: int = 20) -> Figure:
+    """The ``top`` inputs by ``weights`` (a model's ``importance()``)."""
     plt = _pyplot()
-    gain = pd.Series(booster.feature_importance("gain"), index=features).nlargest(top)[::-1]
     fig, ax = plt.subplots(figsize=(6, 6))
-    gain.plot.barh(ax=ax, title="feature importance (gain)")
+    weights.nlargest(top)[::-1].plot.barh(ax=ax, title=title)
     return fig
 
 

@@ -4,7 +4,9 @@ Two parts, both judged on a later period than they were fitted on:
 
 - the probability of a purchase of the pair in ``(cutoff, cutoff + W]``: a
   :class:`~training.classifier.CalibratedClassifier` on pair features plus some customer
-  context; baseline: the overdue-ratio rule (days since last / expected cycle);
+  context; baseline: the overdue-ratio rule (days since last / expected cycle), fitted as
+  a :class:`~training.baseline.LogisticBaseline` (registered instead of the classifier when
+  the classifier does not beat it on the validation cutoff);
 - the run-out date: the pair's cycle is log-normal around its median per-unit cycle; its
   spread is the pair's own coefficient of variation shrunk towards the product's (a pair
   with few gaps says little about its spread). Dates are quantiles *given that the pair was
@@ -29,6 +31,7 @@ from features.config import FeatureConfig
 from features.inputs import Tables
 from features.labels import repurchase_labels
 from features.replenishment import MAX_CYCLE_DAYS
+from training.baseline import LogisticBaseline
 from training.classifier import CalibratedClassifier, select_params
 from training.dataset import Cutoffs, calibration_split, examples_by_cutoff
 
@@ -160,9 +163,9 @@ def precision_at_k(y: ArrayLike, score: ArrayLike, k: int) -> float:
 
 @dataclass(frozen=True)
 class ReplenishmentModel:
-    """The repurchase classifier and the run-out model, scored together."""
+    """The repurchase classifier (or its baseline) and the run-out model, scored together."""
 
-    classifier: CalibratedClassifier
+    classifier: CalibratedClassifier | LogisticBaseline
     runout: RunoutModel
 
     def predict(self, pairs: pd.DataFrame) -> pd.DataFrame:
@@ -180,6 +183,7 @@ class ReplenishmentResult:
     selection: pd.DataFrame | None = None
     scores: dict[str, np.ndarray] | None = None  # validation, per scorer
     runout_errors: np.ndarray | None = None  # actual - predicted run-out, days
+    baselines: dict[str, LogisticBaseline] | None = None  # fitted, servable
 
     @property
     def model(self) -> ReplenishmentModel:
@@ -218,9 +222,13 @@ def train_replenishment(
         train_all.assign(next_purchase_at=train_all["next_purchase_at"].where(known))
     )
     y = valid["repurchased"].to_numpy()
+    overdue = LogisticBaseline(
+        label="repurchased", columns=("cycle_position",), name="overdue_ratio"
+    )
+    fitted = {"overdue_ratio": overdue.fit(train_all)}
     scores = {
         "model": classifier.predict_proba(valid),
-        "overdue_ratio": valid["cycle_position"].fillna(0).to_numpy(),
+        **{name: baseline.predict_proba(valid) for name, baseline in fitted.items()},
     }
     rows = []
     for name, score in scores.items():
@@ -242,4 +250,5 @@ def train_replenishment(
     metrics.loc["model", "interval_coverage_p10_p90"] = runout.covered(bought)
     naive = (bought["next_purchase_at"] - bought["expected_next_purchase_at"]).dt.total_seconds()
     metrics.loc["overdue_ratio", "runout_mae_days"] = float((naive.abs() / 86_400).mean())
-    return ReplenishmentResult(classifier, runout, metrics, selection, scores, signed.to_numpy())
+    errors = signed.to_numpy()
+    return ReplenishmentResult(classifier, runout, metrics, selection, scores, errors, fitted)

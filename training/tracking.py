@@ -24,7 +24,8 @@ from mlflow.data.meta_dataset import MetaDataset
 from mlflow.types import ColSpec, Schema
 
 from training import packaging, plots
-from training.champion import gate
+from training.baseline import Choice, better_of
+from training.champion import GATE_METRICS, gate
 from training.churn import ChurnResult
 from training.classifier import model_frame
 from training.clv import ClvResult, score_clv
@@ -40,7 +41,7 @@ from training.registry import (
     REGISTERED,
     experiment,
 )
-from training.replenishment import ReplenishmentResult
+from training.replenishment import ReplenishmentModel, ReplenishmentResult
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -189,7 +190,10 @@ def log_classifier(
     of the features at ``as_of`` and of the model's scores on them
     (:func:`training.drift.reference_profile`), for later drift reports (churn)."""
 
-    spec, valid, model = CLASSIFIERS[kind], dataset["valid"], result.model
+    spec, valid = CLASSIFIERS[kind], dataset["valid"]
+    servable = getattr(result, "baselines", None) or {}
+    choice = better_of(result.metrics, servable, *GATE_METRICS[kind])
+    model = _registered(kind, result, choice)
     classifier = packaging.classifier_of(model)
     y = valid[spec.label].to_numpy()
     curves = getattr(result, "calibration", None) or {
@@ -199,7 +203,9 @@ def log_classifier(
         "roc": plots.roc(y, result.scores, spec.outcome),
         "calibration": plots.calibration(curves, spec.event),
         "lift": plots.lift(y, result.scores, spec.positives),
-        "feature_importance": plots.importance(classifier.booster_, classifier.features_),
+        "feature_importance": plots.importance(
+            classifier.importance(), f"importance in the registered {choice.scorer}"
+        ),
     }
     extra = {}
     if getattr(result, "runout_errors", None) is not None:
@@ -207,18 +213,20 @@ def log_classifier(
             result.runout_errors, "run-out date error on pairs that repurchased"
         )
         extra["runout.scale"] = model.runout.scale_
+    examined = packaging.classifier_of(result.model).features_  # the examples' features
     with _run(kind, root, tags, params.get("as_of")) as run:
+        mlflow.set_tags({"nextbest.scorer": choice.scorer, "nextbest.scorer_reason": choice.reason})
         _log_common(
             params={
                 **params,
+                "registered": choice.scorer,
                 **{f"model.{k}": v for k, v in classifier.get_params().items()},
                 **extra,
             },
             metrics=result.metrics,
             figures=figures,
             inputs={
-                f"{kind}-{split}": model_frame(frame, classifier.features_)
-                for split, frame in dataset.items()
+                f"{kind}-{split}": model_frame(frame, examined) for split, frame in dataset.items()
             },
             manifest=manifest,
             selection=result.selection,
@@ -235,7 +243,20 @@ def log_classifier(
         def predict(candidate) -> np.ndarray:
             return packaging.classifier_of(candidate).predict_proba(valid)
 
-        return gate(kind, version, run.info.run_id, y, predict, model, about, **gating)
+        return gate(
+            kind, version, run.info.run_id, y, predict, model, about, choice=choice, **gating
+        )
+
+
+def _registered(kind: str, result, choice: Choice):
+    """What a training registers: its model, or the baseline ``choice`` names (with the
+    run-out model, for replenishment)."""
+    if choice.scorer == "model":
+        return result.model
+    baseline = result.baselines[choice.scorer]
+    if kind == "replenishment":
+        return ReplenishmentModel(baseline, result.runout)
+    return baseline
 
 
 def log_clv(

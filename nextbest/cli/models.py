@@ -43,10 +43,12 @@ if TYPE_CHECKING:
 
 
 def train_table(report: TrainReport) -> Table:
-    """One row per trained model: version, gate decision, metric, scores, baselines."""
+    """One row per trained model: version, what was registered (the model, or the baseline
+    it did not beat), gate decision, metric, scores, baselines."""
     table = Table(title=f"trained as of {report.as_of}")
     table.add_column("model", no_wrap=True)
-    for column in ("version", "gate", "metric", "challenger", "champion", "baselines"):
+    columns = ("version", "registered", "gate", "metric", "challenger", "champion", "baselines")
+    for column in columns:
         table.add_column(column)
     for d in report.decisions:
         metrics = report.metrics[d.kind]
@@ -55,10 +57,11 @@ def train_table(report: TrainReport) -> Table:
             for name, row in metrics.iterrows()
             if name != "model"
         )
-        own = _hit(metrics.loc["model"]) if "model" in metrics.index else ""
+        own = _hit(metrics.loc[d.scorer]) if d.scorer in metrics.index else ""
         table.add_row(
             d.kind,
             d.version,
+            "model" if d.scorer == "model" else f"{d.scorer} baseline",
             "promoted" if d.promoted else f"kept champion v{d.champion_version}",
             d.metric,
             f"{d.challenger_score:.3f}{own}",
@@ -75,8 +78,12 @@ def _hit(row) -> str:
 
 
 def _print_reasons(decisions) -> None:
-    """Why the gate decided as it did, one line per model."""
+    """Why a baseline was registered instead of a model, and why the gate decided as it
+    did: a line each."""
     for d in decisions:
+        if d.scorer != "model" and d.choice:
+            what = f"{d.kind} v{d.version} is the {d.scorer} baseline: {d.choice}"
+            out_console.print(what, highlight=False, soft_wrap=True)
         verdict = "promoted" if d.promoted else f"kept champion v{d.champion_version}"
         out_console.print(
             f"{d.kind} v{d.version} {verdict}: {d.reason}", highlight=False, soft_wrap=True
@@ -164,6 +171,8 @@ def train_record(report: TrainReport) -> dict:
                 "promoted": d.promoted,
                 "champion_version": d.champion_version,
                 "reason": d.reason,
+                "registered": d.scorer,
+                "registered_reason": d.choice,
                 "metric": d.metric,
                 "challenger": d.challenger_score,
                 "champion": d.champion_score,

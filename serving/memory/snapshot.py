@@ -255,11 +255,11 @@ def _index_consumables(state: ServingState, pairs: pd.DataFrame, scored: pd.Data
 
 def _numeric(model, frame: pd.DataFrame) -> np.ndarray:
     """The model's features as one float matrix, categories coded as LightGBM coded them in
-    training (its ``pandas_categorical``), so one row predicts without pandas."""
+    training (:meth:`categories`), so one row predicts without pandas."""
     from training.classifier import model_frame
 
     x = model_frame(frame, model.features_)
-    known = iter(model.booster_.pandas_categorical or [])
+    known = iter(model.categories())
     for column in x.columns:
         if isinstance(x[column].dtype, pd.CategoricalDtype):
             codes = pd.Categorical(x[column].astype(object), categories=next(known)).codes

@@ -157,12 +157,10 @@ class ServingState:
         )
 
     def churn_probability(self, row: int) -> float:
-        """The churn model's calibrated probability for one row of the churn matrix: the
-        booster on one thread, through the model's own calibration (no pandas)."""
+        """The churn champion's calibrated probability for one row of the churn matrix: on
+        one thread, through the model's own calibration (no pandas)."""
         model = self.churn_model
-        raw = model.booster_.predict(
-            self.churn_matrix[row : row + 1], raw_score=True, num_threads=1
-        )
+        raw = model.raw_scores(self.churn_matrix[row : row + 1], num_threads=1)
         return float(model.calibrate(raw)[0])
 
     def new_rows(self, kind: str, rows: list[dict]) -> list[dict]:

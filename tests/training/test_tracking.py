@@ -12,7 +12,7 @@ from features.config import FeatureConfig
 from training.churn import ChurnModel, train_churn
 from training.clv import ClvModel, ClvResult, clv_holdout, train_clv
 from training.dataset import churn_dataset, training_cutoffs
-from training.registry import CHURN_MODEL, configure, load_churn, load_clv, load_replenishment
+from training.registry import CHURN_MODEL, load_churn, load_clv, load_replenishment
 from training.replenishment import train_replenishment
 from training.tracking import log_classifier, log_clv
 
@@ -27,13 +27,6 @@ def assert_estimator(loaded, trained) -> None:
     fresh = clone(loaded)
     assert fresh.get_params() == trained.get_params()
     assert not [k for k in vars(fresh) if k.endswith("_") and not k.startswith("_")]
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    configure(tmp_path / "mlruns")
-    return tmp_path / "mlruns"
 
 
 def test_first_version_becomes_champion_and_loads_back_the_same(store, dataset):
