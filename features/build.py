@@ -32,7 +32,7 @@ from features.purchases import (
     purchase_history,
     returned_amounts,
 )
-from features.replenishment import pair_features
+from features.replenishment import pair_features, staples_kept
 from features.rfm import NO_PURCHASE, SCORED, SCORES, rfm_edges, rfm_scores
 from features.time import days_between
 
@@ -183,8 +183,9 @@ def build_features(
     counts = [c for c, t in engagement.schema.items() if t == pl.Int32]
     frame = (
         frame.join(lifetimes, on="customer_id", how="left")
+        .join(staples_kept(pairs), on="customer_id", how="left")
         .with_columns(
-            pl.col("purchase_days", "orders").fill_null(0),
+            pl.col("purchase_days", "orders", "staples").fill_null(0),
             pl.col("monetary_total", "returned_amount").fill_null(0.0),
             pl.col(counts).fill_null(0),
             pl.col("segment").fill_null(NO_PURCHASE),

@@ -13,7 +13,7 @@ from features.config import FeatureConfig
 from features.engagement import COUNTED
 
 #: Bump when a column is added, removed or changes meaning.
-FEATURES_VERSION = "1"
+FEATURES_VERSION = "2"  # 2: trip regularity, basket trend, staples kept
 
 _COUNT_DOCS = {
     "views": "web and app page and product views",
@@ -68,6 +68,13 @@ def describe(config: FeatureConfig) -> dict[str, dict[str, str]]:
         "spend_last": f"purchase value in the last {config.spend_trend_days} days",
         "spend_before": f"purchase value in the {config.spend_trend_days} days before those",
         "spend_trend": "(spend_last - spend_before) / (spend_last + spend_before)",
+        "gap_cv": "gap_std_days / gap_mean_days (trip regularity: 0 is like clockwork)",
+        "basket_lines_mean": "order lines per purchase day",
+        "basket_trend": (
+            f"mean lines of the last {config.recent_gaps} purchase days / mean of earlier ones"
+        ),
+        "staples": "products (or needs) bought on 3 days or more (features.replenishment)",
+        "staples_kept_share": "share of the staples last bought within two of their cycles",
         "returned_amount": "value refunded for returns",
         "returns_share": "returned_amount / monetary_total",
         f"stitched_events_{longest}d": "anonymous events attributed through a cookie or device",

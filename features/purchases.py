@@ -45,17 +45,22 @@ INTERVALS = (
     "spend_before",
     "gap_trend",
     "spend_trend",
+    "gap_cv",
+    "basket_lines_mean",
+    "basket_trend",
 )
 
 
 def daily_purchases(orders: pl.LazyFrame, *, as_of: datetime) -> pl.LazyFrame:
-    """One row per customer and purchase day: purchase value and number of orders."""
+    """One row per customer and purchase day: purchase value, number of orders and of
+    order lines."""
     return (
         orders.filter((pl.col("ordered_at") <= as_of) & (pl.col("quantity") > 0))
         .group_by("customer_id", pl.col("ordered_at").dt.truncate("1d").alias("day"))
         .agg(
             value=exact_sum(pl.col("amount")),
             orders=pl.col("order_id").n_unique(),
+            lines=pl.len().cast(pl.Int64),
             last_at=pl.col("ordered_at").max(),
         )
     )
@@ -87,7 +92,12 @@ def purchase_history(
       over the mean of the earlier ones (above 1: buying less often lately; null unless
       there are earlier gaps); ``spend_last`` / ``spend_before``, purchase value in the last
       ``config.spend_trend_days`` days up to ``as_of``'s day and in as many days before;
-      ``spend_trend`` = (last - before) / (last + before), in [-1, 1], null if both are 0.
+      ``spend_trend`` = (last - before) / (last + before), in [-1, 1], null if both are 0;
+    - regularity and baskets: ``gap_cv`` = gap_std_days / gap_mean_days (0: like
+      clockwork); ``basket_lines_mean``, order lines per purchase day; ``basket_trend``, the
+      mean lines of the last ``config.recent_gaps`` purchase days over the mean of the
+      earlier ones (below 1: smaller baskets lately, as a household drifts to another shop;
+      null unless there are earlier days).
     """
     history = _history(daily, as_of=as_of, config=config, exact=False).collect(engine="streaming")
     if needs_exact_sort(history, ["customer_id"]):
@@ -118,10 +128,13 @@ def _history(daily: pl.LazyFrame, *, as_of: datetime, config: FeatureConfig, exa
             earlier_gap=pl.when(~pl.col("recent")).then(gap),
             v_last=pl.when(age < trend_days).then(cents),
             v_before=pl.when((age >= trend_days) & (age < 2 * trend_days)).then(cents),
+            recent_lines=pl.when(pl.col("recent")).then(pl.col("lines")),
+            earlier_lines=pl.when(~pl.col("recent")).then(pl.col("lines")),
         )
     )
     sums = ["v", "first_v", "gap", "gap_sq", "recent_gap", "earlier_gap", "v_last", "v_before"]
-    counts = ["gap", "recent_gap", "earlier_gap"]
+    sums += ["lines", "recent_lines", "earlier_lines"]
+    counts = ["gap", "recent_gap", "earlier_gap", "recent_lines", "earlier_lines"]
     totals = rows.group_by("run").agg(
         customer.first(),
         oldest(),
@@ -151,8 +164,14 @@ def _history(daily: pl.LazyFrame, *, as_of: datetime, config: FeatureConfig, exa
             spend_trend=pl.when(spend_last + spend_before > 0).then(
                 (spend_last - spend_before) / (spend_last + spend_before)
             ),
+            basket_lines_mean=pl.col("lines_sum") / pl.col("purchase_days"),
+            basket_trend=(pl.col("recent_lines_sum") / pl.col("recent_lines_n"))
+            / (pl.col("earlier_lines_sum") / pl.col("earlier_lines_n")),
         )
         .with_columns(
+            gap_cv=pl.when(pl.col("gap_mean_days") > 0).then(
+                pl.col("gap_std_days") / pl.col("gap_mean_days")
+            ),
             monetary_mean=pl.col("monetary_total") / pl.col("orders"),
             monetary_value=pl.when(pl.col("frequency") > 0)
             .then((pl.col("v_sum") - pl.col("first_v_sum")) / 1e6 / pl.col("frequency"))

@@ -140,6 +140,32 @@ def pair_features(orders: pl.LazyFrame, products: pl.LazyFrame, *, as_of: dateti
     )
 
 
+#: A pair bought on at least this many days is one of the customer's staples.
+STAPLE_DAYS = 3
+#: A staple is still bought while its days since the last purchase are at most this many
+#: of its cycles.
+KEPT_CYCLES = 2.0
+
+
+def staples_kept(pairs: pl.DataFrame) -> pl.DataFrame:
+    """Per customer with a staple (a pair bought on ``STAPLE_DAYS`` days or more):
+    ``staples``, their number, and ``staples_kept_share``, the share still bought (last
+    bought within ``KEPT_CYCLES`` of its expected cycle). A household moving its shopping
+    elsewhere stops its staples here one by one, before its trips stop. Memory: one row
+    per customer with staples."""
+    position = pl.col("cycle_position")
+    return (
+        pairs.lazy()
+        .filter(pl.col("purchase_days") >= STAPLE_DAYS)
+        .group_by("customer_id")
+        .agg(
+            staples=pl.len().cast(pl.Int64),
+            staples_kept_share=(position.is_not_null() & (position <= KEPT_CYCLES)).mean(),
+        )
+        .collect()
+    )
+
+
 def _cycles(daily: pl.LazyFrame, *, as_of: datetime, bits: int, exact: bool) -> pl.LazyFrame:
     """Per customer x consumable code: purchase days, units, cycles per unit, last purchase."""
     first, day, units = pl.col("first"), pl.col("day"), pl.col("units")

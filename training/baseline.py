@@ -76,9 +76,13 @@ class LogisticBaseline(BaseEstimator):
         """The category levels of categorical inputs, in order: none."""
         return []
 
+    def log_odds(self, frame: pd.DataFrame) -> np.ndarray:
+        """Log-odds of each row of ``frame``."""
+        return self.raw_scores(self._matrix(frame, self.features_))
+
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Probability that ``label`` is true, for each row of ``frame``."""
-        return self.calibrate(self.raw_scores(self._matrix(frame, self.features_)))
+        return self.calibrate(self.log_odds(frame))
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         """Probabilities from log-odds."""

@@ -26,24 +26,29 @@ from training.dataset import calibration_split
 from training.metrics import binary_metrics, calibration_table
 
 RFM = ("recency_days", "purchase_days", "monetary_total")
+#: Boosting starts from the R, F, M rule: smaller steps fit what it misses without
+#: overriding it (0.05 against 0.15 gave +0.001 to +0.002 ROC-AUC and +0.002 to +0.01
+#: PR-AUC on both shops' worlds).
+LEARNING_RATE = 0.05
 
 
 class ChurnModel(CalibratedClassifier):
     """The churn classifier: a :class:`~training.classifier.CalibratedClassifier` of
     ``churned`` (the same hyper-parameters, spelled out as scikit-learn's ``get_params``
-    needs)."""
+    needs), boosted from the R, F, M logistic regression (``prior``)."""
 
     def __init__(
         self,
         *,
         label: str = "churned",
         n_estimators: int = 100,
-        learning_rate: float = 0.15,
+        learning_rate: float = LEARNING_RATE,
         num_leaves: int = 31,
         min_child_samples: int = 50,
         max_train_rows: int | None = 500_000,
         random_state: int = 0,
         n_jobs: int | None = None,
+        prior: tuple[str, ...] = RFM,
     ) -> None:
         super().__init__(
             label=label,
@@ -54,6 +59,7 @@ class ChurnModel(CalibratedClassifier):
             max_train_rows=max_train_rows,
             random_state=random_state,
             n_jobs=n_jobs,
+            prior=prior,
         )
 
 
@@ -108,7 +114,13 @@ def train_churn(
     train_all, valid = dataset["train"], dataset["valid"]
     selection = None
     if model is None:
-        params, selection = select_params(train_all, label="churned", horizon_days=horizon_days)
+        params, selection = select_params(
+            train_all,
+            label="churned",
+            horizon_days=horizon_days,
+            prior=RFM,
+            learning_rate=LEARNING_RATE,
+        )
         model = ChurnModel(**params)
     train, calibration = calibration_split(train_all, model.max_train_rows)
     model = model.fit(train, calibration)

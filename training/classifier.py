@@ -1,4 +1,11 @@
-"""A LightGBM classifier calibrated on a later time slice, shared by churn and replenishment."""
+"""A LightGBM classifier calibrated on a later time slice, shared by churn and replenishment.
+
+With a ``prior`` (churn's R, F, M), the booster is fitted from the log-odds of a logistic
+regression on those columns (LightGBM's ``init_score``) and learns what the rule misses:
+where the training cutoffs never saw a value (a shop's first year has no customer gone
+for 200 days at its early cutoffs), the score follows the rule's trend instead of the
+last leaf's flat value.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
+from training.baseline import LogisticBaseline
 from training.dataset import selection_split, take
 
 #: Columns that are not model inputs: identifiers, timestamps, the label, bookkeeping.
@@ -67,6 +75,9 @@ class CalibratedClassifier(BaseEstimator):
     the examples of several cutoffs run into millions, and the validation AUC stops moving
     long before that while the fit time grows with every row (see benchmarks/train.py).
 
+    ``prior``: columns of a :class:`~training.baseline.LogisticBaseline` fitted on the
+    same training examples, whose log-odds the booster starts from (none: from a constant).
+
     ``n_jobs``: LightGBM's threads; ``None`` takes OpenMP's default (``OMP_NUM_THREADS``,
     else every core). The test suite sets ``OMP_NUM_THREADS=1``: its two workers share two
     cores, and OpenMP threads that outnumber the cores spin-wait for each other.
@@ -87,6 +98,7 @@ class CalibratedClassifier(BaseEstimator):
         max_train_rows: int | None = 500_000,
         random_state: int = 0,
         n_jobs: int | None = None,
+        prior: tuple[str, ...] = (),
     ) -> None:
         self.label = label
         self.n_estimators = n_estimators
@@ -96,13 +108,25 @@ class CalibratedClassifier(BaseEstimator):
         self.max_train_rows = max_train_rows
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.prior = prior
 
     def _check(self, name: str, frame: pd.DataFrame) -> None:
         if frame.empty or frame[self.label].nunique() < 2:
             raise ValueError(f"{self.label}: {name} examples need both outcomes (true and false)")
 
-    def _booster(self, train: pd.DataFrame, features: list[str]) -> lgb.Booster:
+    def _prior(self, train: pd.DataFrame) -> LogisticBaseline | None:
+        """The prior fitted on ``train`` (None without ``prior`` columns)."""
+        if not self.prior:
+            return None
+        return LogisticBaseline(label=self.label, columns=tuple(self.prior), name="prior").fit(
+            train
+        )
+
+    def _booster(
+        self, train: pd.DataFrame, features: list[str], prior: LogisticBaseline | None = None
+    ) -> lgb.Booster:
         train = take(train, np.ones(len(train), bool), self.max_train_rows, self.random_state)
+        init = None if prior is None else prior.log_odds(train)
         classifier = lgb.LGBMClassifier(
             n_estimators=self.n_estimators,
             learning_rate=self.learning_rate,
@@ -113,7 +137,7 @@ class CalibratedClassifier(BaseEstimator):
             deterministic=True,
             verbose=-1,
         )
-        classifier.fit(model_frame(train, features), train[self.label].to_numpy())
+        classifier.fit(model_frame(train, features), train[self.label].to_numpy(), init_score=init)
         return classifier.booster_
 
     def fit(self, train: pd.DataFrame, calibration: pd.DataFrame) -> CalibratedClassifier:
@@ -121,7 +145,8 @@ class CalibratedClassifier(BaseEstimator):
         self._check("train", train)
         self._check("calibration", calibration)
         self.features_ = feature_columns(train)
-        self.booster_ = self._booster(train, self.features_)
+        self.prior_ = self._prior(train)
+        self.booster_ = self._booster(train, self.features_, self.prior_)
         # two parameters need few examples
         calibration = take(calibration, np.ones(len(calibration), bool), CALIBRATION_ROWS)
         platt = LogisticRegression().fit(
@@ -135,27 +160,41 @@ class CalibratedClassifier(BaseEstimator):
 
     @classmethod
     def from_parts(
-        cls, booster: lgb.Booster, features: list[str], calibration: dict, params: dict
+        cls,
+        booster: lgb.Booster,
+        features: list[str],
+        calibration: dict,
+        params: dict,
+        prior: dict | None = None,
     ) -> CalibratedClassifier:
         """A fitted model from its stored parts: a LightGBM booster, the feature names, the
-        calibration and the hyper-parameters (JSON values)."""
+        calibration, the hyper-parameters (JSON values) and the prior's parts, if any."""
+        params = {**params, "prior": tuple(params.get("prior") or ())}  # JSON gives a list
         model = cls(**params)
         model.booster_, model.features_ = booster, list(features)
         model.calibration_ = dict(calibration)
+        model.prior_ = None if prior is None else LogisticBaseline.from_parts(prior)
         return model
 
     def _log_odds(self, frame: pd.DataFrame) -> np.ndarray:
         raw = self.booster_.predict(model_frame(frame, self.features_), raw_score=True)
-        return np.asarray(raw, dtype=float)
+        raw = np.asarray(raw, dtype=float)
+        prior = getattr(self, "prior_", None)
+        return raw if prior is None else raw + prior.log_odds(frame)
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Calibrated probability that ``label`` is true, for each row of ``frame``."""
         return self.calibrate(self._log_odds(frame))
 
     def raw_scores(self, matrix: np.ndarray, num_threads: int = 0) -> np.ndarray:
-        """The booster's raw scores of a float matrix of ``features_`` (categories coded as
-        :meth:`categories` lists them): one row predicts without pandas."""
-        return self.booster_.predict(matrix, raw_score=True, num_threads=num_threads)
+        """The raw scores (log-odds before calibration) of a float matrix of ``features_``
+        (categories coded as :meth:`categories` lists them): one row without pandas."""
+        raw = self.booster_.predict(matrix, raw_score=True, num_threads=num_threads)
+        prior = getattr(self, "prior_", None)
+        if prior is None:
+            return raw
+        columns = [self.features_.index(c) for c in prior.features_]
+        return raw + prior.raw_scores(np.asarray(matrix, dtype=float)[:, columns])
 
     def categories(self) -> list:
         """The levels of each categorical input, in order, as LightGBM coded them."""
@@ -181,6 +220,11 @@ class CalibratedClassifier(BaseEstimator):
             c["slope"] * np.asarray(raw), columns=[*self.features_, "baseline"], index=frame.index
         )
         out["baseline"] += c["intercept"]
+        prior = getattr(self, "prior_", None)
+        if prior is not None:  # the prior's exact linear shares, on the same scale
+            shares = prior.contributions(frame)
+            out[prior.features_] += c["slope"] * shares[prior.features_].to_numpy()
+            out["baseline"] += c["slope"] * shares["baseline"].to_numpy()
         return out
 
 
@@ -211,7 +255,12 @@ def select_params(
     rows = []
     for candidate in candidates:
         model = CalibratedClassifier(label=label, **{**params, **candidate, "max_train_rows": None})
-        raw = model._booster(fit, features).predict(model_frame(judge, features), raw_score=True)
+        prior = model._prior(fit)
+        raw = model._booster(fit, features, prior).predict(
+            model_frame(judge, features), raw_score=True
+        )
+        if prior is not None:
+            raw = raw + prior.log_odds(judge)
         rows.append({**candidate, "roc_auc": float(roc_auc_score(judge[label], raw))})
     table = pd.DataFrame(rows)
     best = int(table["roc_auc"].round(4).idxmax())  # first of equals: the simplest

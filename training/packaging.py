@@ -107,6 +107,8 @@ def parts_of(kind: str, model: Model, **extra: object) -> dict:
             "calibration": classifier.calibration_,
             **extra,
         }
+        if getattr(classifier, "prior_", None) is not None:
+            parts["prior"] = classifier.prior_.to_parts()
     if kind == "replenishment":
         runout = model.runout
         learned = ("product_sigma_", "default_sigma_", "scale_")
@@ -133,7 +135,8 @@ def model_from_parts(parts: dict, booster: lgb.Booster | None) -> Model:
     else:
         cls = ChurnModel if kind == "churn" else CalibratedClassifier
         params = parts.get("params") or {"label": parts["label"]}  # before params were kept
-        classifier = cls.from_parts(booster, parts["features"], parts["calibration"], params)
+        prior = parts.get("prior")
+        classifier = cls.from_parts(booster, parts["features"], parts["calibration"], params, prior)
     if kind in ("churn", "next_product"):
         return classifier
     return ReplenishmentModel(classifier, RunoutModel.from_parts(parts["runout"]))

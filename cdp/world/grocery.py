@@ -18,6 +18,13 @@ need (by popularity), which becomes the usual one 20% of the time. The rest of a
 popularity) or anything in the catalog by popularity, its own staple needs left out (they
 come on their cycle). 1% of lines come back 1-14 days later as their own order, refunded.
 
+Households leave gradually (partial defection, as in grocery panels: Buckinx and Van den
+Poel, "Customer base analysis: partial defection of behaviourally loyal clients in a
+non-contractual FMCG retail setting", EJOR 2005). In the ``DRIFT_DAYS`` before a lapse
+their trips come up to ``1 + DRIFT_SLOWER`` times further apart, their baskets shrink to
+half, and ``DRIFT_DROP`` of their staples stop at a moment drawn in that time (bought
+elsewhere from then on).
+
 Memory grows with order lines (and households x staples); the catalog is drawn as arrays
 (products), never households x catalog.
 """
@@ -84,6 +91,9 @@ FAVOURITES = 30
 PHASE_SHARE = 0.5  # of staples, bought for a phase of a household's life, not all of it
 PHASE_DAYS = 150  # mean length of such a phase
 FAVOURITE_SHARE = 0.45
+DRIFT_DAYS = 60.0  # before a lapse, the household drifts to another shop
+DRIFT_SLOWER = 1.5  # trips up to 2.5x further apart at the lapse
+DRIFT_DROP = 0.5  # of a lapsing household's staples, those that stop during the drift
 
 
 @dataclass(frozen=True)
@@ -173,7 +183,8 @@ def shoppers(rng: np.random.Generator, pop: Population) -> Population:
 def trips(rng: np.random.Generator, pop: Population) -> tuple[np.ndarray, np.ndarray]:
     """Each household's trips (owner, day), sorted by owner then day: a renewal process
     with the household's interval (1 / ``pop.rate``) x lognormal(0, 0.35), in both active
-    segments. The loop advances every household still shopping by one trip."""
+    segments, stretched while it drifts away before a lapse. The loop advances every
+    household still shopping by one trip."""
     s1, e1, s2, e2 = pop.segments()
     owner = np.concatenate([np.arange(pop.size), np.arange(pop.size)])
     start, end = np.concatenate([s1, s2]), np.concatenate([e1, e2])
@@ -185,7 +196,8 @@ def trips(rng: np.random.Generator, pop: Population) -> tuple[np.ndarray, np.nda
     while owner.size:
         out_owner.append(owner)
         out_t.append(t)
-        t = t + interval * rng.lognormal(0.0, 0.35, owner.size)
+        slower = 1.0 + DRIFT_SLOWER * (1.0 - pop.fade(owner, t, DRIFT_DAYS))
+        t = t + interval * slower * rng.lognormal(0.0, 0.35, owner.size)
         alive = t < end
         owner, t, end, interval = owner[alive], t[alive], end[alive], interval[alive]
     owner, t = np.concatenate(out_owner), np.concatenate(out_t)
@@ -229,6 +241,11 @@ def staples(rng: np.random.Generator, pop: Population, catalog: Catalog) -> Stap
     phase = rng.random(owner.size) < PHASE_SHARE
     start = pop.created[owner] + np.where(phase, rng.uniform(0, pop.span, owner.size), 0.0)
     end = np.where(phase, start + rng.exponential(PHASE_DAYS, owner.size), np.inf)
+    # a lapsing household buys some of its staples elsewhere first
+    lapse = pop.lapse[owner]
+    drop = np.isfinite(lapse) & (rng.random(owner.size) < DRIFT_DROP)
+    stop = lapse - rng.uniform(0, DRIFT_DAYS, owner.size)
+    end = np.where(drop, np.minimum(end, stop), end)
     return Staples(owner, need, cycle, start, end)
 
 
@@ -284,9 +301,11 @@ def basket_lines(
     staple: Staples,
 ) -> Lines:
     """The rest of each trip's basket: favourites and anything else, by popularity; a draw
-    of one of the household's staple needs is left out (a staple comes on its cycle)."""
+    of one of the household's staple needs is left out (a staple comes on its cycle). A
+    household drifting away before a lapse fills baskets down to half."""
     mean = rng.lognormal(np.log(12.5), 0.3, pop.size)  # ~10 lines once staples drawn are left out
-    size = rng.poisson(mean[trip_owner])
+    fuller = 0.5 + 0.5 * pop.fade(trip_owner, trip_t, DRIFT_DAYS)
+    size = rng.poisson(mean[trip_owner] * fuller)
     extra = np.maximum(size - staple_count, 0)
     trip = np.repeat(np.arange(trip_owner.size), extra)
     owner = trip_owner[trip]

@@ -98,3 +98,39 @@ def test_packed_sort_falls_back_to_the_exact_sort(monkeypatch, day_bits, why):
     got = build_features(tables, as_of=at(420)).customers
     assert calls[:2] == [False, True], why  # packed, then exact (population fit, then build)
     pd.testing.assert_frame_equal(got, expected)
+
+
+def test_trip_regularity_basket_trend_and_staples_still_bought():
+    """By hand: lines per purchase day, their trend, gaps' spread, and the share of a
+    customer's staples (a consumable bought on 3 days or more) still bought."""
+
+    def lines(customer, day, product, n=1):
+        return [
+            {"customer_id": customer, "ordered_at": at(day + 0.5), "product_id": product}
+            for _ in range(n)
+        ]
+
+    rows = []
+    # 00001: a trip every 10 days, 4, 4, 2, 1, 1 lines; ink on every trip (a staple)
+    for day, n in zip([0, 10, 20, 30, 40], [4, 4, 2, 1, 1], strict=True):
+        rows += lines("00001", day, "P-INK") + lines("00001", day, "P-PRINTER", n - 1)
+    # 00002: ink on days 0, 10, 20 (a staple, 10-day cycle), gone 25 days by day 45
+    for day in [0, 10, 20]:
+        rows += lines("00002", day, "P-INK")
+    # 00003: ink twice (no staple), gaps 5 and 20
+    rows += lines("00003", 0, "P-INK") + lines("00003", 5, "P-PRINTER")
+    rows += lines("00003", 25, "P-INK")
+    orders = pd.DataFrame(rows).assign(
+        order_id=[f"O{i}" for i in range(len(rows))], quantity=1, amount=10.0
+    )
+    built = build_features(contract(orders=orders), as_of=at(45)).customers
+    row = built.set_index("customer_id")
+    one, two, three = row.loc["00001"], row.loc["00002"], row.loc["00003"]
+    assert one["basket_lines_mean"] == pytest.approx(12 / 5)
+    assert one["basket_trend"] == pytest.approx((4 / 3) / 4)  # last 3 days vs earlier
+    assert one["gap_cv"] == pytest.approx(0.0)  # like clockwork
+    assert one["staples"] == 1 and one["staples_kept_share"] == pytest.approx(1.0)
+    assert two["staples"] == 1 and two["staples_kept_share"] == pytest.approx(0.0)
+    assert pd.isna(two["basket_trend"])  # three days: no earlier ones
+    assert three["staples"] == 0 and pd.isna(three["staples_kept_share"])
+    assert three["gap_cv"] == pytest.approx(statistics.stdev([5, 20]) / 12.5)

@@ -22,8 +22,9 @@ from training.registry import CHURN_MODEL, FEATURES_TAG, load_churn
 from training.tracking import log_classifier
 
 H = 90
-#: A churn model that cannot split (more examples per leaf than there are): a constant.
-FLAT = ChurnModel(n_estimators=1, num_leaves=2, min_child_samples=10**9)
+#: A churn model that cannot split (more examples per leaf than there are) and starts from
+#: no rule: a constant.
+FLAT = ChurnModel(n_estimators=1, num_leaves=2, min_child_samples=10**9, prior=())
 
 
 def test_the_model_is_registered_only_when_it_beats_every_baseline():

@@ -109,6 +109,39 @@ def test_the_truth_lists_what_each_household_bought_in_the_next_30_days(grocery)
     assert 0.3 < truth["repeat"].mean() < 0.95  # most of what comes next was bought before
 
 
+def test_households_drift_away_before_they_lapse(grocery):
+    """Partial defection: in the 60 days before a lapse, trips thin out, baskets shrink
+    and staples stop, against the same households' 60 to 240 days before it."""
+    orders, people = grocery.tables["orders"], grocery.truth["customers"]
+    lapse = people.dropna(subset=["lapse_at"]).set_index("customer_id")["lapse_at"]
+    bought = orders[orders["quantity"] > 0].merge(lapse.rename("lapse"), on="customer_id")
+    before = (bought["lapse"] - bought["ordered_at"]).dt.total_seconds() / 86_400
+    trips = (
+        bought.assign(before=before)
+        .groupby(["customer_id", "order_id"], as_index=False)
+        .agg(at=("ordered_at", "first"), before=("before", "first"), lines=("product_id", "size"))
+        .sort_values(["customer_id", "at"])
+    )
+    trips["gap"] = trips.groupby("customer_id")["at"].diff().dt.total_seconds() / 86_400
+    late, early = trips[trips["before"].between(0, 60)], trips[trips["before"].between(60, 240)]
+    assert len(late) >= 500 and len(early) >= 1000
+    assert late["gap"].median() > 1.3 * early["gap"].median()
+    assert late["lines"].mean() < 0.85 * early["lines"].mean()
+    bought = bought[before > 0]
+    # needs bought 3+ times 90 to 240 days before: still bought in the last 30 days, against
+    # the 30 days from 90 to 60 days before
+    needs = bought.merge(grocery.tables["products"][["product_id", "need"]], on="product_id")
+    days = (needs["lapse"] - needs["ordered_at"]).dt.total_seconds() / 86_400
+    pair = pd.Index(list(zip(needs["customer_id"], needs["need"], strict=True)))
+    counts = pair[(days >= 90) & (days < 240)].value_counts()
+    staples = counts[counts >= 3].index
+
+    def still(low, high):
+        return staples.isin(pair[(days >= low) & (days < high)]).mean()
+
+    assert still(0, 30) < 0.8 * still(60, 90), (still(0, 30), still(60, 90))
+
+
 def test_the_same_seed_gives_the_same_grocery_world():
     config = WorldConfig(customers=50, seed=9, as_of=AS_OF, history_days=365)
     a, b = (generate_grocery_world(config, 500) for _ in range(2))
