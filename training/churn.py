@@ -49,6 +49,7 @@ class ChurnModel(CalibratedClassifier):
         random_state: int = 0,
         n_jobs: int | None = None,
         prior: tuple[str, ...] = RFM,
+        ignore: tuple[str, ...] = (),
     ) -> None:
         super().__init__(
             label=label,
@@ -60,6 +61,7 @@ class ChurnModel(CalibratedClassifier):
             random_state=random_state,
             n_jobs=n_jobs,
             prior=prior,
+            ignore=ignore,
         )
 
 

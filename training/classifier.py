@@ -78,6 +78,11 @@ class CalibratedClassifier(BaseEstimator):
     ``prior``: columns of a :class:`~training.baseline.LogisticBaseline` fitted on the
     same training examples, whose log-odds the booster starts from (none: from a constant).
 
+    ``ignore``: columns that are not inputs of this model though other models use them (the
+    next-product model leaves out ``product_id``: a category of tens of thousands of
+    products that the trees overfit, while price, popularity and the customer's history
+    of the product describe it).
+
     ``n_jobs``: LightGBM's threads; ``None`` takes OpenMP's default (``OMP_NUM_THREADS``,
     else every core). The test suite sets ``OMP_NUM_THREADS=1``: its two workers share two
     cores, and OpenMP threads that outnumber the cores spin-wait for each other.
@@ -99,6 +104,7 @@ class CalibratedClassifier(BaseEstimator):
         random_state: int = 0,
         n_jobs: int | None = None,
         prior: tuple[str, ...] = (),
+        ignore: tuple[str, ...] = (),
     ) -> None:
         self.label = label
         self.n_estimators = n_estimators
@@ -109,6 +115,7 @@ class CalibratedClassifier(BaseEstimator):
         self.random_state = random_state
         self.n_jobs = n_jobs
         self.prior = prior
+        self.ignore = ignore
 
     def _check(self, name: str, frame: pd.DataFrame) -> None:
         if frame.empty or frame[self.label].nunique() < 2:
@@ -144,7 +151,7 @@ class CalibratedClassifier(BaseEstimator):
         """Fit on ``train`` examples, then calibrate on the later ``calibration`` examples."""
         self._check("train", train)
         self._check("calibration", calibration)
-        self.features_ = feature_columns(train)
+        self.features_ = [c for c in feature_columns(train) if c not in self.ignore]
         self.prior_ = self._prior(train)
         self.booster_ = self._booster(train, self.features_, self.prior_)
         # two parameters need few examples
@@ -169,7 +176,8 @@ class CalibratedClassifier(BaseEstimator):
     ) -> CalibratedClassifier:
         """A fitted model from its stored parts: a LightGBM booster, the feature names, the
         calibration, the hyper-parameters (JSON values) and the prior's parts, if any."""
-        params = {**params, "prior": tuple(params.get("prior") or ())}  # JSON gives a list
+        lists = ("prior", "ignore")  # JSON gives lists
+        params = {**params, **{k: tuple(params.get(k) or ()) for k in lists}}
         model = cls(**params)
         model.booster_, model.features_ = booster, list(features)
         model.calibration_ = dict(calibration)
@@ -251,7 +259,8 @@ def select_params(
         chosen = {**params, **candidates[-1]}
         table = pd.DataFrame([{**candidates[-1], "roc_auc": np.nan, "chosen": True}])
         return chosen, table
-    features = feature_columns(train)
+    ignored = params.get("ignore", ())
+    features = [c for c in feature_columns(train) if c not in ignored]
     rows = []
     for candidate in candidates:
         model = CalibratedClassifier(label=label, **{**params, **candidate, "max_train_rows": None})

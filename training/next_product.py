@@ -38,6 +38,10 @@ from training.classifier import CalibratedClassifier, select_params
 from training.dataset import Cutoffs, calibration_split, examples_by_cutoff
 
 LABEL = "bought"
+#: Not an input: the product's id (see :class:`~training.classifier.CalibratedClassifier`).
+#: Without it, hit@1 on the validation cutoff: 0.587 against 0.577 on a 3,000-household x
+#: 20,000-product grocery world, 0.2325 against 0.2334 on the 12,000-customer default world.
+IGNORE = ("product_id",)
 
 
 def candidate_frame(
@@ -119,7 +123,9 @@ def train_next_product(
         the validation scores.
     """
     train_all, valid = dataset["train"], dataset["valid"]
-    params, selection = select_params(train_all, label=LABEL, horizon_days=window_days)
+    params, selection = select_params(
+        train_all, label=LABEL, horizon_days=window_days, ignore=IGNORE
+    )
     classifier = CalibratedClassifier(label=LABEL, **params)
     classifier = classifier.fit(*calibration_split(train_all, classifier.max_train_rows))
     y = valid[LABEL].to_numpy()

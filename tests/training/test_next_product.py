@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -12,6 +14,7 @@ from features.candidates import next_product_candidates
 from features.config import FeatureConfig
 from training.dataset import training_cutoffs
 from training.next_product import next_product_dataset, train_next_product
+from training.packaging import model_from_parts, parts_of
 
 pytestmark = pytest.mark.heavy  # trains models or starts Spark: not in `make test-fast`
 
@@ -115,6 +118,12 @@ def test_trained_on_earlier_windows_and_judged_on_a_later_one(dataset, cutoffs):
     ):
         assert metrics.loc["model", "roc_auc"] > metrics.loc[baseline, "roc_auc"], metrics
         assert metrics.loc["model", "hit_at_1"] > metrics.loc[baseline, "hit_at_1"], metrics
+    # the product's id is a key, not an input; stored that way too
+    assert "product_id" not in result.classifier.features_
+    parts = json.loads(json.dumps(parts_of("next_product", result.classifier)))
+    again = model_from_parts(parts, result.classifier.booster_)
+    assert again.get_params() == result.classifier.get_params()
+    assert again.get_params()["ignore"] == ("product_id",)
     # calibrated on a later slice: the mean probability is near the later rate
     p = result.classifier.predict_proba(dataset["valid"])
     assert abs(p.mean() - dataset["valid"]["bought"].mean()) < 0.03
