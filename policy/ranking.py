@@ -8,11 +8,11 @@ is what feedback says of the action's acceptance, :mod:`policy.learning`; 1 with
   the repurchase window; value = price x margin; eligible when the run-out date falls
   before the end of the window and the next-product model agrees (its probability of a
   purchase of the consumable, or a pack of it, at least the catalog's ``due`` floor);
-- ``cross_sell``: the product the customer is likeliest to buy next, for its value (never a
-  durable they own, nor a consumable a reminder already proposes): the next-product
-  model's probability of a purchase within its window, the best expected
-  value of the candidates (:mod:`features.candidates`); value = price x margin; its reasons
-  are the customer's own drivers of that probability;
+- ``cross_sell`` (never a durable they own, nor a consumable a reminder already proposes):
+  the candidate worth most (:mod:`features.candidates`: the next-product model's
+  probability of a purchase within its window x price) and, when it is another, the
+  candidate likeliest bought; value = price x margin; each only when worth its cost; its
+  reasons are the customer's own drivers of that probability;
 - ``winback_offer``: churn probability x retention uplift; value = the 12-month CLV;
   due only when the churn risk is high and the customer has been quiet for longer than
   their own usual gap between orders (the catalog's ``due`` rule);
@@ -318,8 +318,12 @@ def _profile_candidates(
         )
     reminded = {c.values["family"] for c in candidates}
     offers = [c for c in profile.cross_sell if (c.family or c.product_id) not in reminded]
-    if offers:  # a product a reminder already proposes is not proposed twice
-        best = max(offers, key=lambda c: (c.probability * c.price, c.product_id))
+    # a product a reminder already proposes is not proposed twice; the product worth most
+    # and, when it is another, the one likeliest bought (each still has to be worth its cost)
+    worth = max(offers, key=lambda c: (c.probability * c.price, c.product_id), default=None)
+    likeliest = max(offers, key=lambda c: (c.probability, c.product_id), default=None)
+    chosen = [worth] if likeliest is worth else [worth, likeliest]
+    for best in (o for o in chosen if o is not None):
         name = best.names.get(locale) or best.names["en"]
         drivers = [code for code in best.codes if code.islower()]
         candidates.append(

@@ -194,6 +194,28 @@ def test_the_product_most_likely_bought_comes_first_in_the_places_value_gives_pr
     assert actions[1].expected_value < actions[2].expected_value  # value alone: ink first
 
 
+def test_the_cross_sell_names_the_likeliest_product_and_the_one_worth_most():
+    """A dear candidate worth most (0.3 x 60) and a cheap one likelier bought (0.95 x 4):
+    both are proposed, the likely one first; a cheap one not worth its cost is not; when
+    the likeliest is also worth most, it is proposed once."""
+    dear = CrossSell("P-LAMP", NAMES, 60.0, 0.3, ("LIKELY_NEXT_PURCHASE",), "P-LAMP")
+    milk = CrossSell("P-MILK", NAMES, 4.0, 0.95, ("LIKELY_NEXT_PURCHASE",), "P-MILK")
+    gum = CrossSell("P-GUM", NAMES, 0.5, 0.99, ("LIKELY_NEXT_PURCHASE",), "P-GUM")
+
+    def products(*offers):
+        profile = Profile("C1", marketing_consent=True, cross_sell=list(offers))
+        ranking = rank(profile, Context(), CATALOG, now=NOW, max_actions=3)
+        return [(s.action, s.product_id) for s in ranking.suggestions], ranking.suppressed
+
+    named, _ = products(dear, milk)
+    assert named == [("cross_sell", "P-MILK"), ("cross_sell", "P-LAMP")]
+    named, suppressed = products(dear, gum)  # 0.99 x 0.5 x margin is under the cost
+    assert named == [("cross_sell", "P-LAMP")]
+    assert any(s.product_id == "P-GUM" for s in suppressed)
+    named, _ = products(milk)
+    assert named == [("cross_sell", "P-MILK")]
+
+
 def test_a_reminder_needs_the_next_product_model_to_agree():
     """Due by its run-out date, a reminder still waits when the next-product model finds a
     purchase of the consumable (or a pack of it) unlikely; asked to reorder, it goes."""
