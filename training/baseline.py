@@ -69,7 +69,8 @@ class LogisticBaseline(BaseEstimator):
         return self
 
     def raw_scores(self, matrix: np.ndarray, num_threads: int = 0) -> np.ndarray:
-        """Log-odds of each row of ``matrix`` (the raw values of ``features_``, in order)."""
+        """Log-odds of each row of ``matrix`` (the raw values of ``features_``, in order);
+        ``num_threads`` is unused (the classifier's call takes it)."""
         return self._z(np.asarray(matrix, dtype=float)) @ self.coef_ + self.intercept_
 
     def categories(self) -> list:

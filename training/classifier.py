@@ -187,8 +187,7 @@ class CalibratedClassifier(BaseEstimator):
     def _log_odds(self, frame: pd.DataFrame) -> np.ndarray:
         raw = self.booster_.predict(model_frame(frame, self.features_), raw_score=True)
         raw = np.asarray(raw, dtype=float)
-        prior = getattr(self, "prior_", None)
-        return raw if prior is None else raw + prior.log_odds(frame)
+        return raw if self.prior_ is None else raw + self.prior_.log_odds(frame)
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Calibrated probability that ``label`` is true, for each row of ``frame``."""
@@ -198,7 +197,7 @@ class CalibratedClassifier(BaseEstimator):
         """The raw scores (log-odds before calibration) of a float matrix of ``features_``
         (categories coded as :meth:`categories` lists them): one row without pandas."""
         raw = self.booster_.predict(matrix, raw_score=True, num_threads=num_threads)
-        prior = getattr(self, "prior_", None)
+        prior = self.prior_
         if prior is None:
             return raw
         columns = [self.features_.index(c) for c in prior.features_]
@@ -228,7 +227,7 @@ class CalibratedClassifier(BaseEstimator):
             c["slope"] * np.asarray(raw), columns=[*self.features_, "baseline"], index=frame.index
         )
         out["baseline"] += c["intercept"]
-        prior = getattr(self, "prior_", None)
+        prior = self.prior_
         if prior is not None:  # the prior's exact linear shares, on the same scale
             shares = prior.contributions(frame)
             out[prior.features_] += c["slope"] * shares[prior.features_].to_numpy()
