@@ -108,17 +108,21 @@ def served_by(response: httpx.Response) -> str:
     return response.headers["x-served-by"]
 
 
-def until(client, workers: set[str], call, check=lambda r: True, tries: int = 400) -> dict:
+def until(client, workers: set[str], call, check=lambda r: True, seconds: float = 60.0) -> dict:
     """Call (a new connection each time) until every worker in ``workers`` has answered;
-    ``check`` must hold for each answer. Returns the last answer of each worker."""
+    ``check`` must hold for each answer. Returns the last answer of each worker. Bounded by
+    time, not by a count of calls: a worker busy swapping in a reloaded state answers a few
+    seconds later, while the other may answer hundreds of calls meanwhile."""
     seen: dict[str, httpx.Response] = {}
-    for _ in range(tries):
+    deadline, calls = time.monotonic() + seconds, 0
+    while time.monotonic() < deadline:
         response = call(client)
+        calls += 1
         assert check(response), response.text
         seen[served_by(response)] = response
         if workers <= seen.keys():
             return seen
-    pytest.fail(f"workers {workers - seen.keys()} never answered in {tries} requests")
+    pytest.fail(f"workers {workers - seen.keys()} never answered in {seconds:g} s ({calls} calls)")
 
 
 @pytest.fixture(scope="module")
