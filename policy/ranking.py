@@ -232,13 +232,15 @@ def _rank(
     suggestions.sort(
         key=lambda s: (s.action != "escalate_to_human" or not frustrated, -s.expected_value)
     )
-    _most_likely_product_first(suggestions, likely)
+    # value decides which actions are shown; among the products shown, likelihood which first
+    shown = suggestions[:max_actions]
+    _most_likely_product_first(shown, likely)
     return Ranking(
-        suggestions[:max_actions] or [_nothing_now(catalog, locale)],
+        shown or [_nothing_now(catalog, locale)],
         suppressed,
         frustrated,
         locale,
-        tuple(suggestions),
+        (*shown, *suggestions[max_actions:]),
     )
 
 
