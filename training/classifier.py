@@ -261,14 +261,15 @@ def select_params(
     ignored = params.get("ignore", ())
     features = [c for c in feature_columns(train) if c not in ignored]
     rows = []
+    # the prior is the same for every tree size: fitted once, its log-odds on judge once
+    prior = CalibratedClassifier(label=label, **{**params, "max_train_rows": None})._prior(fit)
+    start = 0.0 if prior is None else prior.log_odds(judge)
     for candidate in candidates:
         model = CalibratedClassifier(label=label, **{**params, **candidate, "max_train_rows": None})
-        prior = model._prior(fit)
         raw = model._booster(fit, features, prior).predict(
             model_frame(judge, features), raw_score=True
         )
-        if prior is not None:
-            raw = raw + prior.log_odds(judge)
+        raw = raw + start
         rows.append({**candidate, "roc_auc": float(roc_auc_score(judge[label], raw))})
     table = pd.DataFrame(rows)
     best = int(table["roc_auc"].round(4).idxmax())  # first of equals: the simplest
