@@ -13,7 +13,7 @@ For every customer at ``as_of``, the candidates are the union of
 
 less the durables they already own (never re-offered). A cheap first stage keeps at most
 :data:`MAX_CANDIDATES` of them per customer (:func:`_first_stage`: the families they buy
-most often first, then what they viewed, then the best sellers), so a grocery household
+most often now first, then what they viewed, then the best sellers), so a grocery household
 that has bought hundreds of products does not carry them all to the model. Each candidate
 gets features of the customer, the product and the two together (:data:`FEATURES`); only
 rows at or before ``as_of`` are read. The learned model (:mod:`training.next_product`)
@@ -40,6 +40,8 @@ POPULAR_DAYS = 90
 TOP_OVERALL = 5
 TOP_PER_CATEGORY = 2
 VIEW_DAYS = 30
+#: The age at which a purchase day counts half in ``family_recent``.
+RECENT_HALF_LIFE_DAYS = 60.0
 #: Candidates kept per customer by the first stage, for the model to score.
 MAX_CANDIDATES = 60
 #: Customer columns (of a feature build) added to each candidate as context.
@@ -96,8 +98,9 @@ def next_product_candidates(
         ``category``, the product's ``price``, ``consumable``, ``pack_size``,
         ``popularity_90d``, and the customer's ``family_purchase_days`` (also
         ``family_days_30d``, ``family_days_90d``, ``family_share`` of their purchase days,
-        ``family_gap_days`` between them and ``family_due``, days since over that gap),
-        ``days_since_family``, ``need_purchase_days``, ``days_since_need``,
+        ``family_gap_days`` between them and ``family_due``, days since over that gap,
+        ``family_recent``, weighed by age, and ``family_trips_since``, their purchase days
+        since), ``days_since_family``, ``need_purchase_days``, ``days_since_need``,
         ``latest_in_need`` (the family was the need's last purchase),
         ``owns_related``, ``category_share``,
         ``days_since_category``, ``viewed_product_7d``, ``viewed_product_30d``,
@@ -250,29 +253,33 @@ def _first_stage(
     candidates: pl.DataFrame, history: pl.DataFrame, views: pl.DataFrame, popular: pl.DataFrame
 ) -> pl.DataFrame:
     """At most :data:`MAX_CANDIDATES` candidates per customer: the families they bought on
-    the most days first (the customer's own top frequency, the strongest simple rule for
-    repeat purchases), then the products they viewed or carted most, then the best sellers;
-    ties by product id, so the cut is deterministic."""
-    order = ["family_purchase_days", "views", "n"]
+    the most days first, recent days weighing more (``family_recent``: the customer's own
+    top frequency, the strongest simple rule for repeat purchases, as tastes are now), then
+    the products they viewed or carted most, then the best sellers; ties by product id, so
+    the cut is deterministic."""
+    order = ["family_recent", "family_purchase_days", "views", "n"]
     return (
         candidates.join(
-            history.select("customer_id", "family", "family_purchase_days"),
+            history.select("customer_id", "family", "family_recent", "family_purchase_days"),
             on=["customer_id", "family"],
             how="left",
         )
         .join(views.group_by(KEYS).agg(views=pl.len()), on=KEYS, how="left")
         .join(popular.select("product_id", "n"), on="product_id", how="left")
         .with_columns(pl.col(order).fill_null(0))
-        .sort(["customer_id", *order, "product_id"], descending=[False, True, True, True, False])
+        .sort(
+            ["customer_id", *order, "product_id"], descending=[False, True, True, True, True, False]
+        )
         .filter(pl.int_range(pl.len()).over("customer_id") < MAX_CANDIDATES)
         .drop(order)
     )
 
 
 def _family_history(lines: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
-    """Per customer and family: purchase days (in all, in the last 30 and 90 days, and as a
-    share of the customer's purchase days), days since the last, the mean days between
-    purchase days, and the days since the last as a multiple of that mean (due at 1)."""
+    """Per customer and family: purchase days (in all, in the last 30 and 90 days, as a
+    share of the customer's purchase days, and weighed by age, :func:`_recent`), days
+    since the last and the customer's purchase days since, the mean days between purchase
+    days, and the days since the last as a multiple of that mean (due at 1)."""
     day = pl.col("ordered_at").dt.date()
     since = _days(pl.col("ordered_at").max(), as_of)
     span = _days(pl.col("ordered_at").min(), as_of) - since
@@ -301,6 +308,38 @@ def _family_history(lines: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
             family_due=pl.col("days_since_family") / pl.col("family_gap_days").clip(lower_bound=1.0)
         )
         .drop("span", "trips")
+        .join(_recent(lines, as_of), on=["customer_id", "family"], how="left")
+    )
+
+
+def _recent(lines: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
+    """Per customer and family: ``family_recent``, its purchase days each weighed by
+    ``0.5 ** (age / RECENT_HALF_LIFE_DAYS)`` (what a customer buys now, not what they bought
+    most a year ago: tastes drift), and ``family_trips_since``, the customer's purchase days
+    after the family's last (0: bought on their last trip). Grows with lines."""
+    days = lines.select("customer_id", "family", day=pl.col("ordered_at").dt.date()).unique()
+    age = (pl.lit(as_of.date()) - pl.col("day")).dt.total_days()
+    trips = (
+        days.select("customer_id", "day")
+        .unique()
+        .with_columns(
+            order=pl.col("day").rank("dense").over("customer_id"),
+            trips=pl.len().over("customer_id"),
+        )
+    )
+    return (
+        days.group_by("customer_id", "family")
+        .agg(
+            family_recent=(0.5 ** (age / RECENT_HALF_LIFE_DAYS)).sum(),
+            day=pl.col("day").max(),
+        )
+        .join(trips, on=["customer_id", "day"], how="left")
+        .select(
+            "customer_id",
+            "family",
+            "family_recent",
+            family_trips_since=(pl.col("trips") - pl.col("order")).cast(pl.Int32),
+        )
     )
 
 

@@ -16,7 +16,10 @@ purchases are the household's usual product for the need; the rest another produ
 need (by popularity), which becomes the usual one 20% of the time. The rest of a basket
 (about 10 lines in all) is the household's own favourites (45%: 30 products each, drawn by
 popularity) or anything in the catalog by popularity, its own staple needs left out (they
-come on their cycle). 1% of lines come back 1-14 days later as their own order, refunded.
+come on their cycle). Tastes drift: each favourite is kept for a period of its own
+(lognormal around ``FAVOURITE_DAYS``, 180 days, at least 30), then another takes its place,
+so what a household bought most a year ago is not always what it buys now. 1% of lines
+come back 1-14 days later as their own order, refunded.
 
 Households leave gradually (partial defection, as in grocery panels: Buckinx and Van den
 Poel, "Customer base analysis: partial defection of behaviourally loyal clients in a
@@ -25,7 +28,8 @@ their trips come up to ``1 + DRIFT_SLOWER`` times further apart, their baskets s
 half, and ``DRIFT_DROP`` of their staples stop at a moment drawn in that time (bought
 elsewhere from then on).
 
-Memory grows with order lines (and households x staples); the catalog is drawn as arrays
+Memory grows with order lines, households x staples and households x favourites x
+(history days / 30) (the favourites a slot may hold); the catalog is drawn as arrays
 (products), never households x catalog.
 """
 
@@ -91,6 +95,7 @@ FAVOURITES = 30
 PHASE_SHARE = 0.5  # of staples, bought for a phase of a household's life, not all of it
 PHASE_DAYS = 150  # mean length of such a phase
 FAVOURITE_SHARE = 0.45
+FAVOURITE_DAYS = 180.0  # a favourite lasts about this long, then another takes its place
 DRIFT_DAYS = 60.0  # before a lapse, the household drifts to another shop
 DRIFT_SLOWER = 1.5  # trips up to 2.5x further apart at the lapse
 DRIFT_DROP = 0.5  # of a lapsing household's staples, those that stop during the drift
@@ -309,11 +314,22 @@ def basket_lines(
     extra = np.maximum(size - staple_count, 0)
     trip = np.repeat(np.arange(trip_owner.size), extra)
     owner = trip_owner[trip]
-    favourites = rng.choice(catalog.weight.size, size=(pop.size, FAVOURITES), p=catalog.weight)
+    # tastes drift: each favourite slot holds a product for a period of its own (about
+    # FAVOURITE_DAYS), then another, drawn by popularity
+    period = np.maximum(rng.lognormal(np.log(FAVOURITE_DAYS), 0.5, (pop.size, FAVOURITES)), 30.0)
+    phase = rng.uniform(0, 1, (pop.size, FAVOURITES)) * period
+    epochs = int(np.ceil(pop.span / 30.0)) + 2
+    favourites = rng.choice(
+        catalog.weight.size, size=(pop.size, FAVOURITES, epochs), p=catalog.weight
+    )
     rank = 1.0 / np.arange(1, FAVOURITES + 1)
     slot = rng.choice(FAVOURITES, size=trip.size, p=rank / rank.sum())
+    age = trip_t[trip] - pop.created[owner] + phase[owner, slot]
+    epoch = np.clip((age // period[owner, slot]).astype(int), 0, epochs - 1)
     anything = rng.choice(catalog.weight.size, size=trip.size, p=catalog.weight)
-    product = np.where(rng.random(trip.size) < FAVOURITE_SHARE, favourites[owner, slot], anything)
+    product = np.where(
+        rng.random(trip.size) < FAVOURITE_SHARE, favourites[owner, slot, epoch], anything
+    )
     q = np.where(rng.random(trip.size) < 0.85, 1, 2 + rng.poisson(1.0, trip.size))
     needs = catalog.need_weight.size
     keep = ~np.isin(owner * needs + catalog.need[product], staple.owner * needs + staple.need)

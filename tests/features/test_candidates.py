@@ -137,3 +137,12 @@ def test_recent_frequency_due_ratio_and_brand_switches_by_hand():
     assert a["need_purchase_days"] == b["need_purchase_days"] == 5  # days 0, 10, 20, 80, 88
     assert (a["days_since_need"], b["days_since_need"]) == approx((2.0, 2.0))
     assert not a["latest_in_need"] and b["latest_in_need"] and coffee["latest_in_need"]
+    # purchase days weighed by age (half at 60 days): MILK-A 90, 80, 70 days old
+    assert a["family_recent"] == approx(sum(0.5 ** (age / 60) for age in (90, 80, 70)))
+    assert b["family_recent"] == approx(0.5 ** (10 / 60) + 0.5 ** (2 / 60))
+    # the customer's purchase days after the family's last: days 80 and 88 after MILK-A's
+    assert (a["family_trips_since"], b["family_trips_since"], coffee["family_trips_since"]) == (
+        2,
+        0,
+        0,
+    )

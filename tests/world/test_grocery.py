@@ -142,6 +142,28 @@ def test_households_drift_away_before_they_lapse(grocery):
     assert still(0, 30) < 0.8 * still(60, 90), (still(0, 30), still(60, 90))
 
 
+def test_tastes_drift_what_was_bought_often_fades(grocery):
+    """Favourites last a while, then others take their place: of the products a staying
+    household bought on 3+ days 240 to 360 days ago, fewer are bought in the last 120 days
+    than 120 to 240 days ago. (With favourites for life: 0.90 against 0.92.)"""
+    orders, people = grocery.tables["orders"], grocery.truth["customers"]
+    stay = people.loc[people["lapse_at"].isna(), "customer_id"]
+    bought = orders[(orders["quantity"] > 0) & (orders["ordered_at"] <= AS_OF)]
+    bought = bought[bought["customer_id"].isin(stay)]
+    ago = (AS_OF - bought["ordered_at"]).dt.total_seconds() / 86_400
+    pair = pd.Index(list(zip(bought["customer_id"], bought["product_id"], strict=True)))
+    early = ago.between(240, 360, inclusive="left")
+    days = pd.Series(bought["ordered_at"].dt.floor("D").to_numpy()[early], index=pair[early])
+    often = days.groupby(level=[0, 1]).nunique()
+    often = often[often >= 3].index
+    assert len(often) >= 200
+
+    def still(low, high):
+        return often.isin(pair[ago.between(low, high, inclusive="left")]).mean()
+
+    assert still(0, 120) < 0.85 * still(120, 240), (still(0, 120), still(120, 240))
+
+
 def test_the_same_seed_gives_the_same_grocery_world():
     config = WorldConfig(customers=50, seed=9, as_of=AS_OF, history_days=365)
     a, b = (generate_grocery_world(config, 500) for _ in range(2))
