@@ -7,7 +7,9 @@ the customer id as its pseudonym, anonymous ids and identity values as keyed tok
 their subject's pseudonym and the anonymous id's token beside them, so an erasure
 (:meth:`FeedbackStore.erase`) removes exactly that person's rows, anonymous events later
 linked to them included; deleted pages are overwritten (``secure_delete``) and the WAL
-truncated, so no copy stays on disk.
+truncated, so no copy stays on disk. The request threads share one connection, and every
+statement on it runs under the store's lock: a vacuum fails while another statement is in
+progress on its connection.
 
 Feedback (shown, accepted, dismissed, converted) and ingested events are written before the
 request returns; feedback is kept in memory as exposures too, so cooldowns and frequency
@@ -409,16 +411,18 @@ class FeedbackStore:
         period, bounds = "", ()
         if since is not None and until is not None:
             period, bounds = " having min(at) >= ? and min(at) < ?", (since, until)
-        rows = self._db.execute(
-            "select customer, action, max(outcome in ('accepted', 'converted')),"
-            " max(outcome = 'converted') from feedback group by request_id, action, product_id"
-            + period,
-            tuple(t.isoformat() for t in bounds),
-        ).fetchall()
+        with self._lock:  # one connection for every thread: no statement beside another
+            rows = self._db.execute(
+                "select customer, action, max(outcome in ('accepted', 'converted')),"
+                " max(outcome = 'converted') from feedback group by request_id, action, product_id"
+                + period,
+                tuple(t.isoformat() for t in bounds),
+            ).fetchall()
         return [(who, action, bool(a), bool(c)) for who, action, a, c in rows]
 
     def count(self, table: str) -> int:
         """Rows in ``table``."""
         if table not in schema.TABLES:
             raise ValueError(f"no table {table!r}")
-        return self._db.execute(f"select count(*) from {table}").fetchone()[0]
+        with self._lock:
+            return self._db.execute(f"select count(*) from {table}").fetchone()[0]

@@ -122,3 +122,41 @@ def test_rows_another_process_stores_are_read_at_the_next_look(tmp_path):
     assert done.returncode == 0, done.stderr
     assert reader.ingested_after(0) == [(1, "b1", "consents", "sealed-1")]
     assert reader.ingested_after(1) == []
+
+
+def test_an_erasure_while_other_requests_read_the_store_never_fails(store):
+    """Requests run on threads sharing the store's one connection: an erasure (its vacuum
+    needs no statement in progress on it) while another request reads the feedback
+    counts (the learned factors) or the table sizes must neither fail nor make them fail.
+    (Seen as a 500 on /admin/subject/erase in a clean-clone run.)"""
+    import threading
+
+    for i in range(3_000):
+        store.record_suggestion(f"r{i}", f"ps_{i % 50}", [REMINDER], T0)
+    store.flush()
+    for i in range(3_000):
+        store.record_feedback(Item(f"r{i}", *REMINDER, "accepted"), T0)
+    errors, stop = [], threading.Event()
+
+    def read():
+        while not stop.is_set():
+            try:
+                assert len(store.outcomes()) > 0
+                store.count("feedback")
+            except Exception as error:  # every failure is the finding
+                errors.append(error)
+                return
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    try:
+        for i in range(25):
+            store.erase({f"ps_gone_{i}"})
+    except Exception as error:
+        errors.append(error)
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join()
+    assert not errors, errors[:3]
