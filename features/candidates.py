@@ -147,7 +147,9 @@ def next_product_candidates(
                 "carted_product_30d",
             ).fill_null(0),
             pl.col("owns_related").fill_null(False),
-            pl.col("category_share", "family_share", "popularity_90d").fill_null(0.0),
+            pl.col("category_share", "family_share", "family_recent", "popularity_90d").fill_null(
+                0.0
+            ),
             pl.col("consumable").cast(pl.Int8),
             latest_in_need=(pl.col("latest_in_need") == pl.col("family")).fill_null(False),
         )
