@@ -311,9 +311,9 @@ def run() -> None:
     )
     # at equal reach: P-TopFreq sent to as many customers, those whose top product they
     # bought on the most days (its own confidence), the latest buyers first among equals
-    orders = past["orders"][past["orders"]["quantity"] > 0]
+    kept = past["orders"][past["orders"]["quantity"] > 0]
     confident = (
-        orders.assign(day=orders["ordered_at"].dt.floor("D"))
+        kept.assign(day=kept["ordered_at"].dt.floor("D"))
         .groupby(["customer_id", "product_id"])
         .agg(times=("day", "nunique"), latest=("ordered_at", "max"))
         .groupby(level="customer_id")

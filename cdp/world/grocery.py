@@ -29,8 +29,8 @@ half, and ``DRIFT_DROP`` of their staples stop at a moment drawn in that time (b
 elsewhere from then on).
 
 Memory grows with order lines, households x staples and households x favourites x
-(history days / 30) (the favourites a slot may hold); the catalog is drawn as arrays
-(products), never households x catalog.
+(simulated days / 30) (the favourites a slot may hold in turn); the catalog is drawn as
+arrays (products), never households x catalog.
 """
 
 from __future__ import annotations
