@@ -140,7 +140,9 @@ class CalibratedClassifier(BaseEstimator):
             num_leaves=self.num_leaves,
             min_child_samples=self.min_child_samples,
             random_state=self.random_state,
-            n_jobs=self.n_jobs,
+            # LightGBM's own None is every physical core, whatever OMP_NUM_THREADS says;
+            # 0 is OpenMP's default, which honours it
+            n_jobs=0 if self.n_jobs is None else self.n_jobs,
             deterministic=True,
             verbose=-1,
         )

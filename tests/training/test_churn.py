@@ -82,6 +82,17 @@ def test_model_follows_the_estimator_contract(dataset):
     assert not hasattr(model, "booster_")
 
 
+def test_unless_told_training_takes_openmps_threads(dataset):
+    """LightGBM's own default is every physical core, whatever ``OMP_NUM_THREADS`` says:
+    two test workers each spinning two OpenMP threads on two cores made training 25x
+    slower (3 s alone, 78 s beside another training file). OpenMP's default (0) honours it."""
+    train = dataset["train"].sample(3_000, random_state=0)
+    model = ChurnModel(n_estimators=5, num_leaves=7).fit(train, train)
+    assert model.booster_.params["num_threads"] == 0
+    told = ChurnModel(n_estimators=5, num_leaves=7, n_jobs=1).fit(train, train)
+    assert told.booster_.params["num_threads"] == 1
+
+
 def test_top_decile_capture_by_hand():
     y = np.array([1, 0, 0, 1, 0, 0, 0, 0, 0, 1] * 2, dtype=bool)  # 6 positives in 20
     score = np.arange(20)[::-1].astype(float)  # the first two rows score highest
