@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pandas as pd
@@ -244,49 +245,62 @@ def store(tmp_path, monkeypatch):
 
 
 def free_port() -> int:
+    """A port of 127.0.0.1 free now, below the ephemeral range (32768 and up on Linux), so
+    that no client connection of another process takes it before the service binds it."""
+    import random
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    while True:
+        port = random.randint(20_000, 32_000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def launch_service(*args: str, keys: str, log_path: Path, env: dict | None = None):
     """Start ``nextbest serve ARGS`` on a free port of 127.0.0.1 with the API ``keys``; return
     the process (its own session, so a test can stop the whole tree) and the URL, once
-    ready. Fails the test with the log's tail if it never becomes ready."""
+    ready. A port another process bound first is tried again on another port (three
+    times); the test fails with the log's tail if the service never becomes ready."""
     import os
     import subprocess
 
     from serving.demo import wait_ready
 
-    port = free_port()
-    log = open(log_path, "w")  # noqa: SIM115 - the child keeps writing to it
-    process = subprocess.Popen(
-        ["nextbest", "serve", *args, "--port", str(port)],
-        env={
-            **os.environ,
-            "NEXTBEST_API_KEYS": keys,
-            "NEXTBEST_PSEUDONYM_KEY": PSEUDONYM_KEY,
-            **(env or {}),
-        },
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    log.close()
-    url = f"http://127.0.0.1:{port}"
-    if not wait_ready(url, process):
+    for _ in range(3):
+        port = free_port()
+        log = open(log_path, "w")  # noqa: SIM115 - the child keeps writing to it
+        process = subprocess.Popen(
+            ["nextbest", "serve", *args, "--port", str(port)],
+            env={
+                **os.environ,
+                "NEXTBEST_API_KEYS": keys,
+                "NEXTBEST_PSEUDONYM_KEY": PSEUDONYM_KEY,
+                **(env or {}),
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        url = f"http://127.0.0.1:{port}"
+        if wait_ready(url, process) and process.poll() is None:  # ours, not another's
+            return process, url
         stop_service(process)
-        pytest.fail("the service did not become ready: " + log_path.read_text()[-3000:])
-    return process, url
+        if "Address already in use" not in log_path.read_text():
+            break
+    pytest.fail("the service did not become ready: " + log_path.read_text()[-3000:])
 
 
 def stop_service(process) -> None:
     import os
     import signal
 
-    os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(ProcessLookupError):  # the whole group has exited already
+        os.killpg(process.pid, signal.SIGTERM)
     process.wait(timeout=30)
 
 
