@@ -126,6 +126,17 @@ def scores(
     return out
 
 
+def frequencies(orders: pd.DataFrame) -> pd.DataFrame:
+    """Per customer and product bought (``quantity`` > 0): ``times``, its purchase days, and
+    ``latest``, when it was last bought."""
+    bought = orders[orders["quantity"] > 0]
+    return (
+        bought.assign(day=bought["ordered_at"].dt.floor("D"))
+        .groupby(["customer_id", "product_id"])
+        .agg(times=("day", "nunique"), latest=("ordered_at", "max"))
+    )
+
+
 def baselines(
     past: dict[str, pd.DataFrame], pairs: pd.DataFrame, at: pd.Timestamp, window_days: int
 ) -> dict[str, pd.DataFrame]:
@@ -157,8 +168,7 @@ def baselines(
     # P-TopFreq: the customer's own products by purchase days, the most recent of equals first
     days = orders.assign(day=orders["ordered_at"].dt.floor("D"))
     freq = (
-        days.groupby(["customer_id", "product_id"])
-        .agg(times=("day", "nunique"), latest=("ordered_at", "max"))
+        frequencies(orders)
         .reset_index()
         .sort_values(["customer_id", "times", "latest"], ascending=[True, False, False])
     )
@@ -311,11 +321,8 @@ def run() -> None:
     )
     # at equal reach: P-TopFreq sent to as many customers, those whose top product they
     # bought on the most days (its own confidence), the latest buyers first among equals
-    kept = past["orders"][past["orders"]["quantity"] > 0]
     confident = (
-        kept.assign(day=kept["ordered_at"].dt.floor("D"))
-        .groupby(["customer_id", "product_id"])
-        .agg(times=("day", "nunique"), latest=("ordered_at", "max"))
+        frequencies(past["orders"])
         .groupby(level="customer_id")
         .max()
         .reindex(evaluated)

@@ -279,48 +279,16 @@ def _first_stage(
 
 def _family_history(lines: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
     """Per customer and family: purchase days (in all, in the last 30 and 90 days, as a
-    share of the customer's purchase days, and weighed by age, :func:`_recent`), days
-    since the last and the customer's purchase days since, the mean days between purchase
-    days, and the days since the last as a multiple of that mean (due at 1)."""
-    day = pl.col("ordered_at").dt.date()
-    since = _days(pl.col("ordered_at").max(), as_of)
-    span = _days(pl.col("ordered_at").min(), as_of) - since
-    trips = lines.group_by("customer_id").agg(trips=day.n_unique())
-    return (
-        lines.group_by("customer_id", "family")
-        .agg(
-            family_purchase_days=day.n_unique(),
-            family_days_30d=day.filter(
-                pl.col("ordered_at") > as_of - timedelta(days=30)
-            ).n_unique(),
-            family_days_90d=day.filter(
-                pl.col("ordered_at") > as_of - timedelta(days=90)
-            ).n_unique(),
-            days_since_family=since,
-            span=span,
-        )
-        .join(trips, on="customer_id", how="left")
-        .with_columns(
-            family_share=pl.col("family_purchase_days") / pl.col("trips"),
-            family_gap_days=pl.when(pl.col("family_purchase_days") > 1).then(
-                pl.col("span") / (pl.col("family_purchase_days") - 1)
-            ),
-        )
-        .with_columns(
-            family_due=pl.col("days_since_family") / pl.col("family_gap_days").clip(lower_bound=1.0)
-        )
-        .drop("span", "trips")
-        .join(_recent(lines, as_of), on=["customer_id", "family"], how="left")
+    share of the customer's purchase days, and ``family_recent``, each weighed by
+    ``0.5 ** (age / RECENT_HALF_LIFE_DAYS)``: what a customer buys now, not what they bought
+    most a year ago, as tastes drift), days since the last and ``family_trips_since``, the
+    customer's purchase days after it (0: bought on their last trip), the mean days between
+    purchase days, and the days since the last as a multiple of that mean (due at 1).
+    Everything is read from one pass over the distinct (customer, family, day) purchases.
+    Grows with lines."""
+    days = lines.group_by("customer_id", "family", pl.col("ordered_at").dt.date().alias("day")).agg(
+        first=pl.col("ordered_at").min(), last=pl.col("ordered_at").max()
     )
-
-
-def _recent(lines: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
-    """Per customer and family: ``family_recent``, its purchase days each weighed by
-    ``0.5 ** (age / RECENT_HALF_LIFE_DAYS)`` (what a customer buys now, not what they bought
-    most a year ago: tastes drift), and ``family_trips_since``, the customer's purchase days
-    after the family's last (0: bought on their last trip). Grows with lines."""
-    days = lines.select("customer_id", "family", day=pl.col("ordered_at").dt.date()).unique()
-    age = (pl.lit(as_of.date()) - pl.col("day")).dt.total_days()
     trips = (
         days.select("customer_id", "day")
         .unique()
@@ -329,18 +297,43 @@ def _recent(lines: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
             trips=pl.len().over("customer_id"),
         )
     )
+    age = (pl.lit(as_of.date()) - pl.col("day")).dt.total_days()
+    since = _days(pl.col("last").max(), as_of)
+    span = _days(pl.col("first").min(), as_of) - since
     return (
         days.group_by("customer_id", "family")
         .agg(
+            family_purchase_days=pl.len(),
+            family_days_30d=(pl.col("last") > as_of - timedelta(days=30)).sum(),
+            family_days_90d=(pl.col("last") > as_of - timedelta(days=90)).sum(),
+            days_since_family=since,
+            span=span,
             family_recent=(0.5 ** (age / RECENT_HALF_LIFE_DAYS)).sum(),
             day=pl.col("day").max(),
         )
         .join(trips, on=["customer_id", "day"], how="left")
+        .with_columns(
+            family_share=pl.col("family_purchase_days") / pl.col("trips"),
+            family_gap_days=pl.when(pl.col("family_purchase_days") > 1).then(
+                pl.col("span") / (pl.col("family_purchase_days") - 1)
+            ),
+            family_trips_since=(pl.col("trips") - pl.col("order")).cast(pl.Int32),
+        )
+        .with_columns(
+            family_due=pl.col("days_since_family") / pl.col("family_gap_days").clip(lower_bound=1.0)
+        )
         .select(
             "customer_id",
             "family",
+            "family_purchase_days",
+            "family_days_30d",
+            "family_days_90d",
+            "days_since_family",
+            "family_share",
+            "family_gap_days",
+            "family_due",
             "family_recent",
-            family_trips_since=(pl.col("trips") - pl.col("order")).cast(pl.Int32),
+            "family_trips_since",
         )
     )
 
